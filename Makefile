@@ -1,0 +1,52 @@
+# ToonLab: two commands on a fresh machine.
+#   make demo   create the virtualenv, install the locked dependencies, run the pipeline on the demo data
+#   make test   create the virtualenv, install the locked dependencies, run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.toonlab-installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+export DVC_NO_ANALYTICS := 1
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install demo test test-fast lint bench lock clean-venv
+
+install: $(STAMP)
+
+$(STAMP): requirements.in requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ToonLab needs Python 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" "setuptools>=68" wheel
+	$(BIN)/python -m pip install --quiet -c requirements.lock -r requirements.in
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+	touch $@
+
+demo: install
+	$(BIN)/dvc repro
+	@echo "demo done: see data/ and, once built, reports/index.html"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/snakemake --lint
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Re-resolve requirements.in in a scratch virtualenv and write the lock from it.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -r requirements.in
+	{ echo "# Tested lock of every package in the environment, used as a pip constraint file"; \
+	  echo "# (pip install -c requirements.lock ...). Regenerate with 'make lock' after changing requirements.in."; \
+	  .venv-lock/bin/python -m pip freeze | grep -v -E '^(-e |toonlab)'; } > requirements.lock
+	rm -rf .venv-lock
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,20 @@
+# ToonLab workflow. Rules live in workflow/rules/*.smk; each is one `toonlab` call.
+# Config is params.yaml (validated by toonlab's typed schema at load time);
+# override values with e.g. `snakemake -c2 all --config demo='{anime_count: 8}'`.
+from toonlab.snake import prepare
+
+
+configfile: "params.yaml"
+
+
+TL = prepare(config)
+RAW = TL.params.data.raw_dir
+
+
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        TL.raw_inputs(),

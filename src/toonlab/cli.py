@@ -1,0 +1,187 @@
+"""The `toonlab` command line: one subcommand per pipeline stage.
+
+Exit codes: 0 ok, 2 bad usage or bad parameters, 1 failure (including stages that are
+not built yet), 130 interrupted. Errors are one clear message, never a traceback
+(`--debug` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Callable
+
+from toonlab import __version__
+from toonlab.errors import NotBuiltError, ToonlabError, UsageError
+from toonlab.log import get_logger, setup_logging
+from toonlab.params import DEFAULT_PARAMS, Params, load_params
+
+log = get_logger(__name__)
+
+TRAIN_MODELS = ("cyclegan", "dcgan", "ugatit", "whitebox", "landmarker")
+
+# Stages declared in the interface but implemented by later issues. Each prints that it
+# is not built yet and exits 1; nothing pretends to work.
+NOT_BUILT = {
+    "crawl": "issue #3: ingest and crawl",
+    "ingest": "issue #3: ingest and crawl",
+    "detect": "issue #4: face pipeline",
+    "matte": "issue #4: face pipeline",
+    "align": "issue #4: face pipeline",
+    "curate": "issue #4: face pipeline",
+    "pack": "issue #4: face pipeline",
+    "train cyclegan": "issue #5: training core and CycleGAN",
+    "train dcgan": "issue #6: DCGAN",
+    "train ugatit": "issue #7: U-GAT-IT",
+    "train whitebox": "issue #8: White-box cartoonization",
+    "train landmarker": "issue #8: White-box cartoonization",
+    "evaluate": "issue #9: evaluation",
+    "report": "issue #9: evaluation",
+    "cartoonize": "issue #10: cartoonize",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # same exit code (2), plus a pointer to --help
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n(run '{self.prog} --help' for the options)\n")
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted both before and after the subcommand."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--params", metavar="FILE", default=argparse.SUPPRESS,
+                   help=f"parameters file (default: {DEFAULT_PARAMS})")
+    p.add_argument("-v", "--verbose", action="store_const", const="DEBUG", dest="log_level",
+                   default=argparse.SUPPRESS, help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_const", const="WARNING", dest="log_level",
+                   default=argparse.SUPPRESS, help="warnings and errors only")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show full tracebacks on errors")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="toonlab", parents=[common],
+                     description="Raw face-photo and anime crawls to trained portrait-to-anime GANs.")
+    parser.add_argument("--version", action="version", version=f"toonlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, help_text: str, func: Callable) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("demo-data", "write the embedded demo crawl (real photos shipped in packages plus "
+            "generated variants and anime portraits) as a raw crawl", _cmd_demo_data)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: data.raw_dir from params)")
+    p.add_argument("--seed", type=int, help="override demo.seed")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing folder that was not written by demo-data")
+
+    add("doctor", "show which optional pretrained models and offline backends are available, "
+        "and where each was looked for", _cmd_doctor)
+
+    p = add("params", "validate the parameters file and print the effective values", _cmd_params)
+    p.add_argument("--section", help="print only this section")
+
+    stage_help = {
+        "crawl": "fetch URL lists into data/raw/<domain>/ (rate-limited, resumable)",
+        "ingest": "scan raw folders into a clean, deduplicated manifest",
+        "detect": "face detection and landmarks",
+        "matte": "background removal",
+        "align": "alignment to the canonical template, 128/256 crops",
+        "curate": "curation report and train/val/test split",
+        "pack": "pack splits into memory-mapped arrays for training",
+        "evaluate": "metrics and grids for a trained run",
+        "report": "HTML report of runs, metrics and ablations",
+        "cartoonize": "cartoonize new photos with a trained model",
+    }
+    for name, text in stage_help.items():
+        p = add(name, text, _not_built(name))
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    p = add("train", "train a model family", _cmd_train)
+    p.add_argument("model", choices=TRAIN_MODELS, help="model family")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def _not_built(name: str) -> Callable:
+    def run(args: argparse.Namespace, params: Params) -> int:
+        raise NotBuiltError(name, NOT_BUILT[name])
+    return run
+
+
+def _cmd_train(args: argparse.Namespace, params: Params) -> int:
+    raise NotBuiltError(f"train {args.model}", NOT_BUILT[f"train {args.model}"])
+
+
+def _cmd_demo_data(args: argparse.Namespace, params: Params) -> int:
+    from toonlab.demo_data import write_demo_crawl
+
+    demo = params.demo if args.seed is None else params.demo.model_copy(update={"seed": args.seed})
+    out = args.out or params.data.raw_dir
+    if args.out is None and params.data.source != "demo":
+        raise UsageError(
+            f"data.source is '{params.data.source}', so {out} holds your own crawl; refusing to "
+            "overwrite it with demo data. Pass --out DIR to write the demo elsewhere."
+        )
+    summary = write_demo_crawl(out, demo, force=args.force)
+    log.info("demo crawl written to %s: %s", out, ", ".join(f"{k} {v}" for k, v in summary.items()))
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace, params: Params) -> int:
+    from toonlab.weights import doctor_report
+
+    print(doctor_report())
+    return 0
+
+
+def _cmd_params(args: argparse.Namespace, params: Params) -> int:
+    import yaml
+
+    data = params.model_dump(mode="json")
+    if args.section:
+        if args.section not in data:
+            raise UsageError(f"no section '{args.section}'; sections: {', '.join(data)}")
+        data = {args.section: data[args.section]}
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for bad usage
+        return int(exc.code or 0)
+    debug = getattr(args, "debug", False)
+    setup_logging(getattr(args, "log_level", "INFO"))
+    try:
+        params = load_params(getattr(args, "params", None))
+        if not hasattr(args, "log_level"):
+            setup_logging(params.runtime.log_level)
+        return int(args.func(args, params) or 0)
+    except ToonlabError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"toonlab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("toonlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still no raw traceback unless asked for
+        if debug:
+            traceback.print_exc()
+        print(f"toonlab: internal error: {type(exc).__name__}: {exc}\n"
+              "(run again with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""DVC and Snakemake drive the same stages from the same params.yaml, and agree.
+
+These run the real `snakemake` and `dvc` on a fresh copy of the project with a tiny
+demo configuration.
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+TINY_DEMO = {"variants_per_photo": 1, "anime_count": 2, "anime_px": 128, "photo_max_px": 192}
+
+
+def shrink(project: Path, **demo) -> None:
+    p = project / "params.yaml"
+    params = yaml.safe_load(p.read_text())
+    params["demo"].update(TINY_DEMO, **demo)
+    p.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every output file with its modification time and content."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted((root / "data").rglob("*")) if p.is_file()}
+
+
+def assert_in_sync(project: Path) -> None:
+    dry = run(["snakemake", "-n", "all"], project)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    status = run(["dvc", "status"], project)
+    assert "Data and pipelines are up to date" in status.stdout
+
+
+def test_snakemake_lint_is_clean(project):
+    lint = run(["snakemake", "--lint"], project)
+    assert "Congratulations, your workflow is in a good condition" in lint.stdout + lint.stderr
+
+
+def test_snakemake_first_then_dvc_does_no_work(project):
+    shrink(project)
+    run(["snakemake", "-c2", "all"], project)
+    before = snapshot(project)
+    assert "data/raw/demo.json" in before
+    repro = run(["dvc", "repro"], project)
+    # DVC ran its stage command, Snakemake found everything up to date and ran no rule.
+    assert "Nothing to be done" in repro.stdout + repro.stderr
+    assert "localrule demo_data" not in repro.stdout + repro.stderr
+    assert snapshot(project) == before  # not a byte or a timestamp changed
+    assert (project / "dvc.lock").is_file()
+    assert_in_sync(project)
+
+
+def test_dvc_first_then_snakemake_has_nothing_to_do(project):
+    shrink(project)
+    run(["dvc", "repro"], project)
+    assert_in_sync(project)
+    again = run(["dvc", "repro"], project)
+    assert "didn't change, skipping" in again.stdout
+
+
+def test_param_change_reruns_through_both_drivers(project):
+    shrink(project)
+    run(["dvc", "repro"], project)
+    before = snapshot(project)
+    shrink(project, seed=7)
+    status = run(["dvc", "status"], project)
+    assert "modified:" in status.stdout and "demo" in status.stdout
+    dry = run(["snakemake", "-n", "all"], project)
+    assert "Params have changed" in dry.stdout + dry.stderr
+    run(["dvc", "repro"], project)
+    after = snapshot(project)
+    assert after != before
+    manifest = yaml.safe_load((project / "data/raw/demo.json").read_text())
+    assert manifest["params"]["seed"] == 7
+    assert_in_sync(project)
+
+
+def test_snakemake_config_override_reaches_toonlab(project):
+    shrink(project)
+    run(["snakemake", "-c2", "all", "--config", "demo={anime_count: 3, variants_per_photo: 1, "
+         "anime_px: 128, photo_max_px: 192, seed: 0, messy: false}"], project)
+    assert len(list((project / "data/raw/anime").glob("portrait_*"))) == 3
+
+
+def test_snakemake_rejects_bad_config_naming_key(project):
+    res = run(["snakemake", "-n", "all", "--config", "demo={anime_count: lots}"], project, check=False)
+    assert res.returncode != 0
+    assert "demo.anime_count: expected an integer" in res.stdout + res.stderr
