@@ -9,12 +9,14 @@ configfile: "params.yaml"
 
 TL = prepare(config)
 RAW = TL.params.data.raw_dir
+INTERIM = TL.params.ingest.out_dir
 
 
-include: "workflow/rules/data.smk"
+include: "workflow/rules/raw.smk"
+include: "workflow/rules/ingest.smk"
 
 
 rule all:
     default_target: True
     input:
-        TL.raw_inputs(),
+        rules.ingest.input,

@@ -63,7 +63,7 @@ def test_messy_crawl_contents(tmp_path):
     write_demo_crawl(out, SMALL)
     files = json.loads((out / MANIFEST).read_text())["files"]
     defects = {f["defect"]: f for f in files if "defect" in f}
-    assert set(defects) == {"exact_duplicate", "near_duplicate", "truncated", "html_not_image"}
+    assert set(defects) == {"exact_duplicate", "near_duplicate", "truncated", "html_not_image", "no_face"}
     dup = defects["exact_duplicate"]
     assert (out / dup["path"]).read_bytes() == (out / dup["source"]).read_bytes()
     trunc = defects["truncated"]

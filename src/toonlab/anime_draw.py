@@ -46,7 +46,7 @@ INK: Color = (28, 20, 26)
 class PortraitInfo:
     """Where the face ended up in the returned image (pixels of the px x px output)."""
 
-    face_centre: tuple[float, float]  # the nose, midway between the eyes and the chin
+    face_centre: tuple[float, float]  # midway between the eyebrows and the chin
     face_width: float                 # cheek to cheek
     angle: float                      # degrees, counter-clockwise on screen
     mirrored: bool
@@ -124,7 +124,7 @@ def _background(rng: np.random.Generator, s: int) -> Image.Image:
     top = _mix(base, (255, 255, 255), rng.uniform(0.1, 0.5)) if kind else base
     t = np.linspace(0.0, 1.0, s, dtype=np.float32)[:, None, None]
     col = np.asarray(top, np.float32) * (1 - t) + np.asarray(base, np.float32) * t
-    img = Image.fromarray(np.broadcast_to(col, (s, s, 3)).astype(np.uint8), "RGB")
+    img = Image.fromarray(np.ascontiguousarray(np.broadcast_to(col, (s, s, 3)), np.uint8))
     d = ImageDraw.Draw(img)
     if kind == 2:  # diagonal stripes
         step = s * rng.uniform(0.06, 0.12)
@@ -157,6 +157,20 @@ def _lock(pen: _Pen, root_l, root_r, tip, bend: float, fill: Color, line: Color,
     pen.poly(pts, fill=fill)
     k = int(14 * outline_from)
     pen.line(np.concatenate([left[k:], right[: 14 - k]]), line, lw)
+
+
+def _strand(pen: _Pen, centre: np.ndarray, widths: np.ndarray, fill: Color, line: Color, lw: float,
+            inner_lines: int = 0) -> None:
+    """A ribbon of hair along a centre line with the given half-widths (tails, long locks)."""
+    g = np.gradient(centre, axis=0)
+    nrm = np.stack([-g[:, 1], g[:, 0]], axis=1) / (np.hypot(g[:, 0], g[:, 1])[:, None] + 1e-9)
+    w = widths[:, None]
+    pen.poly(np.concatenate([centre + nrm * w, (centre - nrm * w)[::-1]]), fill=fill, outline=line, width=lw)
+    m = len(centre)
+    for k in range(inner_lines):
+        f = (k + 1) / (inner_lines + 1) * 2 - 1
+        a = int(m * (0.3 + 0.15 * (k % 2)))
+        pen.line(centre[a:-2] + nrm[a:-2] * w[a:-2] * f * 0.8, line, lw * 0.7)
 
 
 def _eye(pen: _Pen, ex: float, ey: float, ew: float, eh: float, side: int, st: dict) -> None:
@@ -258,7 +272,6 @@ def _eye(pen: _Pen, ex: float, ey: float, ew: float, eh: float, side: int, st: d
 
 
 def _mouth(pen: _Pen, my: float, mw: float, kind: int, skin_line: Color) -> None:
-    red = (175, 65, 75)
     if kind == 0:  # gentle smile
         pen.line(_bez((-mw, my - 0.008), (0, my + 0.03), (mw, my - 0.008), 10), _shade(skin_line, 0.85), 0.011)
     elif kind == 1:  # small open smile
@@ -307,7 +320,7 @@ def render_portrait(rng: np.random.Generator, px: int = 512) -> tuple[Image.Imag
     eye_y = rng.uniform(-0.02, 0.04)
 
     # Back hair.
-    if style in (0, 3) or style == 1:
+    if style != 2:
         bottom = {0: rng.uniform(1.3, 1.9), 1: rng.uniform(0.55, 0.8), 3: rng.uniform(0.45, 0.7)}[style]
         wide = rng.uniform(0.7, 0.82)
         n_tips = int(rng.integers(5, 9))
@@ -321,16 +334,14 @@ def render_portrait(rng: np.random.Generator, px: int = 512) -> tuple[Image.Imag
         pen.poly(outline, fill=hair_shadow, outline=hair_line, width=lw)
     if style == 3:  # twin tails
         tail_len = rng.uniform(1.2, 1.9)
+        tail_w = rng.uniform(0.16, 0.24)
         for sd in (-1, 1):
-            root = np.array([sd * 0.55, -0.6])
-            tip = np.array([sd * rng.uniform(0.85, 1.05), tail_len])
-            mid = np.array([sd * rng.uniform(1.05, 1.25), 0.3])
-            left = _bez(root + [-0.12, 0], mid - [0.22 * sd, 0], tip, 16)
-            right = _bez(tip, mid + [0.12 * sd, 0], root + [0.12, 0], 16)
-            pen.poly(np.concatenate([left, right]), fill=hair, outline=hair_line, width=lw)
-            for f in (0.35, 0.6):
-                pen.line(_bez(root, mid, tip, 16)[int(16 * f * 0.6):] + [sd * 0.05 * f, 0], hair_line, lw * 0.7)
-            pen.ellipse(root[0], root[1] + 0.05, 0.09, 0.07, fill=accent, outline=_shade(accent, 0.5), width=lw * 0.8)
+            root = np.array([sd * 0.5, -0.62])
+            centre = _bez(root, (sd * rng.uniform(1.05, 1.3), -0.3), (sd * rng.uniform(0.8, 1.0), tail_len), 28)
+            t = np.linspace(0, 1, 28)
+            widths = tail_w * (0.35 + 0.65 * np.sin(np.pi * np.clip(t * 1.6, 0, 1) / 2)) * (1 - t) ** 0.6 + 0.005
+            _strand(pen, centre, widths, hair, hair_line, lw, inner_lines=2)
+            pen.ellipse(root[0], root[1] + 0.03, 0.08, 0.07, fill=accent, outline=_shade(accent, 0.5), width=lw * 0.8)
 
     # Neck, shadow under the chin, shoulders and clothes.
     neck_w = rng.uniform(0.12, 0.15)
@@ -338,8 +349,11 @@ def render_portrait(rng: np.random.Generator, px: int = 512) -> tuple[Image.Imag
              outline=skin_line, width=lw * 0.8)
     pen.poly([(-neck_w, 0.3), (neck_w, 0.3), (neck_w, 0.62), (0, chin_y + 0.12), (-neck_w, 0.62)], fill=skin_shadow)
     sh_y = rng.uniform(0.95, 1.05)
-    body = [(-neck_w * 1.05, sh_y - 0.02), (-0.55, sh_y + 0.06), (-0.95, sh_y + 0.25), (-1.15, 2.6),
-            (1.15, 2.6), (0.95, sh_y + 0.25), (0.55, sh_y + 0.06), (neck_w * 1.05, sh_y - 0.02)]
+    half = np.concatenate([[(neck_w * 1.05, sh_y - 0.02)],
+                           _bez((neck_w * 1.05, sh_y - 0.02), (0.45, sh_y + 0.02), (0.75, sh_y + 0.12), 8)[1:],
+                           _bez((0.75, sh_y + 0.12), (1.0, sh_y + 0.2), (1.02, sh_y + 0.55), 8)[1:],
+                           [(1.08, 2.6)]])
+    body = np.concatenate([(half * [-1, 1])[::-1], half])
     cloth_line = _shade(cloth, 0.45) if _luma(cloth) > 60 else INK
     pen.poly(body, fill=cloth, outline=cloth_line, width=lw)
     collar = int(rng.integers(3))
@@ -390,7 +404,7 @@ def render_portrait(rng: np.random.Generator, px: int = 512) -> tuple[Image.Imag
               iris_w=rng.uniform(0.34, 0.42), light=float(rng.choice([-1, 1])), hl=rng.uniform(0.11, 0.15),
               lash=rng.uniform(0.16, 0.24), flick=rng.uniform(-0.1, 0.06), n_lashes=int(rng.integers(0, 3)),
               crease=bool(rng.random() < 0.5), skin_line=skin_line, brow=rng.uniform(-0.05, 0.05),
-              brow_col=_shade(hair_line, 1.0) if _luma(hair) < 70 else _shade(hair, 0.55))
+              brow_col=hair_line if _luma(hair) < 70 else _shade(hair, 0.55))
     for sd in (-1, 1):
         st_side = dict(st)
         st_side["look"] = st["look"] * sd  # eye-local x points outward: same gaze for both eyes
@@ -405,45 +419,69 @@ def render_portrait(rng: np.random.Generator, px: int = 512) -> tuple[Image.Imag
     my = min(ny + rng.uniform(0.13, 0.17), chin_y - 0.17)
     _mouth(pen, my, rng.uniform(0.04, 0.08), int(rng.integers(4)), skin_line)
 
-    # Hair over the head: the crown, a shine band, side locks and the bangs.
-    crown = _ellipse(0, -0.27, rng.uniform(0.6, 0.66), rng.uniform(0.6, 0.66), 40, math.pi * 0.92, math.pi * 2.08)
-    pen.poly(crown, fill=hair, outline=hair_line, width=lw)
-    if rng.random() < 0.4:  # ahoge
-        base = np.array([rng.uniform(-0.15, 0.15), -0.88])
-        pen.poly(np.concatenate([_bez(base - [0.04, 0], base + [0.05, -0.2], base + [0.2, -0.18], 10),
-                                 _bez(base + [0.2, -0.18], base + [0.04, -0.12], base + [0.04, 0], 10)]),
-                 fill=hair, outline=hair_line, width=lw)
-
-    # Side locks framing the face (in front of the cheeks).
+    # Hair over the head: side locks framing the face, then the crown with its bangs.
+    cr = rng.uniform(0.6, 0.66)  # crown radius, centred at (0, -0.27)
     for sd in (-1, 1):
         for k in range(2):
             tip_y = rng.uniform(0.3, 0.8) if style != 2 else rng.uniform(0.05, 0.25)
-            x_in, x_out = sd * (0.4 + 0.08 * k), sd * (0.62 + 0.05 * k)
+            x_in, x_out = sd * (0.4 + 0.06 * k), sd * (cr - 0.03)
             tip = (sd * rng.uniform(0.42, 0.55) + sd * 0.05 * k, tip_y - 0.1 * k)
-            _lock(pen, (x_in, -0.45), (x_out, -0.4), tip, sd * rng.uniform(0.02, 0.07), hair, hair_line, lw)
+            _lock(pen, (x_in, -0.4), (x_out, -0.3), tip, sd * rng.uniform(0.02, 0.07), hair, hair_line, lw)
+    if rng.random() < 0.4:  # ahoge
+        base = np.array([rng.uniform(-0.15, 0.15), -0.2 - cr])
+        pen.poly(np.concatenate([_bez(base - [0.04, -0.03], base + [0.05, -0.2], base + [0.2, -0.18], 10),
+                                 _bez(base + [0.2, -0.18], base + [0.04, -0.12], base + [0.04, 0.03], 10)]),
+                 fill=hair, outline=hair_line, width=lw)
 
-    # Bangs: dense pointed locks from the crown down to about the eyebrows.
+    # Bangs: dense pointed locks hanging from the crown down to about the eyebrows.
     bang = int(rng.integers(3))  # 0 spiky, 1 blunt, 2 swept
     n = int(rng.integers(7, 12))
     brow_y = eye_y - eh * 0.62
-    sweep = rng.uniform(0.05, 0.12) * float(rng.choice([-1, 1])) if bang == 2 else 0.0
-    edges = np.linspace(-0.64, 0.64, n + 1)
-    order = sorted(range(n), key=lambda k: -abs(edges[k] + edges[k + 1]))  # outer locks first
-    shine_y = rng.uniform(-0.68, -0.58)
-    for k in order:
-        x0, x1 = edges[k] - 0.03, edges[k + 1] + 0.03
-        xm = (x0 + x1) / 2
-        side_len = 0.3 * max(0.0, abs(xm) - 0.3) / 0.34
-        tip_y = brow_y + rng.uniform(-0.04, 0.04) + side_len
+    sweep = rng.uniform(0.04, 0.1) * float(rng.choice([-1, 1])) if bang == 2 else 0.0
+    span = 0.6
+    cell = 2 * span / n
+    tips = []
+    for k in range(n):
+        xm = -span + (k + 0.5) * cell
+        tip_y = brow_y + rng.uniform(-0.03, 0.03) + 0.32 * max(0.0, abs(xm) - 0.3) / 0.3
         if bang == 0 and k % 2:
-            tip_y -= rng.uniform(0.04, 0.1)
-        tip_x = xm + sweep + rng.uniform(-0.25, 0.25) * (x1 - x0)
+            tip_y -= rng.uniform(0.03, 0.08)
         if abs(xm) < 0.2:
-            tip_y = min(tip_y, eye_y - eh * 0.55)  # keep the centre of the face open
-        root_y = -0.72 + 0.3 * xm ** 2
-        tip_w = (x1 - x0) * 0.55 if bang == 1 else 0.0
-        _lock(pen, (x0, root_y), (x1, root_y), (tip_x, tip_y), sweep * 0.6 + rng.uniform(-0.02, 0.02), hair,
-              hair_line, lw * 0.9, tip_w=tip_w)
+            tip_y = min(tip_y, eye_y - eh * 0.56)  # keep the eyes clear
+        tips.append((xm + sweep + rng.uniform(-0.2, 0.2) * cell, tip_y))
+    depth = (0.03, 0.02, 0.05) if bang == 1 else (0.07, 0.1, 0.16)
+    a_end = math.asin(min(0.95, 0.05 / cr))
+    start = (-cr * math.cos(a_end), -0.27 - cr * math.sin(a_end))
+    edge = [np.array([start])]
+    prev = np.array(start)
+    notches = []
+    for k, (tx, ty) in enumerate(tips):
+        tip = np.array([tx, ty])
+        if k:
+            ny_ = min(ty, tips[k - 1][1]) - rng.uniform(depth[1], depth[2])
+            notch = np.array([-span + k * cell + sweep * 0.5, ny_])
+            notches.append(notch)
+            edge.append(_bez(prev, 0.6 * (prev + notch) / 2 + 0.4 * np.array([notch[0], prev[1]]), notch, 6)[1:])
+            prev = notch
+        # Lock edge down to the tip, bulging outward like a drawn hair lock.
+        tip_w = cell * 0.18 if bang == 1 else 0.0
+        t0 = tip - [tip_w, 0]
+        edge.append(_bez(prev, 0.6 * (prev + t0) / 2 + 0.4 * np.array([prev[0], t0[1]]), t0, 8)[1:])
+        prev = tip + [tip_w, 0]
+        edge.append(prev[None, :])
+    end = np.array([-start[0], start[1]])
+    edge.append(_bez(prev, 0.6 * (prev + end) / 2 + 0.4 * np.array([end[0], prev[1]]), end, 8)[1:])
+    top = _ellipse(0, -0.27, cr, cr, 36, math.pi + a_end, 2 * math.pi - a_end)[::-1]  # back over the top
+    bangs = np.concatenate(edge + [top])
+    pen.poly(bangs, fill=hair, outline=hair_line, width=lw)
+    focus = np.array([sweep * 2, -1.05])
+    for notch in notches:  # strand lines running up from each notch, tapering
+        dvec = focus - notch
+        dvec /= np.hypot(*dvec)
+        ln = rng.uniform(0.12, 0.25)
+        perp = np.array([-dvec[1], dvec[0]]) * lw * 0.5
+        pen.poly([notch - perp, notch + dvec * ln, notch + perp], fill=hair_line)
+    shine_y = -0.27 - cr * rng.uniform(0.55, 0.7)
     if rng.random() < 0.75:  # shine band across the crown
         xs = np.linspace(-0.42, 0.42, 15)
         top = shine_y - 0.04 + 0.35 * xs ** 2
@@ -466,7 +504,7 @@ def render_portrait(rng: np.random.Generator, px: int = 512) -> tuple[Image.Imag
                     n=16)
 
     out = img.resize((px, px), Image.LANCZOS)
-    centre = np.array([[0.0, ny]]) @ pen.m.T + pen.o
+    centre = np.array([[0.0, (brow_y + chin_y) / 2]]) @ pen.m.T + pen.o
     info = PortraitInfo(face_centre=(float(centre[0, 0]) / ss, float(centre[0, 1]) / ss),
                         face_width=float(fw) / ss, angle=angle, mirrored=mirror)
     return out, info

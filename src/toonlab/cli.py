@@ -24,8 +24,6 @@ TRAIN_MODELS = ("cyclegan", "dcgan", "ugatit", "whitebox", "landmarker")
 # Stages declared in the interface but implemented by later issues. Each prints that it
 # is not built yet and exits 1; nothing pretends to work.
 NOT_BUILT = {
-    "crawl": "issue #3: ingest and crawl",
-    "ingest": "issue #3: ingest and crawl",
     "detect": "issue #4: face pipeline",
     "matte": "issue #4: face pipeline",
     "align": "issue #4: face pipeline",
@@ -88,9 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("params", "validate the parameters file and print the effective values", _cmd_params)
     p.add_argument("--section", help="print only this section")
 
+    p = add("crawl", "fetch URL lists (text or CSV with url, domain, license) into "
+            "<raw_dir>/<domain>/, rate-limited, with retries and resume", _cmd_crawl)
+    p.add_argument("lists", nargs="*", metavar="LIST", help="URL list files or folders (default: crawl.url_lists)")
+    p.add_argument("--out", metavar="DIR", help="raw folder (default: data.raw_dir)")
+    p.add_argument("--log", metavar="FILE", help="crawl log (default: <raw_dir>/crawl_log.jsonl)")
+
+    p = add("ingest", "scan raw folders (recursively, any extension) into a clean, deduplicated "
+            "manifest per domain: <out_dir>/<domain>/manifest.parquet", _cmd_ingest)
+    p.add_argument("--raw-dir", metavar="DIR", help="raw crawl root (default: data.raw_dir)")
+    p.add_argument("--out-dir", metavar="DIR", help="output root (default: ingest.out_dir)")
+    p.add_argument("--domain", action="append", choices=("photo", "anime"),
+                   help="only this domain (repeatable; default: data.domains)")
+
     stage_help = {
-        "crawl": "fetch URL lists into data/raw/<domain>/ (rate-limited, resumable)",
-        "ingest": "scan raw folders into a clean, deduplicated manifest",
         "detect": "face detection and landmarks",
         "matte": "background removal",
         "align": "alignment to the canonical template, 128/256 crops",
@@ -132,6 +141,34 @@ def _cmd_demo_data(args: argparse.Namespace, params: Params) -> int:
         )
     summary = write_demo_crawl(out, demo, force=args.force)
     log.info("demo crawl written to %s: %s", out, ", ".join(f"{k} {v}" for k, v in summary.items()))
+    return 0
+
+
+def _cmd_crawl(args: argparse.Namespace, params: Params) -> int:
+    from pathlib import Path
+
+    from toonlab.crawl import crawl
+
+    out = Path(args.out or params.data.raw_dir)
+    lists = [Path(p) for p in (args.lists or params.crawl.url_lists)]
+    missing = [str(p) for p in lists if not p.exists()]
+    if missing:
+        raise UsageError(f"URL list not found: {', '.join(missing)}")
+    log_path = Path(args.log) if args.log else out / "crawl_log.jsonl"
+    summary = crawl(lists, out, log_path, params.crawl)
+    log.info("crawl log written to %s: %s", log_path, summary)
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace, params: Params) -> int:
+    from toonlab.ingest import ingest_domain
+
+    ingest = params.ingest
+    if args.out_dir:
+        ingest = ingest.model_copy(update={"out_dir": args.out_dir})
+    for domain in args.domain or params.data.domains:
+        ingest_domain(args.raw_dir or params.data.raw_dir, domain, ingest, params.decode,
+                      workers=params.runtime.workers)
     return 0
 
 

@@ -37,9 +37,10 @@ MARKER = ".toonlab-demo"
 PACKAGE_PHOTOS = (
     ("skimage", "data/astronaut.png"),
     ("insightface", "data/images/Tom_Hanks_54745.png"),
-    ("insightface", "data/images/t1.jpg"),
-    ("insightface", "data/images/mask_white.jpg"),
+    ("insightface", "data/images/t1.jpg"),  # a group photo: several faces
 )
+# A real photo with no face in it (a face mask on a table), as crawls contain.
+NO_FACE_PHOTO = ("insightface", "data/images/mask_blue.jpg")
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,13 @@ def photo_variant(src: Image.Image, rng: np.random.Generator, max_px: int, index
     img = src
     if index > 0:
         w, h = img.size
-        keep = rng.uniform(0.82, 1.0)
+        keep = rng.uniform(0.72, 0.95)
         cw, ch = int(w * keep), int(h * keep)
         x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         img = img.crop((x0, y0, x0 + cw, y0 + ch))
-        if rng.random() < 0.5:
+        if index % 2 == 1:  # alternate mirrored and upright variants
             img = ImageOps.mirror(img)
-        angle = float(rng.uniform(-8, 8))
+        angle = float(rng.uniform(-12, 12))
         img = img.rotate(angle, resample=Image.BICUBIC, expand=False, fillcolor=(0, 0, 0))
         img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.8, 1.2))
         img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.2))
@@ -158,6 +159,10 @@ def _crawl_junk(files: list[tuple[str, bytes, dict]], rng: np.random.Generator) 
                  {"source": "generated", "defect": "html_not_image"}))
     name, data, _ = anime[int(rng.integers(len(anime)))]
     junk.append(("anime/mirror_" + Path(name).name, data, {"source": name, "defect": "exact_duplicate"}))
+    no_face = package_file(*NO_FACE_PHOTO)
+    if no_face is not None:
+        junk.append(("photo/" + no_face.name, no_face.read_bytes(),
+                     {"source": ":".join(NO_FACE_PHOTO), "defect": "no_face"}))
     return junk
 
 

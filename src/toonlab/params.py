@@ -21,29 +21,18 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 
 import annotated_types as at
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from toonlab.errors import ParamsError
+from toonlab.crawl import CrawlParams
+from toonlab.decode import DecodeParams
+from toonlab.ingest import IngestParams
+from toonlab.schema import Section
 
 DEFAULT_PARAMS = "params.yaml"
 M = TypeVar("M", bound=BaseModel)
-FORBIDDEN_NAMES = {"size", "nfiles"}  # see module docstring
 
 
-class Section(BaseModel):
-    """Base of every params section: unknown keys are errors, no silent coercion."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        bad = FORBIDDEN_NAMES & set(getattr(cls, "__annotations__", {}))
-        if bad:
-            raise TypeError(f"{cls.__name__}: parameter names {sorted(bad)} break DVC's run cache")
-
-
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegFloat = Annotated[float, Field(ge=0)]
 
 
 class RuntimeParams(Section):
@@ -55,15 +44,16 @@ class RuntimeParams(Section):
 class DataParams(Section):
     # Where raw crawls live, one sub-folder per domain (photo/, anime/).
     raw_dir: str = "data/raw"
-    # demo: raw_dir is produced by `toonlab demo-data`; folder: you put (or crawl) files there.
-    source: Literal["demo", "folder"] = "demo"
+    # demo: raw_dir is written by `toonlab demo-data`; crawl: fetched from URL lists by
+    # `toonlab crawl`; folder: your own files, put there by hand.
+    source: Literal["demo", "crawl", "folder"] = "demo"
     domains: Annotated[list[Literal["photo", "anime"]], Field(min_length=1)] = ["photo", "anime"]
 
 
 class DemoParams(Section):
     seed: Annotated[int, Field(ge=0)] = 0
     # Generated variants of each real photo shipped inside installed packages.
-    variants_per_photo: Annotated[int, Field(ge=1, le=100)] = 6
+    variants_per_photo: Annotated[int, Field(ge=1, le=100)] = 8
     # Procedurally drawn anime-style portraits.
     anime_count: Annotated[int, Field(ge=1, le=10000)] = 24
     anime_px: Annotated[int, Field(ge=64, le=2048)] = 512
@@ -78,6 +68,9 @@ class Params(Section):
     runtime: RuntimeParams = RuntimeParams()
     data: DataParams = DataParams()
     demo: DemoParams = DemoParams()
+    crawl: CrawlParams = CrawlParams()
+    decode: DecodeParams = DecodeParams()
+    ingest: IngestParams = IngestParams()
 
 
 # ----------------------------------------------------------------------------- loading

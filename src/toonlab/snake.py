@@ -28,17 +28,51 @@ class Workflow:
     params_file: str
 
     def raw_inputs(self) -> list[str]:
-        """What the first stage reads: the demo manifest when the demo writes the raw folder,
-        else every file in the raw domain folders (so new or changed files re-run it)."""
+        """What stands for the raw crawl: the demo manifest or the crawl log when a rule
+        writes the raw folder, else every file in the raw domain folders (so new or changed
+        files re-run the stages that read them)."""
         data = self.params.data
         if data.source == "demo":
             return [f"{data.raw_dir}/demo.json"]
+        if data.source == "crawl":
+            return [f"{data.raw_dir}/crawl_log.jsonl"]
         files = []
         for domain in data.domains:
             root = Path(data.raw_dir) / domain
             if root.is_dir():
                 files += sorted(str(p) for p in root.rglob("*") if p.is_file())
         return files
+
+    def code(self, stage: str) -> list[str]:
+        """The source files a DVC stage depends on (its `deps` under src/ in dvc.yaml).
+
+        Rules list them as inputs too, so a code change re-runs the rule under Snakemake
+        exactly as it re-runs the stage under DVC (Snakemake's own code trigger only sees
+        the rule's shell command, not the Python it calls).
+        """
+        stages = _dvc_stages()
+        if stage not in stages:
+            raise KeyError(f"dvc.yaml has no stage '{stage}'")
+        deps = stages[stage].get("deps", [])
+        return [d for d in deps if isinstance(d, str) and d.startswith("src/")]
+
+    def url_list_files(self) -> list[str]:
+        """The URL list files `toonlab crawl` reads (folders expanded to their .txt/.csv)."""
+        files = []
+        for entry in self.params.crawl.url_lists:
+            p = Path(entry)
+            if p.is_dir():
+                files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in (".txt", ".csv"))
+            else:
+                files.append(str(p))
+        return files
+
+
+def _dvc_stages(path: str = "dvc.yaml") -> dict:
+    try:
+        return (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("stages", {})
+    except FileNotFoundError:
+        return {}
 
 
 def prepare(config: dict, params_path: str = DEFAULT_PARAMS) -> Workflow:

@@ -1,0 +1,29 @@
+# Ingest: raw crawl -> clean, deduplicated manifest per domain.
+
+
+rule ingest_domain:
+    input:
+        TL.raw_inputs(),
+        TL.code("ingest"),
+    output:
+        manifest=f"{INTERIM}/{{domain}}/manifest.parquet",
+        table=f"{INTERIM}/{{domain}}/manifest.csv",
+        summary=f"{INTERIM}/{{domain}}/summary.json",
+    params:
+        decode=config["decode"],
+        ingest=config["ingest"],
+        params_file=TL.params_file,
+    wildcard_constraints:
+        domain="photo|anime",
+    log:
+        "logs/ingest_{domain}.log",
+    threads: TL.params.runtime.workers
+    conda:
+        "../envs/toonlab.yaml"
+    shell:
+        "toonlab --params {params.params_file} ingest --domain {wildcards.domain} 2>&1 | tee {log}"
+
+
+rule ingest:
+    input:
+        expand(f"{INTERIM}/{{domain}}/manifest.parquet", domain=TL.params.data.domains),
