@@ -155,7 +155,7 @@ def _cmd_crawl(args: argparse.Namespace, params: Params) -> int:
     if missing:
         raise UsageError(f"URL list not found: {', '.join(missing)}")
     log_path = Path(args.log) if args.log else out / "crawl_log.jsonl"
-    summary = crawl(lists, out, log_path, params.crawl)
+    summary = crawl(lists, out, log_path, params.crawl, domains=params.data.domains)
     log.info("crawl log written to %s: %s", log_path, summary)
     return 0
 

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,16 +95,20 @@ def near_pairs(hashes: list[int], threshold: int) -> list[tuple[int, int]]:
     """
     n_blocks = threshold + 1
     edges = [round(64 * k / n_blocks) for k in range(n_blocks + 1)]
+    arr = np.array(hashes, dtype=np.uint64)
     candidates: set[tuple[int, int]] = set()
     for lo, hi in zip(edges[:-1], edges[1:]):
-        mask = (1 << (hi - lo)) - 1
-        buckets: dict[int, list[int]] = {}
-        for i, h in enumerate(hashes):
-            buckets.setdefault((h >> lo) & mask, []).append(i)
-        for members in buckets.values():
-            for a in range(len(members)):
-                for b in range(a + 1, len(members)):
-                    candidates.add((members[a], members[b]))
+        block = (arr >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        order = np.argsort(block, kind="stable")
+        sorted_block = block[order]
+        # Runs of equal block values: only those hold candidate pairs.
+        starts = np.flatnonzero(np.r_[True, sorted_block[1:] != sorted_block[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for a, b in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
+            members = sorted(order[a:b].tolist())
+            for x in range(len(members)):
+                for y in range(x + 1, len(members)):
+                    candidates.add((members[x], members[y]))
     return sorted((i, j) for i, j in candidates if hamming(hashes[i], hashes[j]) <= threshold)
 
 
@@ -161,8 +166,8 @@ class Caches:
         return self.root / f"content-{self.fingerprint}.json"
 
     def save(self, domain: str) -> None:
-        tio.write_json(self._stat_file(domain), self.stat)
-        tio.write_json(self._content_file(), self.content)
+        for path, data in ((self._stat_file(domain), self.stat), (self._content_file(), self.content)):
+            tio.write_text(path, json.dumps(data, separators=(",", ":")))
 
 
 def _read_json(path: Path) -> dict:
@@ -176,23 +181,26 @@ def _read_json(path: Path) -> dict:
 # ----------------------------------------------------------------------------- scanning
 
 
-def scan(root: Path) -> list[str]:
-    """Every entry below `root` that is a file or a link, as sorted POSIX relative paths."""
+def scan(root: Path) -> list[tuple[str, os.stat_result]]:
+    """Every entry below `root` that is not a folder (links included, not followed), as
+    sorted (POSIX relative path, lstat) pairs."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        base = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
-            found.append((base / name).relative_to(root).as_posix())
-    return sorted(found)
+    stack = [(str(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                rel = prefix + entry.name
+                st = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, rel + "/"))
+                else:
+                    found.append((rel, st))
+    return sorted(found, key=lambda item: item[0])
 
 
-def _stat_key(path: Path) -> list | None:
-    try:
-        st = path.stat()
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
-    except OSError:
-        return None
+def _stat_key(st: os.stat_result) -> list:
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 # ----------------------------------------------------------------------------- dedup
@@ -304,20 +312,19 @@ def ingest_domain(raw_root: str | Path, domain: str, params: IngestParams, decod
         raise UsageError(f"no raw folder for domain '{domain}': {root} does not exist "
                          f"(put files there, run `toonlab crawl`, or `toonlab demo-data`)")
     caches = Caches.load(Path(params.cache_dir), domain, decode)
-    rels = scan(root)
+    entries = scan(root)
     rows: list[dict] = []
     to_hash: list[int] = []
     new_stat: dict[str, list] = {}
-    for rel in rels:
+    for rel, st in entries:
         row = _blank_row(rel, domain)
-        path = root / rel
         rows.append(row)
-        if path.is_symlink():
+        if stat.S_ISLNK(st.st_mode):
             row.update(status="rejected", reason="symlink", detail="symbolic link, not followed")
             continue
-        key = _stat_key(path)
+        key = _stat_key(st)
         cached = caches.stat.get(rel)
-        if key is not None and cached and cached[:3] == key and cached[3] in caches.content:
+        if cached and cached[:3] == key and cached[3] in caches.content:
             row.update(sha256=cached[3])
             new_stat[rel] = cached
         else:
@@ -339,9 +346,10 @@ def ingest_domain(raw_root: str | Path, domain: str, params: IngestParams, decod
                 continue
             caches.content[res["sha256"]] = {k: v for k, v in res.items() if k != "sha256"}
             row["sha256"] = res["sha256"]
-            key = _stat_key(root / row["path"])
-            if key is not None:
-                new_stat[row["path"]] = key + [res["sha256"]]
+            try:
+                new_stat[row["path"]] = _stat_key(os.stat(root / row["path"])) + [res["sha256"]]
+            except OSError:
+                pass  # vanished meanwhile: hashed again next time
     finally:
         if pool is not None:
             pool.shutdown()
@@ -358,8 +366,9 @@ def ingest_domain(raw_root: str | Path, domain: str, params: IngestParams, decod
     write_manifest(rows, out)
     summary = summarize(rows)
     tio.write_json(out / "summary.json", summary)
-    caches.stat = new_stat
-    caches.save(domain)
+    if jobs or new_stat != caches.stat:
+        caches.stat = new_stat
+        caches.save(domain)
     log.info("ingest %s: %d files, %d ok, %d rejected %s (%d decoded, %d from cache)", domain, len(rows),
              summary["ok"], summary["rejected"], summary["rejected_by_reason"], len(jobs), len(rows) - len(jobs))
     return IngestStats(domain, len(rows), len(jobs), summary)

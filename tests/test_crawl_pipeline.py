@@ -1,0 +1,88 @@
+"""`data.source: crawl` end to end: URL lists -> `dvc repro` (through Snakemake) ->
+files named by content hash -> ingest manifest, against a real loopback HTTP server."""
+
+import hashlib
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def _jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((128, 128), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+IMAGES = {"/a.jpg": _jpeg(1), "/b.jpg": _jpeg(2), "/anime.jpg": _jpeg(3)}
+
+
+@pytest.fixture
+def server():
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            body = IMAGES.get(self.path)
+            if body is None:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_crawl_source_through_dvc_and_snakemake(project, server):
+    base, hits = server
+    (project / "data/urls/list.csv").write_text(
+        "url,domain,license\n"
+        f"{base}/a.jpg,photo,CC-BY\n{base}/b.jpg,photo,CC0\n{base}/anime.jpg,anime,CC-BY\n"
+        f"{base}/missing.jpg,photo,\nfile:///etc/passwd,photo,\n")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["source"] = "crawl"
+    params["crawl"].update(timeout_s=5.0, retries=0, per_host_rate=50.0)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    run(["dvc", "repro"], project)
+    raw = project / "data/raw"
+    for path, body in IMAGES.items():
+        domain = "anime" if "anime" in path else "photo"
+        assert (raw / domain / f"{hashlib.sha256(body).hexdigest()}.jpg").read_bytes() == body
+    log = {r["url"]: r for r in map(json.loads, (raw / "crawl_log.jsonl").read_text().splitlines())}
+    assert log[f"{base}/a.jpg"]["status"] == "ok" and log[f"{base}/a.jpg"]["license"] == "CC-BY"
+    assert log[f"{base}/missing.jpg"]["reason"] == "http_404"
+    assert log["file:///etc/passwd"]["reason"] == "bad_scheme"
+    manifest = (project / "data/interim/photo/manifest.csv").read_text().splitlines()
+    assert len(manifest) == 1 + 2 and all(",ok," in line for line in manifest[1:])
+
+    # Both drivers agree nothing is left to do, and a re-run fetches nothing already fetched.
+    assert "Nothing to be done" in run(["snakemake", "-n", "all"], project).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout
+    hits.clear()
+    run(["toonlab", "crawl"], project)
+    assert hits == ["/missing.jpg"]  # only the failed URL is tried again
