@@ -14,6 +14,7 @@ INTERIM = TL.params.ingest.out_dir
 
 include: "workflow/rules/raw.smk"
 include: "workflow/rules/ingest.smk"
+include: "workflow/rules/pending.smk"
 
 
 rule all:

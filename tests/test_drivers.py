@@ -91,3 +91,11 @@ def test_snakemake_rejects_bad_config_naming_key(project):
     res = run(["snakemake", "-n", "all", "--config", "demo={anime_count: lots}"], project, check=False)
     assert res.returncode != 0
     assert "demo.anime_count: expected an integer" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("target", ["preprocess", "train_cyclegan", "train_dcgan", "train_ugatit",
+                                    "train_whitebox", "evaluate", "report"])
+def test_unbuilt_targets_exist_and_fail_honestly(project, target):
+    res = run(["snakemake", "-c1", target], project, check=False)
+    assert res.returncode != 0
+    assert "is not built yet" in res.stdout + res.stderr

@@ -1,0 +1,1 @@
+"""Face pipeline: detection and landmarks, background removal, alignment, per domain."""

@@ -1,0 +1,63 @@
+"""The small interfaces every face backend implements, and the common landmark schema.
+
+Common landmark schema: five canonical points, in this order, in pixel coordinates
+(x, y) of the image they were found in:
+
+    0  eye centre on the image's left   (the subject's right eye)
+    1  eye centre on the image's right  (the subject's left eye)
+    2  nose tip
+    3  mouth corner on the image's left
+    4  mouth corner on the image's right
+
+Photo backends derive them from their own landmark sets; the anime backend uses the
+centres of the detected eye boxes, the nose point and the left/right ends of the mouth
+box (anime mouths are small, so the two "corners" lie close together). The backend's
+full landmark set is kept alongside (`Face.landmarks`, with `Face.landmark_names` when
+the points have names, e.g. the anime parts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+FIVE_POINT_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str      # e.g. "mediapipe", "insightface", "animeface", "rembg:u2net_human_seg"
+    version: str   # the package version (and model file name where relevant)
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+    score: float                             # detector confidence in [0, 1]
+    five: np.ndarray                         # (5, 2) float32, see FIVE_POINT_NAMES
+    landmarks: np.ndarray                    # (N, 2) float32: the backend's full set, pixels
+    landmark_names: tuple[str, ...] = field(default=())  # names of `landmarks` rows when known
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+
+class FaceBackend(Protocol):
+    info: BackendInfo
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in an HxWx3 uint8 RGB image, largest first."""
+
+
+class MatteBackend(Protocol):
+    info: BackendInfo
+
+    def matte(self, rgb: np.ndarray) -> np.ndarray:
+        """Foreground alpha of an HxWx3 uint8 RGB image: HxW float32 in [0, 1]."""
