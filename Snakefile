@@ -14,10 +14,11 @@ INTERIM = TL.params.ingest.out_dir
 
 include: "workflow/rules/raw.smk"
 include: "workflow/rules/ingest.smk"
+include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/pending.smk"
 
 
 rule all:
     default_target: True
     input:
-        rules.ingest.input,
+        rules.preprocess.input,

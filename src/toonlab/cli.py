@@ -24,11 +24,6 @@ TRAIN_MODELS = ("cyclegan", "dcgan", "ugatit", "whitebox", "landmarker")
 # Stages declared in the interface but implemented by later issues. Each prints that it
 # is not built yet and exits 1; nothing pretends to work.
 NOT_BUILT = {
-    "detect": "issue #4: face pipeline",
-    "matte": "issue #4: face pipeline",
-    "align": "issue #4: face pipeline",
-    "curate": "issue #4: face pipeline",
-    "pack": "issue #4: face pipeline",
     "train cyclegan": "issue #5: training core and CycleGAN",
     "train dcgan": "issue #6: DCGAN",
     "train ugatit": "issue #7: U-GAT-IT",
@@ -99,12 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", action="append", choices=("photo", "anime"),
                    help="only this domain (repeatable; default: data.domains)")
 
+    for name, text in (
+        ("detect", "face detection, 5-point + full landmarks and face quality checks per image"),
+        ("matte", "background removal (alpha matte) of images with a kept face"),
+        ("align", "align faces to the canonical template: 256 and 128 px RGBA crops and landmarks"),
+        ("curate", "curation report (reports/curation/index.html) and deterministic train/val/test split"),
+        ("pack", "pack each split into memory-mapped arrays for training"),
+    ):
+        p = add(name, text, _cmd_face_stage)
+        p.add_argument("--domain", action="append", choices=("photo", "anime"),
+                       help="only this domain (repeatable; default: data.domains)")
+
     stage_help = {
-        "detect": "face detection and landmarks",
-        "matte": "background removal",
-        "align": "alignment to the canonical template, 128/256 crops",
-        "curate": "curation report and train/val/test split",
-        "pack": "pack splits into memory-mapped arrays for training",
         "evaluate": "metrics and grids for a trained run",
         "report": "HTML report of runs, metrics and ablations",
         "cartoonize": "cartoonize new photos with a trained model",
@@ -169,6 +170,25 @@ def _cmd_ingest(args: argparse.Namespace, params: Params) -> int:
     for domain in args.domain or params.data.domains:
         ingest_domain(args.raw_dir or params.data.raw_dir, domain, ingest, params.decode,
                       workers=params.runtime.workers)
+    return 0
+
+
+def _cmd_face_stage(args: argparse.Namespace, params: Params) -> int:
+    domains = args.domain or list(params.data.domains)
+    if args.command in ("detect", "matte", "align"):
+        from toonlab import preprocess
+
+        run = {"detect": preprocess.run_detect, "matte": preprocess.run_matte, "align": preprocess.run_align}
+        for domain in domains:
+            run[args.command](params, domain)
+    elif args.command == "curate":
+        from toonlab.curate import curate
+
+        curate(domains, params.data.raw_dir, params.ingest.out_dir, params.align.out_dir, params.curate)
+    else:
+        from toonlab.pack import pack
+
+        pack(domains, params.curate.out_dir, params.align.out_dir, params.pack)
     return 0
 
 

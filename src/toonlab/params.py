@@ -26,7 +26,12 @@ from pydantic import BaseModel, Field, ValidationError
 from toonlab.errors import ParamsError
 from toonlab.crawl import CrawlParams
 from toonlab.decode import DecodeParams
+from toonlab.curate import CurateParams
+from toonlab.faces.detect import DetectParams
+from toonlab.faces.matte import MatteParams
 from toonlab.ingest import IngestParams
+from toonlab.pack import PackParams
+from toonlab.preprocess import AlignParams, PreprocessParams
 from toonlab.schema import Section
 
 DEFAULT_PARAMS = "params.yaml"
@@ -71,6 +76,12 @@ class Params(Section):
     crawl: CrawlParams = CrawlParams()
     decode: DecodeParams = DecodeParams()
     ingest: IngestParams = IngestParams()
+    detect: DetectParams = DetectParams()
+    matte: MatteParams = MatteParams()
+    preprocess: PreprocessParams = PreprocessParams()
+    align: AlignParams = AlignParams()
+    curate: CurateParams = CurateParams()
+    pack: PackParams = PackParams()
 
 
 # ----------------------------------------------------------------------------- loading
@@ -130,6 +141,8 @@ def format_errors(exc: ValidationError, model: type[BaseModel] = Params) -> list
                 msg += f"; allowed here: {', '.join(allowed)}"
         elif kind == "missing":
             msg = f"{path}: required key is missing"
+        elif kind == "value_error":  # a cross-field check of a section (model validator)
+            msg = f"{path}: {str(err['msg']).removeprefix('Value error, ')}"
         else:
             annotation, meta = _resolve(model, loc)
             expected = _describe(annotation, meta) if annotation is not None else err["msg"]

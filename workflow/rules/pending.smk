@@ -4,16 +4,6 @@
 # with a real one in its own rules file (and adds the DVC stage).
 
 
-rule preprocess:
-    log:
-        "logs/preprocess.log",
-    threads: 1
-    conda:
-        "../envs/toonlab.yaml"
-    shell:
-        "toonlab detect 2>&1 | tee {log}"
-
-
 rule train_cyclegan:
     log:
         "logs/train_cyclegan.log",
