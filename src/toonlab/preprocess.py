@@ -77,13 +77,20 @@ def _backend(kind: str, domain: str, params_json: dict) -> Any:
     return _BACKENDS[key]
 
 
+def limit_threads() -> None:
+    """In a worker process: one OpenCV thread, so N workers use N cores without contention."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def run_jobs(fn: Callable, jobs: list, workers: int, desc: str) -> Iterable:
     """`fn` over `jobs` in order, in `workers` spawned processes (inline for 0/1 or one job)."""
     if workers <= 1 or len(jobs) <= 1:
         yield from progress(map(fn, jobs), desc, total=len(jobs), unit="img")
         return
     ctx = multiprocessing.get_context("spawn")  # backends hold threads: never fork them
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=limit_threads) as pool:
         yield from progress(pool.map(fn, jobs, chunksize=1), desc, total=len(jobs), unit="img")
 
 
