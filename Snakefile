@@ -15,6 +15,7 @@ INTERIM = TL.params.ingest.out_dir
 include: "workflow/rules/raw.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/pending.smk"
 
 
@@ -22,3 +23,4 @@ rule all:
     default_target: True
     input:
         rules.preprocess.input,
+        rules.train_cyclegan.output,

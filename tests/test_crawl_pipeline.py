@@ -68,7 +68,7 @@ def test_crawl_source_through_dvc_and_snakemake(project, server):
     params["crawl"].update(timeout_s=5.0, retries=0, per_host_rate=50.0)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    run(["dvc", "repro"], project)
+    run(["dvc", "repro", "ingest"], project)
     raw = project / "data/raw"
     for path, body in IMAGES.items():
         domain = "anime" if "anime" in path else "photo"
@@ -81,8 +81,8 @@ def test_crawl_source_through_dvc_and_snakemake(project, server):
     assert len(manifest) == 1 + 2 and all(",ok," in line for line in manifest[1:])
 
     # Both drivers agree nothing is left to do, and a re-run fetches nothing already fetched.
-    assert "Nothing to be done" in run(["snakemake", "-n", "all"], project).stdout
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout
+    assert "Nothing to be done" in run(["snakemake", "-n", "ingest"], project).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status", "--with-deps", "ingest"], project).stdout
     hits.clear()
     run(["toonlab", "crawl"], project)
     assert hits == ["/missing.jpg"]  # only the failed URL is tried again

@@ -24,7 +24,6 @@ TRAIN_MODELS = ("cyclegan", "dcgan", "ugatit", "whitebox", "landmarker")
 # Stages declared in the interface but implemented by later issues. Each prints that it
 # is not built yet and exits 1; nothing pretends to work.
 NOT_BUILT = {
-    "train cyclegan": "issue #5: training core and CycleGAN",
     "train dcgan": "issue #6: DCGAN",
     "train ugatit": "issue #7: U-GAT-IT",
     "train whitebox": "issue #8: White-box cartoonization",
@@ -114,9 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, text, _not_built(name))
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    p = add("train", "train a model family", _cmd_train)
+    p = add("train", "train a model family (also under torchrun for DDP)", _cmd_train)
     p.add_argument("model", choices=TRAIN_MODELS, help="model family")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="override runtime.device (e.g. --device cpu when params ask for CUDA)")
+    p.add_argument("--steps", type=int, help="train to this total step count (default: from the family's params)")
+    p.add_argument("--resume", default="auto", metavar="auto|none|PATH",
+                   help="auto: continue from the run's latest checkpoint (default); none: start over; or a checkpoint file")
+    p.add_argument("--run-dir", metavar="DIR", help="run folder (default: <train.out_dir>/<model>)")
     return parser
 
 
@@ -127,7 +131,26 @@ def _not_built(name: str) -> Callable:
 
 
 def _cmd_train(args: argparse.Namespace, params: Params) -> int:
-    raise NotBuiltError(f"train {args.model}", NOT_BUILT[f"train {args.model}"])
+    key = f"train {args.model}"
+    if key in NOT_BUILT:
+        raise NotBuiltError(key, NOT_BUILT[key])
+    from pathlib import Path
+
+    from toonlab.models import families
+    from toonlab.train.trainer import Trainer, init_distributed, resolve_device
+
+    if args.steps is not None and args.steps < 1:
+        raise UsageError("--steps must be at least 1")
+    family = families()[args.model]
+    _, _, local_rank = init_distributed()
+    device = resolve_device(params.runtime.device, args.device, local_rank)
+    trainer = Trainer(family, getattr(params, args.model), params.train, device=device,
+                      packed_dir=params.pack.out_dir, run_dir=Path(args.run_dir) if args.run_dir else None,
+                      steps=args.steps)
+    metrics = trainer.run(resume=args.resume)
+    if metrics:
+        log.info("%s: %s", args.model, ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+    return 0
 
 
 def _cmd_demo_data(args: argparse.Namespace, params: Params) -> int:

@@ -32,7 +32,9 @@ from toonlab.faces.matte import MatteParams
 from toonlab.ingest import IngestParams
 from toonlab.pack import PackParams
 from toonlab.preprocess import AlignParams, PreprocessParams
+from toonlab.models.cyclegan import CycleGANParams
 from toonlab.schema import Section
+from toonlab.train.trainer import TrainParams
 
 DEFAULT_PARAMS = "params.yaml"
 M = TypeVar("M", bound=BaseModel)
@@ -82,6 +84,8 @@ class Params(Section):
     align: AlignParams = AlignParams()
     curate: CurateParams = CurateParams()
     pack: PackParams = PackParams()
+    train: TrainParams = TrainParams()
+    cyclegan: CycleGANParams = CycleGANParams()
 
 
 # ----------------------------------------------------------------------------- loading

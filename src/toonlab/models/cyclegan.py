@@ -1,0 +1,402 @@
+"""CycleGAN (Zhu et al. 2017), faithful to the authors' PyTorch implementation.
+
+Networks: a ResNet generator (9 residual blocks at 256 px, 6 at 128 px) and a 70x70
+PatchGAN discriminator, instance normalisation without affine parameters or running
+statistics, N(0, 0.02) initialisation. Module layout (``model.<i>...``) matches the
+reference, so its generator/discriminator state dicts load into these classes.
+
+Training: LSGAN, cycle L1 x10 each way, identity L1 x0.5*10, image pools of 50 fakes,
+Adam 2e-4 (0.5, 0.999), constant learning rate then linear decay to 0. Optional extra:
+an L1 between VGG16 features of the input photo and its translation (perceptual loss).
+
+Naming. The brief and this module name discriminators by the domain they judge: D_A
+judges domain A images (real A vs G_B's fakes), D_B judges domain B (real B vs G_A's
+fakes). The reference names them the other way round (its netD_A judges G_A's outputs).
+Loss names: G_adv_A / G_adv_B are the adversarial terms of G_A / G_B, idt_A = |G_A(B) - B|
+and idt_B = |G_B(A) - A| (as in the reference), cycle_A = |G_B(G_A(A)) - A| and
+cycle_B = |G_A(G_B(B)) - B|. Returned losses are the weighted terms, G_total their sum.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from toonlab.log import get_logger
+from toonlab.models.losses import GANLoss, ImagePool, VGGPerceptual
+from toonlab.schema import Section
+from toonlab.train.recipe import Context, DataSpec
+
+log = get_logger(__name__)
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def _norm(channels: int) -> nn.InstanceNorm2d:
+    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+
+
+class ResnetBlock(nn.Module):
+    """x + [pad, conv3x3, IN, ReLU, pad, conv3x3, IN](x), reflection padding, no dropout."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, padding=0, bias=True), _norm(dim), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, padding=0, bias=True), _norm(dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-ngf, d2ngf, d4ngf, n_blocks x R4ngf, u2ngf, u1ngf, c7s1-3 + tanh.
+
+    Inputs and outputs are N x 3 x H x W in [-1, 1]; H and W must be multiples of 4.
+    ngf 64: 11,378,179 parameters with 9 blocks, 7,837,699 with 6.
+    """
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9):
+        super().__init__()
+        if n_blocks < 0:
+            raise ValueError("ResnetGenerator: n_blocks must be >= 0")
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, padding=0, bias=True), _norm(ngf), nn.ReLU(True),
+        ]
+        n_down = 2
+        for i in range(n_down):
+            mult = 2 ** i
+            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=True),
+                       _norm(ngf * mult * 2), nn.ReLU(True)]
+        mult = 2 ** n_down
+        layers += [ResnetBlock(ngf * mult) for _ in range(n_blocks)]
+        for i in range(n_down):
+            mult = 2 ** (n_down - i)
+            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
+                                          output_padding=1, bias=True),
+                       _norm(ngf * mult // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+class NLayerDiscriminator(nn.Module):
+    """PatchGAN: C64 (no norm), C128, C256 (stride 2), C512 (stride 1), 1-channel conv.
+
+    4x4 convolutions, padding 1, LeakyReLU 0.2. With n_layers 3 each output logit sees a
+    70x70 patch; a 256 px input gives 30x30 logits. ndf 64: 2,764,737 parameters.
+    """
+
+    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3):
+        super().__init__()
+        kw, padw = 4, 1
+        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kw, stride=2, padding=padw), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers):
+            prev, mult = mult, min(2 ** n, 8)
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, kw, stride=2, padding=padw, bias=True),
+                       _norm(ndf * mult), nn.LeakyReLU(0.2, True)]
+        prev, mult = mult, min(2 ** n_layers, 8)
+        layers += [nn.Conv2d(ndf * prev, ndf * mult, kw, stride=1, padding=padw, bias=True),
+                   _norm(ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(ndf * mult, 1, kw, stride=1, padding=padw)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+@torch.no_grad()
+def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
+    """The reference 'normal' init: conv/linear weights ~ N(0, gain), biases 0; batch-norm
+    weights ~ N(1, gain). Instance norm here has no parameters."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+    return net
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# ----------------------------------------------------------------------------- params
+
+
+class CycleGANModelParams(Section):
+    ngf: Annotated[int, Field(ge=1, le=1024)] = 64
+    ndf: Annotated[int, Field(ge=1, le=1024)] = 64
+    # 9 residual blocks at 256 px, 6 is the paper's choice at 128 px.
+    n_blocks: Annotated[int, Field(ge=0, le=64)] = 9
+    n_layers_d: Annotated[int, Field(ge=1, le=8)] = 3
+
+
+class CycleGANLossParams(Section):
+    gan_mode: Literal["lsgan", "vanilla", "bce_logits"] = "lsgan"
+    cycle_weight: Annotated[float, Field(ge=0)] = 10.0
+    # Multiplies cycle_weight (0.5 x 10 = 5). 0 disables the identity terms.
+    identity_weight: Annotated[float, Field(ge=0)] = 0.5
+    # L1 of VGG16 features between input and translation; 0 disables (the paper has none).
+    perceptual_weight: Annotated[float, Field(ge=0)] = 0.0
+    perceptual_layer: Literal["relu1_2", "relu2_2", "relu3_3", "relu4_3"] = "relu2_2"
+    # imagenet: torchvision's vgg16-397923af.pth from the torch hub folder; random: smoke tests only.
+    perceptual_weights: Literal["imagenet", "random"] = "imagenet"
+
+
+class CycleGANOptimParams(Section):
+    lr: Annotated[float, Field(gt=0)] = 2e-4
+    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    # The paper's 100 + 100 epochs, in steps. Both 0: half of the run constant, half decaying.
+    steps_constant: Annotated[int, Field(ge=0)] = 0
+    steps_decay: Annotated[int, Field(ge=0)] = 0
+    pool_size: Annotated[int, Field(ge=0, le=10000)] = 50
+
+
+class CycleGANDataParams(Section):
+    # 256 (the paper) or 128; any multiple of 4 works.
+    crop_px: Annotated[int, Field(ge=16, le=4096)] = 256
+    # Resize to this before the random crop; 0: crop_px * 286/256 (286 for 256, 143 for 128).
+    load_px: Annotated[int, Field(ge=0, le=8192)] = 0
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 1
+    flip: bool = True
+    domain_a: Annotated[str, Field(min_length=1)] = "photo"
+    domain_b: Annotated[str, Field(min_length=1)] = "anime"
+
+    @model_validator(mode="after")
+    def _check(self) -> CycleGANDataParams:
+        if self.crop_px % 4:
+            raise ValueError(f"crop_px must be a multiple of 4 (two stride-2 stages), got {self.crop_px}")
+        if self.load_px and self.load_px < self.crop_px:
+            raise ValueError(f"load_px ({self.load_px}) must be 0 or >= crop_px ({self.crop_px})")
+        return self
+
+    @property
+    def resolved_load_px(self) -> int:
+        return self.load_px or round(self.crop_px * 286 / 256)
+
+
+class CycleGANParams(Section):
+    model: CycleGANModelParams = CycleGANModelParams()
+    loss: CycleGANLossParams = CycleGANLossParams()
+    optim: CycleGANOptimParams = CycleGANOptimParams()
+    data: CycleGANDataParams = CycleGANDataParams()
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def linear_decay_lambda(steps_constant: int, steps_decay: int):
+    """LR factor per step (the reference's 'linear' policy in steps): 1 for the first
+    `steps_constant` steps, then falling linearly by 1/(steps_decay + 1) per step, 0 from
+    step steps_constant + steps_decay on."""
+
+    def factor(step: int) -> float:
+        return max(0.0, 1.0 - max(0, step + 1 - steps_constant) / float(steps_decay + 1))
+
+    return factor
+
+
+def resolve_schedule(optim: CycleGANOptimParams, total_steps: int) -> tuple[int, int]:
+    if optim.steps_constant or optim.steps_decay:
+        return optim.steps_constant, optim.steps_decay
+    half = max(total_steps, 0) // 2
+    return half, max(total_steps, 0) - half
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+def _adam(params: list[nn.Parameter], o: CycleGANOptimParams, device: torch.device) -> torch.optim.Adam:
+    kwargs: dict[str, Any] = {}
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    else:
+        kwargs["foreach"] = True
+    try:
+        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), **kwargs)
+    except (RuntimeError, TypeError, ValueError):   # no fused/foreach kernel for this device
+        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2))
+
+
+class CycleGANRecipe:
+    """The Recipe protocol (toonlab.train.recipe) for CycleGAN. Networks live in `self.nets`
+    (G_A: A->B, G_B: B->A, D_A, D_B, and `vgg` when the perceptual loss is on) so the
+    trainer can swap entries for DDP-wrapped modules."""
+
+    grid_rows = [["real_A", "fake_B", "rec_A"], ["real_B", "fake_A", "rec_B"]]
+
+    def __init__(self, params: CycleGANParams, ctx: Context):
+        self.params = params
+        self.ctx = ctx
+        self.device = ctx.device
+        m, lp, o, d = params.model, params.loss, params.optim, params.data
+        self.data = DataSpec(domains={"A": d.domain_a, "B": d.domain_b}, crop_px=d.crop_px,
+                             batch_size=d.batch_size, load_px=d.resolved_load_px, flip=d.flip)
+        self.memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
+
+        nets: dict[str, nn.Module] = {
+            "G_A": init_weights(ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks)),
+            "G_B": init_weights(ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks)),
+            "D_A": init_weights(NLayerDiscriminator(ndf=m.ndf, n_layers=m.n_layers_d)),
+            "D_B": init_weights(NLayerDiscriminator(ndf=m.ndf, n_layers=m.n_layers_d)),
+        }
+        self.perceptual_weight = lp.perceptual_weight
+        if lp.perceptual_weight > 0:
+            nets["vgg"] = VGGPerceptual(lp.perceptual_layer, lp.perceptual_weights)
+        for net in nets.values():
+            net.to(self.device, memory_format=self.memory_format)
+        self.nets = nets
+
+        # Parameters are gathered before any DDP wrapping: DDP shares the same tensors.
+        g_params = [*nets["G_A"].parameters(), *nets["G_B"].parameters()]
+        d_params = [*nets["D_A"].parameters(), *nets["D_B"].parameters()]
+        self.opt = {"G": _adam(g_params, o, self.device), "D": _adam(d_params, o, self.device)}
+        self.steps_constant, self.steps_decay = resolve_schedule(o, ctx.total_steps)
+        lam = linear_decay_lambda(self.steps_constant, self.steps_decay)
+        self.sched = {k: torch.optim.lr_scheduler.LambdaLR(v, lr_lambda=lam) for k, v in self.opt.items()}
+
+        self.gan_loss = GANLoss(lp.gan_mode)
+        self.lambda_cycle = lp.cycle_weight
+        self.lambda_idt = lp.identity_weight * lp.cycle_weight
+        # Global torch RNG: the trainer restores it on resume, so the pools replay exactly.
+        self.pools = {"A": ImagePool(o.pool_size), "B": ImagePool(o.pool_size)}
+        # Only float16 autocast needs loss scaling; disabled (a pass-through) otherwise.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=ctx.amp_dtype == torch.float16)
+
+    # -- Recipe protocol
+
+    def networks(self) -> dict[str, nn.Module]:
+        return self.nets
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self.opt
+
+    def schedulers(self) -> dict[str, Any]:
+        return self.sched
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp_dtype is not None)
+
+    def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        def prep(x: Tensor) -> Tensor:
+            return x.to(self.device, non_blocking=True).to(memory_format=self.memory_format)
+        return prep(batch["A"]), prep(batch["B"])
+
+    def _set_requires_grad(self, nets: list[nn.Module], flag: bool) -> None:
+        if self.ctx.distributed:   # DDP expects the same set of grads each backward
+            return
+        for net in nets:
+            for p in net.parameters():
+                p.requires_grad_(flag)
+
+    def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        G_A, G_B, D_A, D_B = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
+        real_A, real_B = self._inputs(batch)
+        n_a, n_b = real_A.shape[0], real_B.shape[0]
+        use_idt = self.lambda_idt > 0
+        l1 = nn.functional.l1_loss
+
+        # ---- generators
+        self._set_requires_grad([D_A, D_B], False)
+        self.opt["G"].zero_grad(set_to_none=True)
+        with self._autocast():
+            # Instance norm and convolutions act per sample, so running the identity inputs
+            # in the same batch as the translation is the same computation in fewer calls.
+            if use_idt:
+                out_a = G_A(torch.cat([real_A, real_B]))
+                fake_B, idt_A = out_a[:n_a], out_a[n_a:]
+                out_b = G_B(torch.cat([real_B, real_A]))
+                fake_A, idt_B = out_b[:n_b], out_b[n_b:]
+            else:
+                fake_B, fake_A = G_A(real_A), G_B(real_B)
+            rec_A = G_B(fake_B)
+            rec_B = G_A(fake_A)
+            pred_fake_B = D_B(fake_B)
+            pred_fake_A = D_A(fake_A)
+            if self.perceptual_weight > 0:
+                vgg = self.nets["vgg"]
+                perceptual = self.perceptual_weight * (vgg(fake_B, real_A) + vgg(fake_A, real_B))
+        losses: dict[str, Tensor] = {}
+        losses["G_adv_A"] = self.gan_loss(pred_fake_B, True)
+        losses["G_adv_B"] = self.gan_loss(pred_fake_A, True)
+        losses["cycle_A"] = self.lambda_cycle * l1(rec_A.float(), real_A.float())
+        losses["cycle_B"] = self.lambda_cycle * l1(rec_B.float(), real_B.float())
+        if use_idt:
+            losses["idt_A"] = self.lambda_idt * l1(idt_A.float(), real_B.float())
+            losses["idt_B"] = self.lambda_idt * l1(idt_B.float(), real_A.float())
+        else:
+            zero = torch.zeros((), device=self.device)
+            losses["idt_A"], losses["idt_B"] = zero, zero
+        if self.perceptual_weight > 0:
+            losses["perceptual"] = perceptual.float()
+        g_total = sum(losses.values())
+        self.scaler.scale(g_total).backward()
+        self.scaler.step(self.opt["G"])
+
+        # ---- discriminators (each judges its own domain; fakes detached, from the pools)
+        self._set_requires_grad([D_A, D_B], True)
+        self.opt["D"].zero_grad(set_to_none=True)   # also drops grads the G step left under DDP
+        mf = self.memory_format
+        pool_A = self.pools["A"].query(fake_A.detach()).to(real_A.dtype).contiguous(memory_format=mf)
+        pool_B = self.pools["B"].query(fake_B.detach()).to(real_B.dtype).contiguous(memory_format=mf)
+        with self._autocast():
+            # One call per discriminator on [real; fake] (per-sample norm: same as two calls).
+            pred_A = D_A(torch.cat([real_A, pool_A]))
+            pred_B = D_B(torch.cat([real_B, pool_B]))
+        loss_D_A = 0.5 * (self.gan_loss(pred_A[:n_a], True) + self.gan_loss(pred_A[n_a:], False))
+        loss_D_B = 0.5 * (self.gan_loss(pred_B[:n_b], True) + self.gan_loss(pred_B[n_b:], False))
+        self.scaler.scale(loss_D_A + loss_D_B).backward()
+        self.scaler.step(self.opt["D"])
+        self.scaler.update()
+
+        out = {k: v.detach() for k, v in losses.items()}
+        out["G_total"] = g_total.detach()
+        out["D_A"] = loss_D_A.detach()
+        out["D_B"] = loss_D_B.detach()
+        return out
+
+    @torch.no_grad()
+    def sample(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        G_A, G_B = self.nets["G_A"], self.nets["G_B"]
+        real_A, real_B = self._inputs(batch)
+        with self._autocast():
+            fake_B = G_A(real_A)
+            rec_A = G_B(fake_B)
+            fake_A = G_B(real_B)
+            rec_B = G_A(fake_A)
+        images = {"real_A": real_A, "fake_B": fake_B, "rec_A": rec_A,
+                  "real_B": real_B, "fake_A": fake_A, "rec_B": rec_B}
+        return {k: v.float().contiguous() for k, v in images.items()}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"pool_A": self.pools["A"].state_dict(), "pool_B": self.pools["B"].state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.pools["A"].load_state_dict(state["pool_A"])
+        self.pools["B"].load_state_dict(state["pool_B"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def build(params: CycleGANParams, ctx: Context) -> CycleGANRecipe:
+    """The CycleGAN recipe for the generic trainer."""
+    recipe = CycleGANRecipe(params, ctx)
+    m = params.model
+    log.info("CycleGAN: G %d params x2 (ngf %d, %d blocks), D %d params x2; LR constant %d steps, "
+             "decay %d steps", count_params(recipe.nets["G_A"]), m.ngf, m.n_blocks,
+             count_params(recipe.nets["D_A"]), recipe.steps_constant, recipe.steps_decay)
+    return recipe

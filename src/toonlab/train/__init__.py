@@ -1,0 +1,1 @@
+"""The generic GAN trainer and the interface model families implement."""

@@ -1,0 +1,182 @@
+"""Training data: packed face crops (or any folder of images), unpaired sampling,
+augmentation in worker processes, and a sampler whose position is checkpointed.
+
+Determinism: the order of samples comes from a generator seeded with (seed, epoch),
+and the augmentation of a sample from (seed, epoch, position, key), never from worker
+state, so a run gives the same batches whatever the number of workers, and a resumed
+run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from toonlab.errors import UsageError
+from toonlab.train.recipe import DataSpec
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+class ImageSource:
+    """Images of one domain: memory-mapped packed arrays, or a folder of image files."""
+
+    def __init__(self, rgb, five=None, files: list[Path] | None = None):
+        self.rgb, self.five, self.files = rgb, five, files
+
+    @classmethod
+    def packed(cls, packed_dir: str | Path, domain: str, split: str, px: int) -> "ImageSource":
+        from toonlab.pack import load_split
+
+        try:
+            arrays = load_split(packed_dir, domain, split, px)
+        except (FileNotFoundError, OSError) as exc:
+            raise UsageError(f"no packed {domain} {split} data at {px} px in {packed_dir} ({exc}); "
+                             "run `dvc repro pack` (or `snakemake -c2 preprocess`) first") from None
+        if len(arrays["rgb"]) == 0:
+            raise UsageError(f"the packed {domain} {split} split at {px} px is empty")
+        return cls(arrays["rgb"], arrays["five"])
+
+    @classmethod
+    def folder(cls, folder: str | Path) -> "ImageSource":
+        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+        return cls(None, None, files)
+
+    def __len__(self) -> int:
+        return len(self.files) if self.files is not None else len(self.rgb)
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.files is not None:
+            from toonlab.decode import DecodeParams, decode_file
+
+            res = decode_file(self.files[i], DecodeParams(min_side=1, max_aspect=100.0))
+            if not res.ok:
+                raise UsageError(f"cannot train on {self.files[i]}: {res.reason} ({res.detail})")
+            return res.image, None
+        return np.asarray(self.rgb[i]), (None if self.five is None else np.asarray(self.five[i]))
+
+
+@dataclass
+class SamplerState:
+    epoch: int = 0
+    position: int = 0  # samples of this epoch already delivered (per rank)
+
+
+class Augment:
+    """Resize to load_px, random crop to crop_px, random flip, optional colour jitter
+    (albumentations), seeded per sample."""
+
+    def __init__(self, spec: DataSpec, jitter: float = 0.0):
+        import albumentations as A
+
+        self.spec = spec
+        load = spec.load_px or spec.crop_px
+        ops = [A.Resize(load, load, interpolation=1)]  # 1 = cv2.INTER_LINEAR
+        if load != spec.crop_px:
+            ops.append(A.RandomCrop(spec.crop_px, spec.crop_px))
+        if spec.flip:
+            ops.append(A.HorizontalFlip(p=0.5))
+        if jitter > 0:
+            ops.append(A.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=min(0.5, jitter / 4), p=1.0))
+        self.compose = A.Compose(ops, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+
+    def __call__(self, rgb: np.ndarray, five: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        self.compose.set_random_seed(seed)
+        kps = [] if five is None else np.asarray(five, np.float32).tolist()  # pixels of `rgb`
+        out = self.compose(image=rgb, keypoints=kps)
+        pts = None if five is None else np.asarray(out["keypoints"], np.float32).reshape(5, 2)
+        if pts is not None and pts[0, 0] > pts[1, 0]:
+            pts = pts[[1, 0, 2, 4, 3]]  # flipped: keep the schema's image-left / image-right order
+        return out["image"], pts
+
+
+class UnpairedDataset(Dataset):
+    """Item i of an epoch = one sample per key, each from its own permutation."""
+
+    def __init__(self, sources: dict[str, ImageSource], spec: DataSpec, seed: int, jitter: float = 0.0,
+                 rank: int = 0, world: int = 1):
+        self.sources, self.spec, self.seed, self.rank, self.world = sources, spec, seed, rank, world
+        self.jitter = jitter
+        self.augment: Augment | None = None
+        self.epoch = 0
+        self.perms: dict[str, np.ndarray] = {}
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.perms = {k: np.random.default_rng([self.seed, epoch, n]).permutation(len(s))
+                      for n, (k, s) in enumerate(sorted(self.sources.items()))}
+
+    def __len__(self) -> int:
+        # An epoch is as long as the largest domain, split evenly across ranks.
+        return max(len(s) for s in self.sources.values()) // self.world
+
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        if self.augment is None:  # built lazily, in the worker process
+            self.augment = Augment(self.spec, self.jitter)
+        global_pos = position * self.world + self.rank
+        item = {}
+        for n, (key, source) in enumerate(sorted(self.sources.items())):
+            perm = self.perms[key]
+            idx = int(perm[global_pos % len(perm)])
+            rgb, five = source.get(idx)
+            seed = int(np.random.default_rng([self.seed, self.epoch, global_pos, n]).integers(2**31))
+            img, pts = self.augment(rgb, five if self.spec.with_landmarks else None, seed)
+            item[key] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+            if pts is not None:
+                item[f"{key}_five"] = torch.from_numpy(pts)
+        return item
+
+
+class BatchStream:
+    """Endless batches with a checkpointable (epoch, position)."""
+
+    def __init__(self, dataset: UnpairedDataset, batch_size: int, workers: int, pin_memory: bool,
+                 state: SamplerState | None = None):
+        if len(dataset) < batch_size:
+            raise UsageError(f"batch size {batch_size} is larger than the data ({len(dataset)} samples per rank)")
+        self.ds, self.batch_size, self.workers, self.pin = dataset, batch_size, workers, pin_memory
+        self.state = state or SamplerState()
+        self._it = None
+
+    def _loader(self):
+        per_epoch = (len(self.ds) // self.batch_size) * self.batch_size
+        start = self.state.position
+        self.ds.set_epoch(self.state.epoch)
+        sampler = list(range(start, per_epoch))
+        return iter(DataLoader(self.ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
+                               pin_memory=self.pin, drop_last=True, persistent_workers=False,
+                               # its own generator: creating a loader must not consume the global
+                               # torch RNG, or a resumed run would diverge from an uninterrupted one
+                               generator=torch.Generator().manual_seed(self.ds.seed),
+                               worker_init_fn=_worker_init, prefetch_factor=2 if self.workers else None))
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self._it is None:
+            self._it = self._loader()
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self.state = SamplerState(self.state.epoch + 1, 0)
+            self._it = self._loader()
+            batch = next(self._it)
+        self.state = SamplerState(self.state.epoch, self.state.position + self.batch_size)
+        return batch
+
+    def __iter__(self):
+        return self
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    info = get_worker_info()
+    assert info is not None
