@@ -40,7 +40,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal
+from typing import Annotated, Iterable, Literal
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from pydantic import Field

@@ -61,3 +61,20 @@ class MatteBackend(Protocol):
 
     def matte(self, rgb: np.ndarray) -> np.ndarray:
         """Foreground alpha of an HxWx3 uint8 RGB image: HxW float32 in [0, 1]."""
+
+
+def as_rgb(rgb: np.ndarray) -> np.ndarray:
+    """The image every backend works on: HxWx3 uint8, C-contiguous. Also accepts HxW
+    and HxWx1 grey and HxWx4 (alpha dropped); anything else is a ValueError."""
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = a[:, :, :3]
+    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {np.asarray(rgb).shape}")
+    return np.ascontiguousarray(a)

@@ -62,7 +62,7 @@ import numpy as np
 from pydantic import Field
 
 from toonlab.errors import ToonlabError
-from toonlab.faces.base import BackendInfo, Face, FaceBackend
+from toonlab.faces.base import BackendInfo, Face, FaceBackend, as_rgb
 from toonlab.schema import Section
 
 
@@ -97,19 +97,6 @@ class DetectParams(Section):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _as_rgb(rgb: np.ndarray) -> np.ndarray:
-    a = np.asarray(rgb)
-    if a.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {a.dtype}")
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {a.shape}")
-    if a.shape[2] == 4:
-        a = a[:, :, :3]
-    return np.ascontiguousarray(a)
 
 
 def _iou_matrix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -346,7 +333,7 @@ class MediapipeFaces:
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """All faces in an HxWx3 uint8 RGB image, largest first."""
-        rgb = _as_rgb(rgb)
+        rgb = as_rgb(rgb)
         H, W = rgb.shape[:2]
         faces: list[Face] = []
         for box, score, kps in self._candidates(rgb):
@@ -413,7 +400,7 @@ class InsightfaceFaces:
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """All faces in an HxWx3 uint8 RGB image, largest first."""
-        rgb = _as_rgb(rgb)
+        rgb = as_rgb(rgb)
         H, W = rgb.shape[:2]
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # insightface works on BGR
         with self._lock:
@@ -467,7 +454,7 @@ class AnimefaceFaces:
         from PIL import Image
 
         _check_pillow_for_animeface()
-        rgb = _as_rgb(rgb)
+        rgb = as_rgb(rgb)
         H, W = rgb.shape[:2]
         faces = []
         for af in animeface.detect(Image.fromarray(rgb)):
@@ -547,7 +534,7 @@ def face_blur(rgb: np.ndarray, face: Face, px: int = 128) -> float:
     Resizing to a fixed size makes the value comparable across face sizes; larger = sharper.
     Returns 0.0 for an empty box.
     """
-    rgb = _as_rgb(rgb)
+    rgb = as_rgb(rgb)
     H, W = rgb.shape[:2]
     x0, y0 = max(int(math.floor(face.box[0])), 0), max(int(math.floor(face.box[1])), 0)
     x1, y1 = min(int(math.ceil(face.box[2])), W), min(int(math.ceil(face.box[3])), H)

@@ -30,7 +30,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from toonlab.faces.base import BackendInfo, MatteBackend
+from toonlab.faces.base import BackendInfo, MatteBackend, as_rgb
 from toonlab.schema import Section
 
 # rembg's model names -> the key of the file in toonlab.weights.WEIGHTS
@@ -86,22 +86,6 @@ def background_fraction(alpha: np.ndarray) -> float:
     if a.size == 0:
         return 0.0
     return float(np.mean(1.0 - np.clip(a, 0.0, 1.0)))
-
-
-def _as_rgb(rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8, C-contiguous; also accepts HxW grey and HxWx4 (alpha dropped)."""
-    a = np.asarray(rgb)
-    if a.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {a.dtype}")
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    elif a.ndim == 3 and a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    elif a.ndim == 3 and a.shape[2] == 4:
-        a = a[:, :, :3]
-    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {np.asarray(rgb).shape}")
-    return np.ascontiguousarray(a)
 
 
 def _version(dist: str) -> str:
@@ -174,7 +158,7 @@ class MediapipeMatte:
         return self._seg
 
     def matte(self, rgb: np.ndarray) -> np.ndarray:
-        img = _as_rgb(rgb)
+        img = as_rgb(rgb)
         mask = self._segmenter().process(img).segmentation_mask
         alpha = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
         r = int(round(self.params.refine_radius * min(img.shape[:2])))
@@ -254,7 +238,7 @@ class RembgMatte:
     def matte(self, rgb: np.ndarray) -> np.ndarray:
         from PIL import Image
 
-        img = _as_rgb(rgb)
+        img = as_rgb(rgb)
         session = self._get_session()
         with warnings.catch_warnings():  # rembg calls Image.fromarray(..., mode=), deprecated by Pillow
             warnings.filterwarnings("ignore", message=".*'mode' parameter is deprecated.*", category=DeprecationWarning)
@@ -309,7 +293,7 @@ class FloodfillMatte:
     def matte(self, rgb: np.ndarray) -> np.ndarray:
         import cv2
 
-        img = _as_rgb(rgb)
+        img = as_rgb(rgb)
         h, w = img.shape[:2]
         p = self.params
         scale = min(1.0, p.work_side / max(h, w))
