@@ -28,7 +28,7 @@ demo: install
 	@echo "demo done: see data/ and, once built, reports/index.html"
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -24,3 +24,4 @@ rule all:
     input:
         rules.preprocess.input,
         rules.train_cyclegan.output,
+        rules.generate_dcgan.output,

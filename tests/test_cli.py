@@ -127,7 +127,7 @@ def test_console_script_and_module_entry_points(tmp_path):
     for cmd in (["toonlab"], [sys.executable, "-m", "toonlab"]):
         ok = subprocess.run(cmd + ["params", "--section", "runtime"], cwd=tmp_path, capture_output=True, text=True)
         assert ok.returncode == 0 and "device: auto" in ok.stdout
-        bad = subprocess.run(cmd + ["train", "dcgan"], cwd=tmp_path, capture_output=True, text=True)
+        bad = subprocess.run(cmd + ["train", "ugatit"], cwd=tmp_path, capture_output=True, text=True)
         assert bad.returncode == 1 and "not built yet" in bad.stderr
         usage = subprocess.run(cmd + ["--no-such-flag"], cwd=tmp_path, capture_output=True, text=True)
         assert usage.returncode == 2

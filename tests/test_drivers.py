@@ -19,6 +19,8 @@ TINY_REST = {"curate": {"split": {"train": 1.0, "val": 0.0, "test": 0.0}},
              "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
                           "data": {"crop_px": 32, "load_px": 36},
                           "optim": {"steps_constant": 2, "steps_decay": 2}},
+             "dcgan": {"model": {"nz": 8, "ngf": 8, "ndf": 8}, "optim": {"steps": 3},
+                       "data": {"batch_size": 2}},
              "train": {"log_every": 2, "sample_every": 0, "ckpt_every": 2, "loader_workers": 0}}
 
 
@@ -106,8 +108,7 @@ def test_snakemake_rejects_bad_config_naming_key(project):
     assert "demo.anime_count: expected an integer" in res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("target", [ "train_dcgan", "train_ugatit",
-                                    "train_whitebox", "evaluate", "report"])
+@pytest.mark.parametrize("target", ["train_ugatit", "train_whitebox", "evaluate", "report"])
 def test_unbuilt_targets_exist_and_fail_honestly(project, target):
     res = run(["snakemake", "-c1", target], project, check=False)
     assert res.returncode != 0

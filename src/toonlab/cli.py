@@ -24,7 +24,6 @@ TRAIN_MODELS = ("cyclegan", "dcgan", "ugatit", "whitebox", "landmarker")
 # Stages declared in the interface but implemented by later issues. Each prints that it
 # is not built yet and exits 1; nothing pretends to work.
 NOT_BUILT = {
-    "train dcgan": "issue #6: DCGAN",
     "train ugatit": "issue #7: U-GAT-IT",
     "train whitebox": "issue #8: White-box cartoonization",
     "train landmarker": "issue #8: White-box cartoonization",
@@ -121,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default="auto", metavar="auto|none|PATH",
                    help="auto: continue from the run's latest checkpoint (default); none: start over; or a checkpoint file")
     p.add_argument("--run-dir", metavar="DIR", help="run folder (default: <train.out_dir>/<model>)")
+
+    p = add("generate", "generate images with a trained unconditional model: draw --search noise "
+            "vectors, keep the --num the discriminator scores highest", _cmd_generate)
+    p.add_argument("model", choices=("dcgan",), help="model family")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: the run's latest)")
+    p.add_argument("--num", type=int, default=64, help="images to keep (default 64)")
+    p.add_argument("--search", type=int, default=512, help="noise vectors to score (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0): same seed, same images")
+    p.add_argument("--mean", type=float, help="noise mean (default: dcgan.sample.noise_mean)")
+    p.add_argument("--std", type=float, help="noise std (default: dcgan.sample.noise_std)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: <train.out_dir>/<model>/generated)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override runtime.device")
     return parser
 
 
@@ -150,6 +161,27 @@ def _cmd_train(args: argparse.Namespace, params: Params) -> int:
     metrics = trainer.run(resume=args.resume)
     if metrics:
         log.info("%s: %s", args.model, ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace, params: Params) -> int:
+    from pathlib import Path
+
+    from toonlab.train.generate import generate_images
+
+    if args.num < 1 or args.search < args.num:
+        raise UsageError(f"need 1 <= --num <= --search, got --num {args.num} --search {args.search}")
+    run_dir = Path(params.train.out_dir) / args.model
+    out = Path(args.out) if args.out else run_dir / "generated"
+    fam = getattr(params, args.model)
+    mean = fam.sample.noise_mean if args.mean is None else args.mean
+    std = fam.sample.noise_std if args.std is None else args.std
+    from toonlab.train.trainer import resolve_device
+
+    device = resolve_device(params.runtime.device, args.device)
+    n = generate_images(args.model, fam, run_dir, Path(args.checkpoint) if args.checkpoint else None, out,
+                        num=args.num, search=args.search, mean=mean, std=std, seed=args.seed, device=device)
+    log.info("%d images written to %s (best of %d by the discriminator)", n, out, args.search)
     return 0
 
 

@@ -33,6 +33,7 @@ from toonlab.ingest import IngestParams
 from toonlab.pack import PackParams
 from toonlab.preprocess import AlignParams, PreprocessParams
 from toonlab.models.cyclegan import CycleGANParams
+from toonlab.models.dcgan import DCGANParams
 from toonlab.schema import Section
 from toonlab.train.trainer import TrainParams
 
@@ -86,6 +87,7 @@ class Params(Section):
     pack: PackParams = PackParams()
     train: TrainParams = TrainParams()
     cyclegan: CycleGANParams = CycleGANParams()
+    dcgan: DCGANParams = DCGANParams()
 
 
 # ----------------------------------------------------------------------------- loading

@@ -4,16 +4,6 @@
 # with a real one in its own rules file (and adds the DVC stage).
 
 
-rule train_dcgan:
-    log:
-        "logs/train_dcgan.log",
-    threads: TL.params.runtime.workers
-    conda:
-        "../envs/toonlab.yaml"
-    shell:
-        "toonlab train dcgan 2>&1 | tee {log}"
-
-
 rule train_ugatit:
     log:
         "logs/train_ugatit.log",

@@ -25,8 +25,9 @@ def _scheduled_steps(name: str):
 
 
 def families() -> dict[str, Family]:
-    from toonlab.models import cyclegan
+    from toonlab.models import cyclegan, dcgan
 
     return {
         "cyclegan": Family("cyclegan", cyclegan.CycleGANParams, cyclegan.build, _scheduled_steps("cyclegan")),
+        "dcgan": Family("dcgan", dcgan.DCGANParams, dcgan.build, lambda p: p.optim.steps, best_metric="G"),
     }

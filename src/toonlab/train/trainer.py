@@ -47,7 +47,7 @@ class TrainParams(Section):
     sample_every: Annotated[int, Field(ge=0)] = 500   # 0: only at the end
     ckpt_every: Annotated[int, Field(ge=1)] = 1000
     keep_last: Annotated[int, Field(ge=1)] = 3
-    best_metric: str = "G_total"             # a loss name; lower is better
+    best_metric: str = ""                    # a loss name, lower is better; "": the family's default
     amp: bool = True                         # bf16 autocast on CUDA; CPU always runs fp32
     channels_last: bool = True
     compile: bool = False                    # torch.compile the trainable networks
@@ -68,6 +68,7 @@ class Family:
     params_cls: type
     build: Callable[[Any, Context], Recipe]
     total_steps: Callable[[Any], int]
+    best_metric: str = "G_total"
 
 
 # ----------------------------------------------------------------------------- device / DDP
@@ -317,11 +318,12 @@ class Trainer:
         state = self._state(recipe, step, stream, metrics)
         ckpt.save(self.ckpt_dir / f"step-{step:08d}.pt", state)
         ckpt.prune(self.ckpt_dir, self.tp.keep_last)
-        value = metrics.get(self.tp.best_metric)
+        metric = self.tp.best_metric or self.family.best_metric
+        value = metrics.get(metric)
         if value is not None and math.isfinite(value):
             best = ckpt.best_value(self.ckpt_dir)
             if best is None or value < best:
-                ckpt.write_best(self.ckpt_dir, state, self.tp.best_metric, value)
+                ckpt.write_best(self.ckpt_dir, state, metric, value)
 
     def _live(self, resuming: bool):
         from dvclive import Live
