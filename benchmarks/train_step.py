@@ -4,7 +4,8 @@ torch.compile), side by side in one run, with the peak memory.
 
     python benchmarks/train_step.py [--sizes 128 256] [--steps 3] [--compile]
 
-On CUDA when present, on CPU otherwise (batch 1, as the papers train CycleGAN).
+On CUDA when present, on CPU otherwise. CycleGAN at batch 1 (as the paper); DCGAN at
+batch 256 on GPU (the recipe) and 32 on CPU, with a G step every batch.
 """
 
 from __future__ import annotations
@@ -45,9 +46,36 @@ def cyclegan_recipe(px: int, optimized: bool, device: torch.device, compile_: bo
     return recipe, p.data.batch_size
 
 
-def measure(recipe, batch_size: int, px: int, device: torch.device, optimized: bool, steps: int) -> tuple[float, float]:
+def dcgan_recipe(px: int, optimized: bool, device: torch.device, compile_: bool):
+    from toonlab.models.dcgan import DCGANParams, build
+
+    batch = 256 if device.type == "cuda" else 32  # the recipe's 256 on GPU, smaller on CPU
+    p = DCGANParams.model_validate({"data": {"batch_size": batch}, "optim": {"g_every": 1}})
+    cuda = device.type == "cuda"
+    ctx = Context(device=device, amp_dtype=torch.bfloat16 if (optimized and cuda) else None,
+                  channels_last=optimized and cuda, total_steps=100)
+    recipe = build(p, ctx)
+    for k, net in recipe.nets.items():
+        net.to(device)
+        if ctx.channels_last:
+            net.to(memory_format=torch.channels_last)
+        if optimized and compile_:
+            recipe.nets[k] = torch.compile(net)
+    if not optimized:
+        for opt in recipe.optimizers().values():
+            for g in opt.param_groups:
+                g["foreach"] = False
+                g["fused"] = False
+    return recipe, batch
+
+
+MODELS = {"cyclegan": (cyclegan_recipe, ("A", "B"), "G_total"), "dcgan": (dcgan_recipe, ("real",), "G")}
+
+
+def measure(recipe, batch_size: int, px: int, device: torch.device, optimized: bool, steps: int,
+            keys=("A", "B"), loss="G_total") -> tuple[float, float]:
     gen = torch.Generator().manual_seed(0)
-    batch = {k: (torch.rand(batch_size, 3, px, px, generator=gen) * 2 - 1).to(device) for k in ("A", "B")}
+    batch = {k: (torch.rand(batch_size, 3, px, px, generator=gen) * 2 - 1).to(device) for k in keys}
     if optimized and device.type == "cuda":
         batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
     for i in range(2):  # warm-up (allocations, autotuning, compilation)
@@ -58,7 +86,7 @@ def measure(recipe, batch_size: int, px: int, device: torch.device, optimized: b
     t0 = time.perf_counter()
     for i in range(steps):
         losses = recipe.train_step(batch, i + 2)
-    float(losses["G_total"])  # one sync at the end
+    float(losses[loss])  # one sync at the end
     if device.type == "cuda":
         torch.cuda.synchronize()
     ms = 1000 * (time.perf_counter() - t0) / steps
@@ -69,7 +97,8 @@ def measure(recipe, batch_size: int, px: int, device: torch.device, optimized: b
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="CycleGAN crop sizes")
+    ap.add_argument("--models", nargs="+", default=["cyclegan", "dcgan"], choices=sorted(MODELS))
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also torch.compile the optimized path")
     args = ap.parse_args()
@@ -78,15 +107,17 @@ def main() -> int:
           f"{args.steps} measured steps after 2 warm-up steps")
     print(f"{'model':<10}{'px':>5}{'plain ms':>11}{'opt ms':>10}{'plain img/s':>13}{'opt img/s':>11}"
           f"{'speed-up':>10}{'peak MiB':>10}")
-    for px in args.sizes:
+    runs = [(m, px) for m in args.models for px in (args.sizes if m == "cyclegan" else [96])]
+    for model, px in runs:
+        make, keys, loss = MODELS[model]
         results = []
         for optimized in (False, True):
-            recipe, bs = cyclegan_recipe(px, optimized, device, args.compile)
-            results.append(measure(recipe, bs, px, device, optimized, args.steps))
+            recipe, bs = make(px, optimized, device, args.compile)
+            results.append(measure(recipe, bs, px, device, optimized, args.steps, keys, loss))
             del recipe
         (pm, _), (om, mem) = results
-        print(f"{'cyclegan':<10}{px:>5}{pm:>11.0f}{om:>10.0f}{1000 / pm:>13.2f}{1000 / om:>11.2f}"
-              f"{pm / om:>9.2f}x{mem:>10.0f}")
+        print(f"{model:<10}{px:>5}{pm:>11.0f}{om:>10.0f}{1000 * bs / pm:>13.2f}{1000 * bs / om:>11.2f}"
+              f"{pm / om:>9.2f}x{mem:>10.0f}  (batch {bs})")
     return 0
 
 
