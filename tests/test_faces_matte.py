@@ -151,12 +151,10 @@ def test_mediapipe_astronaut(mediapipe_matte, astronaut):
 
 
 def test_mediapipe_insightface_group_photo(mediapipe_matte):
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("insightface not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "images" / "t1.jpg"
-    if not path.is_file():
-        pytest.skip(f"{path} not shipped")
+    from toonlab.demo_data import package_file
+
+    path = package_file("insightface", "data/images/t1.jpg")  # insightface is a locked dependency
+    assert path is not None, "insightface's data/images/t1.jpg is missing: run `make install`"
     rgb = np.asarray(Image.open(path).convert("RGB"))
     alpha = mediapipe_matte.matte(rgb)
     _check_alpha(alpha, rgb.shape[:2])

@@ -57,8 +57,8 @@ def write_params(root: Path, cyclegan=None, train=None, runtime=None):
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def toonlab(root: Path, *args, **kw) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}
+def toonlab(root: Path, *args, env=None, **kw) -> subprocess.Popen:
+    env = env or {**os.environ, "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}
     return subprocess.Popen([sys.executable, "-m", "toonlab", *args], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
@@ -127,12 +127,11 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(workdir):
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error(workdir):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")  # the guard is for CPU-only machines
     write_params(workdir, runtime={"device": "cuda"})
-    rc, out = finish(toonlab(workdir, "train", "cyclegan", "--steps", "1"))
+    no_gpu = {"env": {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}}
+    rc, out = finish(toonlab(workdir, "train", "cyclegan", "--steps", "1", **no_gpu))
     assert rc == 2 and "--device cpu" in out
-    rc, out = finish(toonlab(workdir, "train", "cyclegan", "--steps", "1", "--device", "cpu"))
+    rc, out = finish(toonlab(workdir, "train", "cyclegan", "--steps", "1", "--device", "cpu", **no_gpu))
     assert rc == 0, out
 
 
