@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from toonlab.log import get_logger
 from toonlab.models.losses import GANLoss, ImagePool, VGGPerceptual
+from toonlab.models.common import adam, count_params, init_weights  # noqa: F401 (re-exported)
 from toonlab.schema import Section
 from toonlab.train.recipe import Context, DataSpec
 
@@ -111,25 +112,6 @@ class NLayerDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
-
-
-@torch.no_grad()
-def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
-    """The reference 'normal' init: conv/linear weights ~ N(0, gain), biases 0; batch-norm
-    weights ~ N(1, gain). Instance norm here has no parameters."""
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, gain)
-            nn.init.zeros_(m.bias)
-    return net
-
-
-def count_params(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
 
 
 # ----------------------------------------------------------------------------- params
@@ -220,15 +202,7 @@ def resolve_schedule(optim: CycleGANOptimParams, total_steps: int) -> tuple[int,
 
 
 def _adam(params: list[nn.Parameter], o: CycleGANOptimParams, device: torch.device) -> torch.optim.Adam:
-    kwargs: dict[str, Any] = {}
-    if device.type == "cuda":
-        kwargs["fused"] = True
-    else:
-        kwargs["foreach"] = True
-    try:
-        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), **kwargs)
-    except (RuntimeError, TypeError, ValueError):   # no fused/foreach kernel for this device
-        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2))
+    return adam(params, o.lr, (o.beta1, o.beta2), device)
 
 
 class CycleGANRecipe:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from toonlab.log import get_logger
 from toonlab.models.losses import GANLoss
+from toonlab.models.common import adam, count_params, init_weights  # noqa: F401 (re-exported)
 from toonlab.schema import Section
 from toonlab.train.recipe import Context, DataSpec
 
@@ -103,25 +104,6 @@ class NetD(nn.Module):
         return out if logits else torch.sigmoid(out)
 
 
-@torch.no_grad()
-def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
-    """DCGAN init: (transposed) convolution weights ~ N(0, gain), batch-norm weights
-    ~ N(1, gain), biases 0."""
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, gain)
-            nn.init.zeros_(m.bias)
-    return net
-
-
-def count_params(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
 # ----------------------------------------------------------------------------- params
 
 
@@ -168,11 +150,7 @@ class DCGANParams(Section):
 
 
 def _adam(params: list[nn.Parameter], lr: float, o: DCGANOptimParams, device: torch.device) -> torch.optim.Adam:
-    kwargs: dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), **kwargs)
-    except (RuntimeError, TypeError, ValueError):   # no fused/foreach kernel for this device
-        return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2))
+    return adam(params, lr, (o.beta1, o.beta2), device)
 
 
 def fixed_noise(n: int, nz: int, mean: float = 0.0, std: float = 1.0, seed: int = 0) -> Tensor:
