@@ -239,15 +239,22 @@ def judge_faces(faces: list[dict], p: PreprocessParams) -> list[tuple[str, str]]
     return verdicts
 
 
+def _backend_stage(params, kind: str, domain: str) -> tuple[dict, dict, str, str, ContentCache, Path]:
+    """What a per-image backend stage (detect, matte) starts with: its settings and the
+    decode settings as JSON, the backend's name and version, the per-content cache keyed
+    by all of them, and the domain's raw folder."""
+    kind_json = getattr(params, kind).model_dump(mode="json")
+    decode_json = params.decode.model_dump(mode="json")
+    name, version = _backend_version(kind, domain, kind_json)
+    cache = ContentCache(params.preprocess.cache_dir, f"{kind}-{domain}",
+                         {kind: kind_json, "decode": decode_json, "backend": [name, version], "v": 1})
+    return kind_json, decode_json, name, version, cache, Path(params.data.raw_dir) / domain
+
+
 def run_detect(params, domain: str) -> dict:
     pp: PreprocessParams = params.preprocess
     images = _ok_images(params.ingest.out_dir, domain)
-    detect_json = params.detect.model_dump(mode="json")
-    decode_json = params.decode.model_dump(mode="json")
-    name, version = _backend_version("detect", domain, detect_json)
-    cache = ContentCache(pp.cache_dir, f"detect-{domain}", {"detect": detect_json, "decode": decode_json,
-                                                           "backend": [name, version], "v": 1})
-    raw_root = Path(params.data.raw_dir) / domain
+    detect_json, decode_json, name, version, cache, raw_root = _backend_stage(params, "detect", domain)
     todo = [r for r in images if cache.get_json(r["sha256"]) is None]
     jobs = [(str(raw_root / r["path"]), decode_json, domain, detect_json) for r in todo]
     for r, result in zip(todo, run_jobs(_detect_one, jobs, params.runtime.workers, f"detect {domain}")):
@@ -294,12 +301,7 @@ def run_matte(params, domain: str) -> dict:
     pp: PreprocessParams = params.preprocess
     detected = read_parquet(Path(pp.work_dir) / "detect" / f"{domain}.parquet")
     shas = sorted({r["sha256"]: r["raw_path"] for r in detected if r["status"] == "ok"}.items())
-    matte_json = params.matte.model_dump(mode="json")
-    decode_json = params.decode.model_dump(mode="json")
-    name, version = _backend_version("matte", domain, matte_json)
-    cache = ContentCache(pp.cache_dir, f"matte-{domain}", {"matte": matte_json, "decode": decode_json,
-                                                          "backend": [name, version], "v": 1})
-    raw_root = Path(params.data.raw_dir) / domain
+    matte_json, decode_json, name, version, cache, raw_root = _backend_stage(params, "matte", domain)
     todo = [(sha, rel) for sha, rel in shas if not cache.has(sha, ".png")]
     jobs = [(str(raw_root / rel), decode_json, domain, matte_json) for _, rel in todo]
     for (sha, _), result in zip(todo, run_jobs(_matte_one, jobs, params.runtime.workers, f"matte {domain}")):

@@ -351,8 +351,9 @@ class Trainer:
                 net.train()
         path = self.run_dir / "samples" / f"step-{step:08d}.png"
         img = save_grid(images, recipe.grid_rows, path)
-        tiles = self.run_dir / "samples" / "latest.png"
-        save_grid(images, recipe.grid_rows, tiles)
+        from toonlab import io as tio
+
+        tio.write_bytes(self.run_dir / "samples" / "latest.png", path.read_bytes())
         if live is not None:
             live.log_image("grid.png", img)
 
