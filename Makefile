@@ -10,9 +10,16 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test test-fast lint bench lock clean-venv
+.PHONY: install system-deps demo test test-fast lint bench lock clean-venv
 
 install: $(STAMP)
+
+# Headless Chromium (Debian package) for the report and web-page tests.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package, for the browser tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 $(STAMP): requirements.in requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ToonLab needs Python 3.11, found " + sys.version.split()[0]'
@@ -25,9 +32,9 @@ $(STAMP): requirements.in requirements.lock pyproject.toml
 
 demo: install
 	$(BIN)/dvc repro
-	@echo "demo done: see data/ and, once built, reports/index.html"
+	@echo "demo done: open reports/index.html (metrics, grids, loss curves of every run)"
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install

@@ -19,16 +19,11 @@ from toonlab.params import DEFAULT_PARAMS, Params, load_params
 
 log = get_logger(__name__)
 
-TRAIN_MODELS = ("cyclegan", "dcgan", "ugatit", "whitebox", "landmarker")
+TRAIN_MODELS = ("cyclegan", "dcgan", "ugatit", "whitebox_pretrain", "whitebox", "landmarker")
 
 # Stages declared in the interface but implemented by later issues. Each prints that it
 # is not built yet and exits 1; nothing pretends to work.
 NOT_BUILT = {
-    "train ugatit": "issue #7: U-GAT-IT",
-    "train whitebox": "issue #8: White-box cartoonization",
-    "train landmarker": "issue #8: White-box cartoonization",
-    "evaluate": "issue #9: evaluation",
-    "report": "issue #9: evaluation",
     "cartoonize": "issue #10: cartoonize",
 }
 
@@ -104,8 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only this domain (repeatable; default: data.domains)")
 
     stage_help = {
-        "evaluate": "metrics and grids for a trained run",
-        "report": "HTML report of runs, metrics and ablations",
         "cartoonize": "cartoonize new photos with a trained model",
     }
     for name, text in stage_help.items():
@@ -120,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default="auto", metavar="auto|none|PATH",
                    help="auto: continue from the run's latest checkpoint (default); none: start over; or a checkpoint file")
     p.add_argument("--run-dir", metavar="DIR", help="run folder (default: <train.out_dir>/<model>)")
+    p.add_argument("--variant", metavar="NAME",
+                   help="an ablation variant from params.yaml (ablations.variants): the model's settings with "
+                        "the variant's overrides, run folder <train.out_dir>/<ablations.runs_subdir>/NAME")
+
+    p = add("evaluate", "measure trained runs on the held-out test faces: FID/KID, landmark and identity "
+            "preservation, cycle PSNR/SSIM -> <evaluate.metrics_dir>/<run>.json", _cmd_evaluate)
+    p.add_argument("runs", nargs="*", metavar="RUN",
+                   help="run folders under train.out_dir, e.g. cyclegan or ablations/cyclegan_perceptual "
+                        "(default: evaluate.runs)")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint to evaluate (one run only; default: latest)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override runtime.device")
+
+    add("report", "write the HTML report (report.out): data, metrics, ablations, grids, loss curves",
+        _cmd_report)
 
     p = add("generate", "generate images with a trained unconditional model: draw --search noise "
             "vectors, keep the --num the discriminator scores highest", _cmd_generate)
@@ -153,14 +160,44 @@ def _cmd_train(args: argparse.Namespace, params: Params) -> int:
     if args.steps is not None and args.steps < 1:
         raise UsageError("--steps must be at least 1")
     family = families()[args.model]
+    fparams, run_dir, steps = getattr(params, family.params_section), args.run_dir, args.steps
+    if args.variant:
+        from toonlab.ablations import variant_params
+
+        variant, fparams = variant_params(params, args.variant)
+        if variant.family != args.model:
+            raise UsageError(f"ablation variant {args.variant} is a {variant.family} variant, not {args.model}")
+        run_dir = run_dir or str(Path(params.train.out_dir) / params.ablations.runs_subdir / args.variant)
+        steps = steps if steps is not None else (variant.steps or None)
     _, _, local_rank = init_distributed()
     device = resolve_device(params.runtime.device, args.device, local_rank)
-    trainer = Trainer(family, getattr(params, args.model), params.train, device=device,
-                      packed_dir=params.pack.out_dir, run_dir=Path(args.run_dir) if args.run_dir else None,
-                      steps=args.steps)
+    trainer = Trainer(family, fparams, params.train, device=device,
+                      packed_dir=params.pack.out_dir, run_dir=Path(run_dir) if run_dir else None,
+                      steps=steps)
     metrics = trainer.run(resume=args.resume)
     if metrics:
         log.info("%s: %s", args.model, ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, params: Params) -> int:
+    from toonlab.evaluate import evaluate_run
+    from toonlab.train.trainer import resolve_device
+
+    runs = args.runs or list(params.evaluate.runs)
+    if args.checkpoint and len(runs) != 1:
+        raise UsageError("--checkpoint needs exactly one RUN")
+    device = resolve_device(params.runtime.device, args.device)
+    for run in runs:
+        evaluate_run(run, params, device, checkpoint=args.checkpoint)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, params: Params) -> int:
+    from toonlab.report import build_report
+
+    path = build_report(params)
+    log.info("open %s in a browser (self-contained, works offline)", path)
     return 0
 
 

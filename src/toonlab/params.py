@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 
 import annotated_types as at
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import model_validator, BaseModel, Field, ValidationError
 
 from toonlab.errors import ParamsError
 from toonlab.crawl import CrawlParams
@@ -32,8 +32,14 @@ from toonlab.faces.matte import MatteParams
 from toonlab.ingest import IngestParams
 from toonlab.pack import PackParams
 from toonlab.preprocess import AlignParams, PreprocessParams
+from toonlab.ablations import AblationsParams
+from toonlab.evaluate import EvaluateParams
 from toonlab.models.cyclegan import CycleGANParams
 from toonlab.models.dcgan import DCGANParams
+from toonlab.models.landmarker import LandmarkerParams
+from toonlab.models.ugatit import UGATITParams
+from toonlab.models.whitebox import WhiteboxParams
+from toonlab.report import ReportParams
 from toonlab.schema import Section
 from toonlab.train.trainer import TrainParams
 
@@ -88,6 +94,21 @@ class Params(Section):
     train: TrainParams = TrainParams()
     cyclegan: CycleGANParams = CycleGANParams()
     dcgan: DCGANParams = DCGANParams()
+    ugatit: UGATITParams = UGATITParams()
+    landmarker: LandmarkerParams = LandmarkerParams()
+    whitebox: WhiteboxParams = WhiteboxParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+    ablations: AblationsParams = AblationsParams()
+
+    @model_validator(mode="after")
+    def _check_ablations(self) -> "Params":
+        """Every ablation variant's overrides must be valid settings of its family."""
+        from toonlab.ablations import apply_overrides
+
+        for name, v in self.ablations.variants.items():
+            apply_overrides(getattr(self, v.family), v.overrides, f"ablations.variants.{name}.overrides")
+        return self
 
 
 # ----------------------------------------------------------------------------- loading

@@ -53,7 +53,8 @@ class Workflow:
         stages = _dvc_stages()
         if stage not in stages:
             raise KeyError(f"dvc.yaml has no stage '{stage}'")
-        deps = stages[stage].get("deps", [])
+        stage_def = stages[stage]
+        deps = stage_def.get("do", stage_def).get("deps", [])   # `foreach` stages keep theirs under `do`
         return [d for d in deps if isinstance(d, str) and d.startswith("src/")]
 
     def url_list_files(self) -> list[str]:

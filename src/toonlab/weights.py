@@ -76,6 +76,8 @@ WEIGHTS: dict[str, WeightFile] = {w.name: w for w in (
                ("u2net_human_seg.onnx",), "rembg", "matte backend `mediapipe` (selfie segmentation, bundled)"),
     WeightFile("isnet_anime", "rembg background removal for anime",
                ("isnet-anime.onnx",), "rembg", "matte backend `floodfill` (flat backgrounds, lower quality)"),
+    WeightFile("mobilefacenet", "Soft-AdaLIN face-identity loss (MobileFaceNet, 512-d, photo2cartoon's "
+               "model_mobilefacenet.pth)", ("model_mobilefacenet.pth",), "toonlab", "set ugatit.loss.faceid_weight: 0"),
 )}
 
 

@@ -25,9 +25,16 @@ def _scheduled_steps(name: str):
 
 
 def families() -> dict[str, Family]:
-    from toonlab.models import cyclegan, dcgan
+    from toonlab.models import cyclegan, dcgan, landmarker, ugatit, whitebox
 
-    return {
-        "cyclegan": Family("cyclegan", cyclegan.CycleGANParams, cyclegan.build, _scheduled_steps("cyclegan")),
-        "dcgan": Family("dcgan", dcgan.DCGANParams, dcgan.build, lambda p: p.optim.steps, best_metric="G"),
-    }
+    found = [
+        Family("cyclegan", cyclegan.CycleGANParams, cyclegan.build, _scheduled_steps("cyclegan"),
+               inference=cyclegan.inference),
+        Family("dcgan", dcgan.DCGANParams, dcgan.build, lambda p: p.optim.steps, best_metric="G",
+               inference=dcgan.inference),
+        ugatit.FAMILY,
+        landmarker.FAMILY,
+        whitebox.PRETRAIN_FAMILY,
+        whitebox.FAMILY,
+    ]
+    return {f.name: f for f in found}

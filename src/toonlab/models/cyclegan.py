@@ -374,3 +374,14 @@ def build(params: CycleGANParams, ctx: Context) -> CycleGANRecipe:
              "decay %d steps", count_params(recipe.nets["G_A"]), m.ngf, m.n_blocks,
              count_params(recipe.nets["D_A"]), recipe.steps_constant, recipe.steps_decay)
     return recipe
+
+
+def inference(params: CycleGANParams, nets: dict[str, Any]):
+    """G_A (A -> B) forward, G_B (B -> A) backward, for evaluation and cartoonizing."""
+    from toonlab.train.recipe import Inference
+
+    m, d = params.model, params.data
+    G_A, G_B = ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks), ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks)
+    G_A.load_state_dict(nets["G_A"])
+    G_B.load_state_dict(nets["G_B"])
+    return Inference("cyclegan", d.domain_a, d.domain_b, d.crop_px, G_A.eval(), G_B.eval())

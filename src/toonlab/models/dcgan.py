@@ -351,3 +351,13 @@ def generate(G: nn.Module, D: nn.Module, num: int = 64, search: int = 512, mean:
     best = torch.cat(images)[order]
     scores = torch.sigmoid(all_logits[order])
     return to_uint8(best), scores.numpy().astype(np.float32)
+
+
+def inference(params: DCGANParams, nets: dict[str, Any]):
+    """The generator (noise -> 96 px images of the data domain), for evaluation."""
+    from toonlab.train.recipe import Inference
+
+    G = NetG(params.model.nz, params.model.ngf)
+    G.load_state_dict(nets["G"])
+    return Inference("dcgan", None, params.data.domain, params.data.crop_px, None, generate=G.eval(),
+                     nz=params.model.nz)

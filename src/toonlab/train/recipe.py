@@ -44,6 +44,25 @@ class Context:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Inference:
+    """What evaluation, cartoonizing and export need of a trained family: networks in
+    eval mode that map images of the `source` domain to the `target` domain.
+
+    `forward(x) -> y` and `backward(y) -> x` take and return N x 3 x px x px in [-1, 1];
+    `backward` is None for models without a cycle. Unconditional models (DCGAN) set
+    `forward` None and give `generate(z) -> images` with `nz` noise channels instead."""
+
+    family: str
+    source: str | None
+    target: str
+    px: int
+    forward: nn.Module | None
+    backward: nn.Module | None = None
+    generate: nn.Module | None = None
+    nz: int = 0
+
+
 class Recipe(Protocol):
     data: DataSpec
     grid_rows: list[list[str]]   # rows of image names for sample grids, e.g. [["real_A", "fake_B", "rec_A"], ...]

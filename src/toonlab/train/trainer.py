@@ -62,13 +62,23 @@ class TrainParams(Section):
 
 @dataclass
 class Family:
-    """A registered model family: its params section name, params class and builder."""
+    """A registered model family: its name (run folder, `toonlab train <name>`), params
+    class and builder. `section` names its params.yaml section when it is not `name`
+    (e.g. the White-box pretrain stage reads the `whitebox` section)."""
 
     name: str
     params_cls: type
     build: Callable[[Any, Context], Recipe]
     total_steps: Callable[[Any], int]
     best_metric: str = "G_total"
+    section: str = ""
+    # (params, nets state dicts by name) -> Inference, for evaluation / cartoonize / export;
+    # None for families that translate nothing (e.g. the landmarker).
+    inference: Callable[[Any, dict[str, Any]], Any] | None = None
+
+    @property
+    def params_section(self) -> str:
+        return self.section or self.name
 
 
 # ----------------------------------------------------------------------------- device / DDP

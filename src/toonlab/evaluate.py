@@ -1,0 +1,334 @@
+"""`toonlab evaluate <run>`: every trained run measured on the same held-out faces.
+
+For a translation run (CycleGAN, U-GAT-IT, White-box) each image of the fixed test
+split of the source domain is translated at the model's resolution, then:
+
+* FID and KID (x100, as in the U-GAT-IT paper) between the translations and the
+  target domain's test images, with the pytorch-fid Inception-v3 weights. Without the
+  weights file both are reported unavailable with the reason, never computed with
+  another network.
+* Landmark preservation: the target domain's detector (animeface for anime outputs,
+  the photo backend for photo outputs) runs on each output upscaled to
+  `evaluate.detect_px`; the five points of the largest face are compared with the
+  input's five points (from the face pipeline), normalised by the input's inter-ocular
+  distance; plus the detection rate (share of outputs with a face at all).
+* Identity preservation: cosine similarity of ArcFace embeddings (insightface
+  buffalo_l) of input and output, when that model is present.
+* Cycle reconstruction PSNR / SSIM where the model has a way back.
+
+Unconditional runs (DCGAN) get FID/KID of generated images against the domain's test
+set and the detection rate. Results go to `<metrics_dir>/<run>.json` (DVC metrics)
+with the backends and versions used; the translations of the first
+`evaluate.fixed_inputs` test images go to `<out_dir>/<run>/` for the report's
+side-by-side grids.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from toonlab import io as tio
+from toonlab.errors import ToonlabError, UsageError
+from toonlab.log import get_logger, progress
+from toonlab.schema import Section
+from toonlab.train import checkpoint as ckpt
+
+log = get_logger(__name__)
+
+
+class EvaluateParams(Section):
+    # Runs evaluated by the pipeline: folder names under train.out_dir.
+    runs: list[str] = ["cyclegan", "ugatit", "whitebox", "dcgan"]
+    metrics_dir: str = "metrics"        # <metrics_dir>/<run>.json
+    out_dir: str = "reports/eval"       # <out_dir>/<run>/: fixed-input translations
+    split: Literal["train", "val", "test"] = "test"
+    max_images: Annotated[int, Field(ge=0)] = 0        # 0: the whole split
+    fixed_inputs: Annotated[int, Field(ge=1, le=64)] = 8
+    generated: Annotated[int, Field(ge=1, le=100000)] = 256  # images drawn from unconditional runs
+    kid_subsets: Annotated[int, Field(ge=1, le=1000)] = 100
+    kid_subset_px: Annotated[int, Field(ge=2)] = 1000   # KID subset size (clipped to the smaller set)
+    detect_px: Annotated[int, Field(ge=64, le=2048)] = 256  # outputs upscaled to this for detection
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_run(run_dir: str | Path, device: torch.device, checkpoint: str | Path | None = None):
+    """(family, params, Inference, state) of a trained run, networks on `device` in eval mode."""
+    from toonlab.models import families
+
+    run_dir = Path(run_dir)
+    path = Path(checkpoint) if checkpoint else ckpt.latest(run_dir / "checkpoints")
+    if path is None or not path.is_file():
+        raise UsageError(f"no checkpoint in {run_dir / 'checkpoints'}; train the run first "
+                         f"(e.g. `toonlab train {run_dir.name}`)")
+    state = ckpt.load(path)
+    fams = families()
+    fam = fams.get(state.get("family", ""))
+    if fam is None:
+        raise ToonlabError(f"{path}: unknown model family {state.get('family')!r}")
+    if fam.inference is None:
+        raise UsageError(f"{run_dir} is a {fam.name} run: it translates nothing, so there is nothing to evaluate")
+    try:
+        params = fam.params_cls.model_validate_json(json.dumps(state["config"]["params"]))
+    except Exception as exc:  # noqa: BLE001 - a checkpoint from another version
+        raise ToonlabError(f"{path}: its settings do not match this version of toonlab ({exc})") from None
+    inf = fam.inference(params, state["nets"])
+    for net in (inf.forward, inf.backward, inf.generate):
+        if net is not None:
+            net.to(device).eval()
+    return fam, params, inf, {"path": str(path), "step": int(state["step"])}
+
+
+def _resize(x: torch.Tensor, px: int) -> torch.Tensor:
+    if x.shape[-1] == px and x.shape[-2] == px:
+        return x
+    return torch.nn.functional.interpolate(x, size=(px, px), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _split(packed_dir: str, domain: str, split: str, px: int) -> dict[str, np.ndarray]:
+    from toonlab.pack import load_split
+
+    bucket = 128 if px <= 128 else 256
+    try:
+        arrays = load_split(packed_dir, domain, split, bucket)
+    except (ToonlabError, OSError) as exc:
+        raise UsageError(f"no packed {domain} {split} split at {bucket} px ({exc}); run `dvc repro pack` first") from None
+    if len(arrays["rgb"]) == 0:
+        raise UsageError(f"the {domain} {split} split is empty: nothing to evaluate on "
+                         "(give curate.split a test share)")
+    return {"rgb": np.asarray(arrays["rgb"]), "five": np.asarray(arrays["five"], np.float32) * (px / bucket)}
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+class _Detector:
+    """The pipeline's face backend for a domain, on outputs upscaled to `px`."""
+
+    def __init__(self, domain: str, detect_params, px: int):
+        from toonlab.faces.detect import make_face_backend
+
+        self.px = px
+        self.backend = make_face_backend("anime" if domain == "anime" else "photo", detect_params)
+        self.info = getattr(self.backend, "info", None)
+
+    def five(self, rgb: np.ndarray) -> np.ndarray | None:
+        from PIL import Image
+
+        scale = self.px / rgb.shape[0]
+        big = np.asarray(Image.fromarray(rgb).resize((self.px, self.px), Image.BICUBIC))
+        faces = self.backend.detect(big)
+        if not faces:
+            return None
+        face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        return np.asarray(face.five, np.float32) / scale
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close:
+            close()
+
+    def describe(self) -> str:
+        info = self.info() if callable(self.info) else self.info
+        if info is None:
+            return type(self.backend).__name__
+        return f"{getattr(info, 'name', info)} {getattr(info, 'version', '')}".strip()
+
+
+def _fid_kid(fakes: np.ndarray, reals: np.ndarray, p: EvaluateParams, device: torch.device) -> dict[str, Any]:
+    from toonlab.eval.inception import fid_inception_available, load_fid_inception
+    from toonlab.eval.metrics import fid_from_features, kid_from_features
+
+    ok, reason = fid_inception_available()
+    if not ok:
+        return {"unavailable": reason}
+    net = load_fid_inception(device)
+
+    def feats(images: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), p.batch_size):
+            x = _to_tensor(images[i:i + p.batch_size]).to(device)
+            with torch.no_grad():
+                f = net(x)
+            out.append(np.asarray(f.detach().cpu().numpy() if torch.is_tensor(f) else f, np.float64))
+        return np.concatenate(out)
+
+    f1, f2 = feats(fakes), feats(reals)
+    result: dict[str, Any] = {}
+    if min(len(f1), len(f2)) >= 2:
+        result["fid"] = float(fid_from_features(f1, f2))
+        kid, kid_std = kid_from_features(f1, f2, subsets=p.kid_subsets, subset_size=p.kid_subset_px, seed=p.seed)
+        result["kid_x100"], result["kid_std_x100"] = 100 * float(kid), 100 * float(kid_std)
+    else:
+        result["unavailable"] = "fewer than 2 images on one side"
+    return result
+
+
+def _identity(inputs: np.ndarray, outputs: np.ndarray, fives: np.ndarray) -> dict[str, Any]:
+    """ArcFace cosine similarity of input and output faces (insightface buffalo_l)."""
+    from toonlab.weights import WEIGHTS
+
+    w = WEIGHTS["buffalo_l"]
+    missing = w.missing()
+    if missing:
+        return {"unavailable": f"face-recognition model missing: {', '.join(p.name for p in missing)} "
+                               f"in {w.directory()} (see `toonlab doctor`)"}
+    try:
+        from insightface.model_zoo import get_model
+        from insightface.utils import face_align
+    except ImportError as exc:
+        return {"unavailable": f"insightface not importable ({exc})"}
+    from toonlab.eval.metrics import cosine_similarity_embeddings
+
+    rec = get_model(str(w.directory() / "buffalo_l" / "w600k_r50.onnx"), providers=["CPUExecutionProvider"])
+    rec.prepare(ctx_id=-1)
+
+    def emb(images: np.ndarray) -> np.ndarray:
+        out = []
+        for img, five in zip(images, fives):
+            crop = face_align.norm_crop(np.ascontiguousarray(img[:, :, ::-1]), landmark=five, image_size=112)
+            out.append(rec.get_feat(crop).ravel())
+        return np.stack(out)
+
+    sims = cosine_similarity_embeddings(emb(inputs), emb(outputs))
+    return {"identity_cosine": float(np.mean(sims)), "backend": "insightface buffalo_l w600k_r50"}
+
+
+def _save_fixed(out: Path, images: dict[str, np.ndarray]) -> None:
+    from PIL import Image
+
+    with tio.atomic_dir(out) as tmp:
+        for name, batch in images.items():
+            for i, img in enumerate(batch):
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, "PNG")
+                (tmp / f"{name}-{i:03d}.png").write_bytes(buf.getvalue())
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("torch", "torchvision", "mediapipe", "animeface", "insightface", "scipy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def evaluate_run(run: str, params, device: torch.device, checkpoint: str | None = None,
+                 run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate `<train.out_dir>/<run>` (or `run_dir`); write the metrics JSON and the fixed
+    translations; return the metrics."""
+    from toonlab.eval.metrics import landmark_preservation, psnr, ssim
+
+    p: EvaluateParams = params.evaluate
+    run_dir = Path(run_dir) if run_dir else Path(params.train.out_dir) / run
+    fam, fparams, inf, meta = load_run(run_dir, device, checkpoint)
+    px = inf.px
+    target = _split(params.pack.out_dir, inf.target, p.split, px)
+    gen = torch.Generator().manual_seed(p.seed)
+    result: dict[str, Any] = {"run": run, "family": fam.name, "checkpoint": meta["path"], "step": meta["step"],
+                              "source": inf.source, "target": inf.target, "px": px, "split": p.split}
+    unavailable: dict[str, str] = {}
+    detector = _Detector(inf.target, params.detect, p.detect_px)
+    backends = {"landmarks": detector.describe()}
+    try:
+        if inf.forward is None:   # unconditional
+            n = p.generated if not p.max_images else min(p.generated, p.max_images)
+            outs = []
+            for i in range(0, n, p.batch_size):
+                z = torch.randn(min(p.batch_size, n - i), inf.nz, 1, 1, generator=gen).to(device)
+                with torch.no_grad():
+                    outs.append(_to_uint8(_resize(inf.generate(z), px)))
+            fakes = np.concatenate(outs)
+            found = [detector.five(img) is not None for img in progress(fakes, f"evaluate {run}: detect", unit="img")]
+            result["n_images"] = int(len(fakes))
+            result["detection_rate"] = float(np.mean(found))
+            fixed = {"output": fakes[:p.fixed_inputs]}
+        else:
+            source = _split(params.pack.out_dir, inf.source, p.split, px)
+            rgb, fives = source["rgb"], source["five"]
+            if p.max_images:
+                rgb, fives = rgb[:p.max_images], fives[:p.max_images]
+            ins, fakes, recs = [], [], []
+            for i in progress(range(0, len(rgb), p.batch_size), f"evaluate {run}: translate", unit="batch"):
+                x = _resize(_to_tensor(rgb[i:i + p.batch_size]), px).to(device)
+                with torch.no_grad():
+                    y = inf.forward(x)
+                    if inf.backward is not None:
+                        recs.append(inf.backward(y).float().cpu())
+                ins.append(x.float().cpu())
+                fakes.append(y.float().cpu())
+            x_all, y_all = torch.cat(ins), torch.cat(fakes)
+            inputs_u8, fakes = _to_uint8(x_all), _to_uint8(y_all)
+            result["n_images"] = int(len(fakes))
+            pred = [detector.five(img) for img in progress(fakes, f"evaluate {run}: landmarks", unit="img")]
+            lm = landmark_preservation(pred, list(fives))
+            result.update({"landmark_nme": _finite_or_none(float(lm["nme_mean"])),
+                           "landmark_nme_median": _finite_or_none(float(lm["nme_median"])),
+                           "detection_rate": float(lm["detection_rate"])})
+            if recs:
+                r_all = torch.cat(recs)
+                result["cycle_psnr"] = _finite_or_none(float(psnr(r_all, x_all).mean()))
+                result["cycle_ssim"] = float(ssim(r_all, x_all).mean())
+            else:
+                unavailable["cycle"] = f"{fam.name} has no way back (no cycle)"
+            ident = _identity(inputs_u8, fakes, fives)
+            if "unavailable" in ident:
+                unavailable["identity"] = ident["unavailable"]
+            else:
+                result["identity_cosine"] = ident["identity_cosine"]
+                backends["identity"] = ident["backend"]
+            fixed = {"input": inputs_u8[:p.fixed_inputs], "output": fakes[:p.fixed_inputs]}
+            if recs:
+                fixed["reconstruction"] = _to_uint8(torch.cat(recs)[:p.fixed_inputs])
+        reals = np.stack([_to_uint8(_resize(_to_tensor(target["rgb"][i:i + 1]), px))[0]
+                          for i in range(len(target["rgb"]))])
+        fk = _fid_kid(fakes, reals, p, device)
+        if "unavailable" in fk:
+            unavailable["fid"] = unavailable["kid"] = fk["unavailable"]
+        else:
+            result.update(fk)
+            backends["fid"] = "pytorch-fid Inception-v3 (pt_inception-2015-12-05)"
+    finally:
+        detector.close()
+    result["unavailable"] = unavailable
+    result["backends"] = backends
+    result["versions"] = _versions()
+    tio.write_json(Path(p.metrics_dir) / f"{run}.json", result)
+    _save_fixed(Path(p.out_dir) / run, fixed)
+    log.info("%s: %s", run, ", ".join(f"{k} {v:.4g}" for k, v in result.items()
+                                      if isinstance(v, float)) or "no numeric metrics")
+    for k, why in unavailable.items():
+        log.info("%s: %s unavailable: %s", run, k, why)
+    return result
