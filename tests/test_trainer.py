@@ -196,3 +196,38 @@ def test_learning_known_transform(workdir):
     err = (y - target).abs().mean().item()
     identity_err = (x - target).abs().mean().item()
     assert err < 0.4 * identity_err, (err, identity_err)
+
+
+def test_changed_training_data_starts_over_instead_of_resuming(workdir, caplog):
+    """A finished run is not 'already trained' once its images change."""
+    import logging
+
+    from toonlab.models import families
+    from toonlab.params import validate_params
+    from toonlab.train.trainer import Trainer
+
+    params = validate_params({
+        "train": {"source": "folders", "folders": {"A": str(workdir / "A"), "B": str(workdir / "B")},
+                  "log_every": 1, "ckpt_every": 100, "sample_every": 0, "loader_workers": 0,
+                  "out_dir": str(workdir / "models")},
+        "cyclegan": TINY})
+    fam = families()["cyclegan"]
+
+    def train():
+        return Trainer(fam, params.cyclegan, params.train, device=torch.device("cpu"), packed_dir="unused",
+                       steps=2).run()
+
+    logging.getLogger("toonlab").propagate = True
+    caplog.set_level(logging.INFO)
+    train()
+    first = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
+    caplog.clear()
+    train()
+    assert "nothing to do" in caplog.text           # same data: the finished run stands
+    write_folder(workdir / "B", blobs(np.random.default_rng(5), 3, 40, invert))   # overwrite three images
+    caplog.clear()
+    train()
+    assert "starting a new run" in caplog.text
+    again = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
+    assert again["config"]["data"]["B"] != first["config"]["data"]["B"]
+    assert again["config"]["data"]["A"] == first["config"]["data"]["A"]

@@ -173,7 +173,28 @@ class Trainer:
         t = self.tp.model_dump(mode="json")
         keep = ("seed", "jitter", "source", "folders", "split", "amp", "channels_last")
         return {"family": self.family.name, "params": self.fparams.model_dump(mode="json"),
-                "total_steps": self.total, "train": {k: t[k] for k in keep}, "world": self.world}
+                "total_steps": self.total, "train": {k: t[k] for k in keep}, "world": self.world,
+                "data": getattr(self, "_data_fingerprint", {})}
+
+    def _fingerprint(self, recipe: Recipe) -> dict[str, str]:
+        """What the training images are: the packed index of each domain (or the folder's
+        file list), so a run on changed data starts over instead of resuming."""
+        import hashlib
+
+        out = {}
+        for key, domain in sorted(recipe.data.domains.items()):
+            h = hashlib.sha256()
+            if self.tp.source == "folders":
+                folder = Path(self.tp.folders.get(key, ""))
+                for f in sorted(folder.rglob("*")) if folder.is_dir() else []:
+                    if f.is_file():
+                        st = f.stat()
+                        h.update(f"{f.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            else:
+                index = Path(self.packed_dir) / domain / "index.json"
+                h.update(index.read_bytes() if index.is_file() else b"")
+            out[key] = h.hexdigest()[:16]
+        return out
 
     def _state(self, recipe: Recipe, step: int, stream: BatchStream, metrics: dict[str, float]) -> dict[str, Any]:
         return {"step": step, "family": self.family.name, "config": self.config(),
@@ -205,6 +226,7 @@ class Trainer:
         self._seed()
         recipe = self.family.build(self.fparams, self.ctx)
         sources = self._sources(recipe)
+        self._data_fingerprint = self._fingerprint(recipe)
         start, sampler_state, metrics = 0, SamplerState(), {}
         resume_path = None
         if resume == "auto":
