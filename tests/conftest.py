@@ -4,7 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,3 +45,49 @@ def project(tmp_path: Path):
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dest)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
     return dest
+
+
+# ----------------------------------------------------------------------------- torch threads
+
+
+def _torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors on shared cores: one intra-op thread is fastest and steadiest. A module
+    uses it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    yield from _torch_threads(1)
+
+
+@pytest.fixture(scope="module")
+def two_threads():
+    yield from _torch_threads(2)
+
+
+# ----------------------------------------------------------------------------- known-transform images
+
+
+def blobs(rng, n, px, transform=None):
+    """The known-transform task's dark images: n smooth px x px x 3 images in [0, 0.5],
+    each passed through `transform` when given."""
+    out = []
+    for _ in range(n):
+        small = rng.uniform(0, 0.5, (4, 4, 3))  # dark images
+        img = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((px, px), Image.BICUBIC)) / 255.0
+        out.append(transform(img) if transform else img)
+    return out
+
+
+def invert(img):
+    return 1.0 - img
+
+
+def write_folder(folder: Path, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / f"{i:03d}.png")

@@ -19,13 +19,7 @@ from toonlab.train.grid import to_uint8
 from toonlab.train.recipe import Context
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors and a shared machine: one intra-op thread is fastest and steadiest."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_params(**over) -> DCGANParams:

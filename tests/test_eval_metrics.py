@@ -21,12 +21,7 @@ from toonlab.eval import (FIDInception, cosine_similarity_embeddings, fid_from_f
                           landmark_preservation, load_fid_inception, psnr, ssim)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def two_threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 # ----------------------------------------------------------------------------- Inception

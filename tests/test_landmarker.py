@@ -27,13 +27,7 @@ CROP = 64    # training / test resolution
 TEMPLATE = np.array([[46, 54], [82, 54], [64, 74], [51, 92], [77, 92]], np.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and keeps the file quick on busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- synthetic faces

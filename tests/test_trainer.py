@@ -14,30 +14,12 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import blobs, invert, write_folder
 from toonlab.train import checkpoint as ckpt
 
 TINY = {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
         "data": {"crop_px": 32, "load_px": 36, "batch_size": 2},
         "optim": {"steps_constant": 10, "steps_decay": 10}}
-
-
-def blobs(rng, n, px, transform=None):
-    out = []
-    for _ in range(n):
-        small = rng.uniform(0, 0.5, (4, 4, 3))  # dark images
-        img = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((px, px), Image.BICUBIC)) / 255.0
-        out.append(transform(img) if transform else img)
-    return out
-
-
-def invert(img):
-    return 1.0 - img
-
-
-def write_folder(folder: Path, images):
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(images):
-        Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / f"{i:03d}.png")
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pydantic import ValidationError
 from torch import nn
 
+from conftest import blobs, invert, write_folder
 from toonlab.errors import MissingWeightsError, ToonlabError
 from toonlab.models import ugatit
 from toonlab.models.common import count_params
@@ -32,13 +32,7 @@ TINY = {"model": {"ch": 8, "n_res": 1, "n_dis_global": 4, "n_dis_local": 3},
         "data": {"crop_px": 32, "batch_size": 2}, "optim": {"steps": 10}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and keeps the file quick on busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_params(variant: str = "ugatit", **over) -> UGATITParams:
@@ -381,26 +375,6 @@ def test_faceid_weight_needs_the_file_at_build(tmp_path, monkeypatch, facenet_fi
 
 
 # ----------------------------------------------------------------------------- trainer
-
-
-def blobs(rng, n, px, transform=None):
-    """The known-transform task's dark images (as tests/test_trainer.py)."""
-    out = []
-    for _ in range(n):
-        small = rng.uniform(0, 0.5, (4, 4, 3))
-        img = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((px, px), Image.BICUBIC)) / 255.0
-        out.append(transform(img) if transform else img)
-    return out
-
-
-def invert(img):
-    return 1.0 - img
-
-
-def write_folder(folder: Path, images):
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(images):
-        Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / f"{i:03d}.png")
 
 
 def make_trainer(root: Path, fparams: UGATITParams, **train) -> Trainer:

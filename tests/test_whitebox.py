@@ -22,13 +22,7 @@ from toonlab.train.recipe import Context
 from toonlab.train.trainer import Trainer, TrainParams
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and keeps the file quick on busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**over) -> wb.WhiteboxParams:

@@ -1,5 +1,5 @@
-"""Pieces every model family uses: the GAN papers' normal init, parameter counts and
-the fastest available Adam."""
+"""Pieces every model family uses: the GAN papers' normal init, parameter counts, the
+fastest available Adam, the data sections' crop check and the recipes' shared base."""
 
 from __future__ import annotations
 
@@ -37,3 +37,56 @@ def adam(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], 
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, **kwargs)
     except (RuntimeError, TypeError, ValueError):   # no fused/foreach kernel for this device
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def check_crop(crop_px: int, load_px: int, multiple: int, why: str) -> None:
+    """The data sections' shared check: crop_px a multiple of `multiple` (`why` says which
+    down-sampling stages need it), load_px 0 (derived) or at least crop_px."""
+    if crop_px % multiple:
+        raise ValueError(f"crop_px must be a multiple of {multiple} ({why}), got {crop_px}")
+    if load_px and load_px < crop_px:
+        raise ValueError(f"load_px ({load_px}) must be 0 or >= crop_px ({crop_px})")
+
+
+class RecipeBase:
+    """What every training recipe (toonlab.train.recipe.Recipe) does the same way: the
+    context's device and memory format, the float16 loss scaler, autocast, moving batches
+    to the device and freezing networks between updates. Subclasses fill `self.nets`,
+    `self.opt` and `self.sched` (name -> optimizer / LR scheduler)."""
+
+    nets: dict[str, nn.Module]
+    opt: dict[str, torch.optim.Optimizer]
+    sched: dict[str, Any]
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.device: torch.device = ctx.device
+        self.memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        # Only float16 autocast needs loss scaling; disabled (a pass-through) otherwise.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=ctx.amp_dtype == torch.float16)
+
+    # -- Recipe protocol
+
+    def networks(self) -> dict[str, nn.Module]:
+        return self.nets
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self.opt
+
+    def schedulers(self) -> dict[str, Any]:
+        return self.sched
+
+    # -- helpers
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp_dtype is not None)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def _set_requires_grad(self, nets: Iterable[nn.Module], flag: bool) -> None:
+        if self.ctx.distributed:   # DDP expects the same set of grads each backward
+            return
+        for net in nets:
+            for p in net.parameters():
+                p.requires_grad_(flag)

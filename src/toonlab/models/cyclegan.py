@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from toonlab.log import get_logger
 from toonlab.models.losses import GANLoss, ImagePool, VGGPerceptual
-from toonlab.models.common import adam, count_params, init_weights  # noqa: F401 (re-exported)
+from toonlab.models.common import (RecipeBase, adam, check_crop, count_params,  # noqa: F401 (re-exported)
+                                   init_weights)
 from toonlab.schema import Section
 from toonlab.train.recipe import Context, DataSpec
 
@@ -159,10 +160,7 @@ class CycleGANDataParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> CycleGANDataParams:
-        if self.crop_px % 4:
-            raise ValueError(f"crop_px must be a multiple of 4 (two stride-2 stages), got {self.crop_px}")
-        if self.load_px and self.load_px < self.crop_px:
-            raise ValueError(f"load_px ({self.load_px}) must be 0 or >= crop_px ({self.crop_px})")
+        check_crop(self.crop_px, self.load_px, 4, "two stride-2 stages")
         return self
 
     @property
@@ -205,7 +203,7 @@ def _adam(params: list[nn.Parameter], o: CycleGANOptimParams, device: torch.devi
     return adam(params, o.lr, (o.beta1, o.beta2), device)
 
 
-class CycleGANRecipe:
+class CycleGANRecipe(RecipeBase):
     """The Recipe protocol (toonlab.train.recipe) for CycleGAN. Networks live in `self.nets`
     (G_A: A->B, G_B: B->A, D_A, D_B, and `vgg` when the perceptual loss is on) so the
     trainer can swap entries for DDP-wrapped modules."""
@@ -213,13 +211,11 @@ class CycleGANRecipe:
     grid_rows = [["real_A", "fake_B", "rec_A"], ["real_B", "fake_A", "rec_B"]]
 
     def __init__(self, params: CycleGANParams, ctx: Context):
+        super().__init__(ctx)
         self.params = params
-        self.ctx = ctx
-        self.device = ctx.device
         m, lp, o, d = params.model, params.loss, params.optim, params.data
         self.data = DataSpec(domains={"A": d.domain_a, "B": d.domain_b}, crop_px=d.crop_px,
                              batch_size=d.batch_size, load_px=d.resolved_load_px, flip=d.flip)
-        self.memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
 
         nets: dict[str, nn.Module] = {
             "G_A": init_weights(ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks)),
@@ -247,34 +243,9 @@ class CycleGANRecipe:
         self.lambda_idt = lp.identity_weight * lp.cycle_weight
         # Global torch RNG: the trainer restores it on resume, so the pools replay exactly.
         self.pools = {"A": ImagePool(o.pool_size), "B": ImagePool(o.pool_size)}
-        # Only float16 autocast needs loss scaling; disabled (a pass-through) otherwise.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=ctx.amp_dtype == torch.float16)
-
-    # -- Recipe protocol
-
-    def networks(self) -> dict[str, nn.Module]:
-        return self.nets
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return self.opt
-
-    def schedulers(self) -> dict[str, Any]:
-        return self.sched
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp_dtype is not None)
 
     def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        def prep(x: Tensor) -> Tensor:
-            return x.to(self.device, non_blocking=True).to(memory_format=self.memory_format)
-        return prep(batch["A"]), prep(batch["B"])
-
-    def _set_requires_grad(self, nets: list[nn.Module], flag: bool) -> None:
-        if self.ctx.distributed:   # DDP expects the same set of grads each backward
-            return
-        for net in nets:
-            for p in net.parameters():
-                p.requires_grad_(flag)
+        return self._to_device(batch["A"]), self._to_device(batch["B"])
 
     def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         G_A, G_B, D_A, D_B = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))

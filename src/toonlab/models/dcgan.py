@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from toonlab.log import get_logger
 from toonlab.models.losses import GANLoss
-from toonlab.models.common import adam, count_params, init_weights  # noqa: F401 (re-exported)
+from toonlab.models.common import RecipeBase, adam, count_params, init_weights  # noqa: F401 (re-exported)
 from toonlab.schema import Section
 from toonlab.train.recipe import Context, DataSpec
 
@@ -159,7 +159,7 @@ def fixed_noise(n: int, nz: int, mean: float = 0.0, std: float = 1.0, seed: int 
     return torch.randn(n, nz, 1, 1, generator=g) * std + mean
 
 
-class DCGANRecipe:
+class DCGANRecipe(RecipeBase):
     """The Recipe protocol (toonlab.train.recipe) for DCGAN. Networks live in `self.nets`
     (G, D) and are always called through it, so the trainer can swap in DDP- or
     torch.compile-wrapped modules. `d_steps` / `g_steps` count optimizer steps taken."""
@@ -167,15 +167,13 @@ class DCGANRecipe:
     grid_rows = [["fake"]]
 
     def __init__(self, params: DCGANParams, ctx: Context):
+        super().__init__(ctx)
         self.params = params
-        self.ctx = ctx
-        self.device = ctx.device
         m, o, d, s = params.model, params.optim, params.data, params.sample
         self.nz = m.nz
         self.d_every, self.g_every = o.d_every, o.g_every
         self.data = DataSpec(domains={"real": d.domain}, crop_px=IMAGE_PX, load_px=IMAGE_PX,
                              batch_size=d.batch_size, flip=d.flip)
-        self.memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
 
         nets: dict[str, nn.Module] = {"G": init_weights(NetG(m.nz, m.ngf)), "D": init_weights(NetD(m.ndf))}
         for net in nets.values():
@@ -184,9 +182,8 @@ class DCGANRecipe:
         # Parameters are gathered before any DDP wrapping: DDP shares the same tensors.
         self.opt = {"G": _adam(list(nets["G"].parameters()), o.lr_g, o, self.device),
                     "D": _adam(list(nets["D"].parameters()), o.lr_d, o, self.device)}
+        self.sched: dict[str, Any] = {}   # constant learning rate
         self.gan_loss = GANLoss("bce_logits")
-        # Only float16 autocast needs loss scaling; disabled (a pass-through) otherwise.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=ctx.amp_dtype == torch.float16)
 
         # The grid's noise: fixed for the whole run, so the samples' evolution can be watched.
         self.fixed_noise = fixed_noise(FIXED_NOISE, m.nz, s.noise_mean, s.noise_std, seed=0).to(self.device)
@@ -195,38 +192,18 @@ class DCGANRecipe:
         # Last computed value of every loss, returned on steps where its net is not updated.
         self.last = {k: torch.zeros((), device=self.device) for k in LOSS_NAMES}
 
-    # -- Recipe protocol
-
-    def networks(self) -> dict[str, nn.Module]:
-        return self.nets
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return self.opt
-
-    def schedulers(self) -> dict[str, Any]:
-        return {}   # constant learning rate
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp_dtype is not None)
-
     def _noise(self, n: int) -> Tensor:
         # torch's global RNG on the device: the trainer checkpoints and restores it.
         return torch.randn(n, self.nz, 1, 1, device=self.device)
 
-    def _set_requires_grad(self, net: nn.Module, flag: bool) -> None:
-        if self.ctx.distributed:   # DDP expects the same set of grads each backward
-            return
-        for p in net.parameters():
-            p.requires_grad_(flag)
-
     def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         G, D = self.nets["G"], self.nets["D"]
-        real = batch["real"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        real = self._to_device(batch["real"])
         n = real.shape[0]
         stepped = False
 
         if step % self.d_every == 0:
-            self._set_requires_grad(D, True)
+            self._set_requires_grad([D], True)
             self.opt["D"].zero_grad(set_to_none=True)
             with self._autocast():
                 out_real = D(real, logits=True)
@@ -251,14 +228,14 @@ class DCGANRecipe:
             self.last["D_G_z"] = torch.sigmoid(out_fake.detach().float()).mean()
 
         if step % self.g_every == 0:
-            self._set_requires_grad(D, False)
+            self._set_requires_grad([D], False)
             self.opt["G"].zero_grad(set_to_none=True)
             with self._autocast():
                 out = D(G(self._noise(n)).contiguous(memory_format=self.memory_format), logits=True)
             loss_g = self.gan_loss(out, True)
             self.scaler.scale(loss_g).backward()
             self.scaler.step(self.opt["G"])
-            self._set_requires_grad(D, True)
+            self._set_requires_grad([D], True)
             stepped = True
             self.g_steps += 1
             self.last["G"] = loss_g.detach()

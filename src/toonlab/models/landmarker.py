@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.faces.base import FIVE_POINT_NAMES
 from toonlab.log import get_logger
-from toonlab.models.common import adam, count_params
+from toonlab.models.common import RecipeBase, adam, check_crop, count_params
 from toonlab.schema import Section
 from toonlab.train.recipe import Context, DataSpec
 from toonlab.train.trainer import Family, unwrap
@@ -270,10 +270,7 @@ class LandmarkerDataParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> LandmarkerDataParams:
-        if self.crop_px % 8:
-            raise ValueError(f"crop_px must be a multiple of 8 (three stride-2 stages), got {self.crop_px}")
-        if self.load_px and self.load_px < self.crop_px:
-            raise ValueError(f"load_px ({self.load_px}) must be 0 or >= crop_px ({self.crop_px})")
+        check_crop(self.crop_px, self.load_px, 8, "three stride-2 stages")
         return self
 
     @property
@@ -301,19 +298,19 @@ def cosine_lambda(total_steps: int):
     return factor
 
 
-class LandmarkerRecipe:
+class LandmarkerRecipe(RecipeBase):
     """The Recipe protocol for the landmarker: one network `net`, photo and anime crops
     concatenated each step, heatmap MSE + coordinate L1."""
 
     grid_rows = [["photo", "photo_heat"], ["anime", "anime_heat"]]
 
     def __init__(self, params: LandmarkerParams, ctx: Context):
-        self.params, self.ctx, self.device = params, ctx, ctx.device
+        super().__init__(ctx)
+        self.params = params
         m, o, d = params.model, params.optim, params.data
         self.data = DataSpec(domains={"photo": d.domain_photo, "anime": d.domain_anime}, crop_px=d.crop_px,
                              batch_size=d.batch_size, load_px=d.resolved_load_px, flip=d.flip,
                              with_landmarks=True)
-        self.memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
         net = HeatmapNet(ch=m.ch, n_blocks=m.n_blocks, stride=m.stride)
         net.to(self.device, memory_format=self.memory_format)
         self.nets: dict[str, nn.Module] = {"net": net}
@@ -322,22 +319,9 @@ class LandmarkerRecipe:
         self.sched: dict[str, Any] = {}
         if o.lr_decay == "cosine":
             self.sched["net"] = torch.optim.lr_scheduler.LambdaLR(self.opt["net"], cosine_lambda(ctx.total_steps))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=ctx.amp_dtype == torch.float16)
-
-    def networks(self) -> dict[str, nn.Module]:
-        return self.nets
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return self.opt
-
-    def schedulers(self) -> dict[str, Any]:
-        return self.sched
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp_dtype is not None)
 
     def _images(self, batch: dict[str, Tensor], key: str) -> Tensor:
-        return batch[key].to(self.device, non_blocking=True).to(memory_format=self.memory_format)
+        return self._to_device(batch[key])
 
     def _points(self, batch: dict[str, Tensor], key: str) -> Tensor:
         if f"{key}_five" not in batch:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -194,12 +195,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _vgg16_features(last: int) -> nn.Sequential:
-    """torchvision's `vgg16().features[: last + 1]`, same module indices (so the state dict
-    keys `features.<i>.weight` match), without building the rest."""
+def _vgg_features(cfg: Sequence[int | str], last: int) -> nn.Sequential:
+    """torchvision's `vgg*().features[: last + 1]` for the configuration `cfg`, same module
+    indices (so the state dict keys `features.<i>.weight` match), without building the rest."""
     layers: list[nn.Module] = []
     c_in = 3
-    for v in _VGG16_CFG:
+    for v in cfg:
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
@@ -211,7 +212,76 @@ def _vgg16_features(last: int) -> nn.Sequential:
     return nn.Sequential(*layers[: last + 1])
 
 
-class VGGPerceptual(nn.Module):
+class FrozenVGG(nn.Module):
+    """A frozen torchvision VGG feature stack `features[: last + 1]` (configuration `cfg`)
+    of images in [-1, 1], ImageNet normalisation inside; the base of `VGGPerceptual`
+    (VGG16) and the white-box `VGG19Features`.
+
+    `weights="imagenet"` loads `file_name` from torch.hub's checkpoint folder
+    (``toonlab.weights.require(hub_name)``; nothing is downloaded, a missing file raises
+    MissingWeightsError, a file without the expected keys `bad_file_error`).
+    `weights="random"`: Kaiming init and a warning (`random_note`, to `logger`), meaningless
+    as a loss, for smoke tests only. Parameters do not require grad and the module stays in
+    eval mode even when a parent calls ``.train()``; gradients still flow to the input
+    images. `owner` (the class) and `arch` (the network) name them in messages.
+    """
+
+    def __init__(self, cfg: Sequence[int | str], last: int, weights: Literal["imagenet", "random"], *,
+                 hub_name: str, file_name: str, owner: str, arch: str, random_note: str,
+                 bad_file_error: type[Exception] = ValueError, logger: logging.Logger | None = None):
+        super().__init__()
+        if weights not in ("imagenet", "random"):
+            raise ValueError(f"{owner}: weights must be 'imagenet' or 'random', got {weights!r}")
+        self.weights = weights
+        self.features = _vgg_features(cfg, last)
+        if weights == "imagenet":
+            self._load_imagenet(hub_name, file_name, arch, bad_file_error)
+        else:
+            (logger or log).warning("%s (smoke tests only); put %s in the torch hub folder for real training",
+                                    random_note, file_name)
+            for m in self.features.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        # x in [-1, 1] -> ((x + 1) / 2 - mean) / std == x * scale + shift
+        self.register_buffer("scale", 0.5 / std, persistent=False)
+        self.register_buffer("shift", (0.5 - mean) / std, persistent=False)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+
+    def _load_imagenet(self, hub_name: str, file_name: str, arch: str, bad_file_error: type[Exception]) -> None:
+        from toonlab import weights as weight_files
+
+        path = weight_files.require(hub_name) / file_name
+        # mmap: only the tensors actually used are read from the (500+ MB) file. Files in the
+        # legacy (pre-zip) serialisation cannot be mapped: read those whole.
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        wanted = {k: v for k, v in state.items()
+                  if k.startswith("features.") and int(k.split(".")[1]) < len(self.features)}
+        missing = set(self.state_dict()) - set(wanted)
+        if missing:
+            raise bad_file_error(f"{path}: not a torchvision {arch} state dict (missing {sorted(missing)[:3]})")
+        self.load_state_dict(wanted, strict=True)
+
+    def train(self, mode: bool = True) -> FrozenVGG:
+        return super().train(False)   # always frozen
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+
+    def features_of(self, x: Tensor) -> Tensor:
+        return self.features(self.normalize(x))
+
+
+class VGGPerceptual(FrozenVGG):
     """L1 distance between frozen VGG16 features of two images in [-1, 1].
 
     `layer` is one of relu1_2, relu2_2, relu3_3, relu4_3 (features indices 3, 8, 15, 22);
@@ -226,61 +296,12 @@ class VGGPerceptual(nn.Module):
     """
 
     def __init__(self, layer: str = "relu2_2", weights: Literal["imagenet", "random"] = "imagenet"):
-        super().__init__()
         if layer not in VGG16_LAYERS:
             raise ValueError(f"VGGPerceptual: unknown layer {layer!r} (one of {', '.join(VGG16_LAYERS)})")
-        if weights not in ("imagenet", "random"):
-            raise ValueError(f"VGGPerceptual: weights must be 'imagenet' or 'random', got {weights!r}")
+        super().__init__(_VGG16_CFG, VGG16_LAYERS[layer], weights, hub_name="vgg16", file_name=VGG16_FILE,
+                         owner="VGGPerceptual", arch="VGG16",
+                         random_note="VGGPerceptual with random weights: the perceptual loss is meaningless")
         self.layer = layer
-        self.weights = weights
-        last = VGG16_LAYERS[layer]
-        self.features = _vgg16_features(last)
-        if weights == "imagenet":
-            self._load_imagenet()
-        else:
-            log.warning("VGGPerceptual with random weights: the perceptual loss is meaningless "
-                        "(smoke tests only); put %s in the torch hub folder for real training", VGG16_FILE)
-            for m in self.features.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    nn.init.zeros_(m.bias)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        # x in [-1, 1] -> ((x + 1) / 2 - mean) / std == x * scale + shift
-        self.register_buffer("scale", 0.5 / std, persistent=False)
-        self.register_buffer("shift", (0.5 - mean) / std, persistent=False)
-        for p in self.parameters():
-            p.requires_grad_(False)
-        super().train(False)
-
-    def _load_imagenet(self) -> None:
-        from toonlab import weights as weight_files
-
-        path = weight_files.require("vgg16") / VGG16_FILE
-        # mmap: only the tensors actually used are read from the 528 MB file. Files in the
-        # legacy (pre-zip) serialisation cannot be mapped: read those whole.
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        wanted = {k: v for k, v in state.items()
-                  if k.startswith("features.") and int(k.split(".")[1]) < len(self.features)}
-        expected = set(self.state_dict())
-        missing = expected - set(wanted)
-        if missing:
-            raise ValueError(f"{path}: not a torchvision VGG16 state dict (missing {sorted(missing)[:3]})")
-        self.load_state_dict(wanted, strict=True)
-
-    def train(self, mode: bool = True) -> VGGPerceptual:
-        return super().train(False)   # always frozen
-
-    def normalize(self, x: Tensor) -> Tensor:
-        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
-
-    def features_of(self, x: Tensor) -> Tensor:
-        return self.features(self.normalize(x))
 
     def forward(self, x: Tensor, target: Tensor) -> Tensor:
         """Mean absolute difference of the features of `x` and `target`. No graph is kept

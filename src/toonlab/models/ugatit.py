@@ -47,7 +47,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from toonlab.log import get_logger
-from toonlab.models.common import adam, count_params
+from toonlab.models.common import RecipeBase, adam, check_crop, count_params
 from toonlab.models.losses import GANLoss
 from toonlab.models.ugatit_nets import (SoftAdaLINGenerator, UGATITDiscriminator, UGATITGenerator,
                                         clip_mixing_weights, discriminator_output_px)
@@ -109,10 +109,7 @@ class UGATITDataParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> UGATITDataParams:
-        if self.crop_px % 4:
-            raise ValueError(f"crop_px must be a multiple of 4 (two stride-2 stages), got {self.crop_px}")
-        if self.load_px and self.load_px < self.crop_px:
-            raise ValueError(f"load_px ({self.load_px}) must be 0 or >= crop_px ({self.crop_px})")
+        check_crop(self.crop_px, self.load_px, 4, "two stride-2 stages")
         return self
 
     @property
@@ -203,7 +200,7 @@ def heatmap_image(heatmap: Tensor, px: int) -> Tensor:
 # ----------------------------------------------------------------------------- recipe
 
 
-class UGATITRecipe:
+class UGATITRecipe(RecipeBase):
     """The Recipe protocol (toonlab.train.recipe) for U-GAT-IT and its Soft-AdaLIN variant.
     Networks live in `self.nets` (G_A, G_B, D_GA, D_LA, D_GB, D_LB, and `faceid` when the
     face-identity loss is on) so the trainer can swap entries for wrapped modules; the
@@ -213,13 +210,11 @@ class UGATITRecipe:
                  ["real_B", "cam_G_B", "fake_A", "cam_DG_A", "cam_DL_A", "rec_B"]]
 
     def __init__(self, params: UGATITParams, ctx: Context):
+        super().__init__(ctx)
         self.params = params
-        self.ctx = ctx
-        self.device = ctx.device
         m, lp, o, d = params.model, params.loss, params.optim, params.data
         self.data = DataSpec(domains={"A": d.domain_a, "B": d.domain_b}, crop_px=d.crop_px,
                              batch_size=d.batch_size, load_px=d.resolved_load_px, flip=d.flip)
-        self.memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
 
         nets: dict[str, nn.Module] = {
             "G_A": build_generator(m, d.crop_px),
@@ -250,34 +245,9 @@ class UGATITRecipe:
         self.lsgan = GANLoss("lsgan")
         self.bce = GANLoss("bce_logits")
         self.w = lp
-        # Only float16 autocast needs loss scaling; disabled (a pass-through) otherwise.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=ctx.amp_dtype == torch.float16)
-
-    # -- Recipe protocol
-
-    def networks(self) -> dict[str, nn.Module]:
-        return self.nets
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return self.opt
-
-    def schedulers(self) -> dict[str, Any]:
-        return self.sched
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp_dtype is not None)
 
     def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        def prep(x: Tensor) -> Tensor:
-            return x.to(self.device, non_blocking=True).to(memory_format=self.memory_format)
-        return prep(batch["A"]), prep(batch["B"])
-
-    def _set_requires_grad(self, nets: list[nn.Module], flag: bool) -> None:
-        if self.ctx.distributed:   # DDP expects the same set of grads each backward
-            return
-        for net in nets:
-            for p in net.parameters():
-                p.requires_grad_(flag)
+        return self._to_device(batch["A"]), self._to_device(batch["B"])
 
     # -- the three parts of a step
 

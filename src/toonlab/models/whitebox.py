@@ -60,8 +60,8 @@ from torch import Tensor, nn
 from toonlab.errors import ToonlabError
 from toonlab.log import get_logger
 from toonlab.models import whitebox_ops as ops
-from toonlab.models.common import adam, count_params
-from toonlab.models.losses import IMAGENET_MEAN, IMAGENET_STD, GANLoss
+from toonlab.models.common import RecipeBase, adam, check_crop, count_params
+from toonlab.models.losses import FrozenVGG, GANLoss
 from toonlab.schema import Section
 from toonlab.train.recipe import Context, DataSpec
 from toonlab.train.trainer import Family
@@ -191,7 +191,7 @@ _VGG19_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 
 VGG19_CONV4_4 = 25
 
 
-class VGG19Features(nn.Module):
+class VGG19Features(FrozenVGG):
     """Frozen VGG19 `features[:26]` (conv1_1 .. conv4_4, no final ReLU) of images in [-1, 1].
 
     weights "imagenet": torchvision's `vgg19-dcbb9e9d.pth` from the torch hub checkpoint
@@ -201,58 +201,13 @@ class VGG19Features(nn.Module):
     """
 
     def __init__(self, weights: Literal["imagenet", "random"] = "imagenet"):
-        super().__init__()
-        if weights not in ("imagenet", "random"):
-            raise ValueError(f"VGG19Features: weights must be 'imagenet' or 'random', got {weights!r}")
-        layers: list[nn.Module] = []
-        c_in = 3
-        for v in _VGG19_CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                layers += [nn.Conv2d(c_in, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-                c_in = int(v)
-        self.features = nn.Sequential(*layers[: VGG19_CONV4_4 + 1])
-        self.weights = weights
-        if weights == "imagenet":
-            self._load_imagenet()
-        else:
-            log.warning("White-box VGG19 with random weights: content and structure losses are meaningless "
-                        "(smoke tests only); put %s in the torch hub folder for real training", VGG19_FILE)
-            for m in self.features.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    nn.init.zeros_(m.bias)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        self.register_buffer("scale", 0.5 / std, persistent=False)
-        self.register_buffer("shift", (0.5 - mean) / std, persistent=False)
-        for p in self.parameters():
-            p.requires_grad_(False)
-        super().train(False)
-
-    def _load_imagenet(self) -> None:
-        from toonlab import weights as weight_files
-
-        path = weight_files.require("vgg19") / VGG19_FILE
-        try:   # mmap: only the tensors used are read; legacy (pre-zip) files cannot be mapped
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        wanted = {k: v for k, v in state.items()
-                  if k.startswith("features.") and int(k.split(".")[1]) < len(self.features)}
-        missing = set(self.state_dict()) - set(wanted)
-        if missing:
-            raise ToonlabError(f"{path}: not a torchvision VGG19 state dict (missing {sorted(missing)[:3]})")
-        self.load_state_dict(wanted, strict=True)
-
-    def train(self, mode: bool = True) -> VGG19Features:
-        return super().train(False)
+        super().__init__(_VGG19_CFG, VGG19_CONV4_4, weights, hub_name="vgg19", file_name=VGG19_FILE,
+                         owner="VGG19Features", arch="VGG19", bad_file_error=ToonlabError, logger=log,
+                         random_note="White-box VGG19 with random weights: content and structure losses "
+                                     "are meaningless")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.features(x * self.scale.to(x.dtype) + self.shift.to(x.dtype))
+        return self.features_of(x)
 
     def content_loss(self, x: Tensor, y: Tensor) -> Tensor:
         """The reference's VGG loss between two images: L1 of conv4_4 features / their size."""
@@ -332,10 +287,7 @@ class WhiteboxDataParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> WhiteboxDataParams:
-        if self.crop_px % 4:
-            raise ValueError(f"crop_px must be a multiple of 4 (two stride-2 stages), got {self.crop_px}")
-        if self.load_px and self.load_px < self.crop_px:
-            raise ValueError(f"load_px ({self.load_px}) must be 0 or >= crop_px ({self.crop_px})")
+        check_crop(self.crop_px, self.load_px, 4, "two stride-2 stages")
         return self
 
 
@@ -351,35 +303,16 @@ class WhiteboxParams(Section):
 # ----------------------------------------------------------------------------- recipes
 
 
-class _Base:
-    """What both stages share: data spec, generator, autocast, inputs."""
+class _Base(RecipeBase):
+    """What both stages share: data spec and a constant learning rate."""
 
     def __init__(self, params: WhiteboxParams, ctx: Context, domains: dict[str, str]):
-        self.params, self.ctx, self.device = params, ctx, ctx.device
+        super().__init__(ctx)
+        self.params = params
         d = params.data
         self.data = DataSpec(domains=domains, crop_px=d.crop_px, batch_size=d.batch_size,
                              load_px=d.load_px or None, flip=d.flip)
-        self.memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=ctx.amp_dtype == torch.float16)
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp_dtype is not None)
-
-    def _prep(self, x: Tensor) -> Tensor:
-        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-
-    def _set_requires_grad(self, nets: list[nn.Module], flag: bool) -> None:
-        if self.ctx.distributed:   # DDP expects the same set of grads each backward
-            return
-        for net in nets:
-            for p in net.parameters():
-                p.requires_grad_(flag)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return self.opt
-
-    def schedulers(self) -> dict[str, Any]:
-        return {}   # the reference keeps the learning rate constant
+        self.sched: dict[str, Any] = {}   # the reference keeps the learning rate constant
 
 
 class WhiteboxPretrainRecipe(_Base):
@@ -396,7 +329,7 @@ class WhiteboxPretrainRecipe(_Base):
         self.opt = {"G": adam(G.parameters(), params.pretrain.lr, (o.beta1, o.beta2), self.device)}
 
     def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        photo = self._prep(batch["photo"])
+        photo = self._to_device(batch["photo"])
         self.opt["G"].zero_grad(set_to_none=True)
         with self._autocast():
             out = self.nets["G"](photo)
@@ -408,7 +341,7 @@ class WhiteboxPretrainRecipe(_Base):
 
     @torch.no_grad()
     def sample(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        photo = self._prep(batch["photo"])
+        photo = self._to_device(batch["photo"])
         with self._autocast():
             out = self.nets["G"](photo)
         return {"photo": photo.float().contiguous(), "output": out.float().clamp(-1, 1).contiguous()}
@@ -498,7 +431,7 @@ class WhiteboxRecipe(_Base):
     def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         Ds, Dt = self.nets["D_surface"], self.nets["D_texture"]
         lp = self.params.loss
-        photo, cartoon = self._prep(batch["photo"]), self._prep(batch["cartoon"])
+        photo, cartoon = self._to_device(batch["photo"]), self._to_device(batch["cartoon"])
         n_c = cartoon.shape[0]
         mf = self.memory_format
 
@@ -573,7 +506,7 @@ class WhiteboxRecipe(_Base):
     @torch.no_grad()
     def sample(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         lp = self.params.loss
-        photo = self._prep(batch["photo"])
+        photo = self._to_device(batch["photo"])
         out = self._output(photo, self.params.model.gf_eps_test).float().clamp(-1, 1)
         labels = self.segmenter.labels(out)
         lab = torch.from_numpy(labels).to(self.device)
