@@ -69,7 +69,7 @@ def metric_table(rows: dict[str, dict[str, Any]]) -> str:
     best: dict[str, float] = {}
     for key, _, higher in cols:
         vals = [r[key] for r in rows.values() if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-        if len(vals) > 1:
+        if len(vals) > 1 and len(set(vals)) > 1:   # a tie across every run marks nothing
             best[key] = max(vals) if higher else min(vals)
     notes: dict[str, int] = {}
     out = ['<table class="metrics"><thead><tr><th>run</th><th>family</th><th>step</th><th>images</th>']
@@ -113,6 +113,7 @@ def read_curve(tsv: Path, max_points: int) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+NOT_LOSSES = {"images_per_s", "step_time_s"}   # logged beside the losses, on other scales
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -156,7 +157,8 @@ def run_curves(run_dir: Path, max_points: int) -> str:
     folder = run_dir / "dvclive" / "plots" / "metrics" / "train"
     if not folder.is_dir():
         return '<p class="small">no DVCLive logs</p>'
-    losses = {p.stem: read_curve(p, max_points) for p in sorted(folder.glob("*.tsv"))}
+    losses = {p.stem: read_curve(p, max_points) for p in sorted(folder.glob("*.tsv"))
+              if p.stem not in NOT_LOSSES}
     return svg_curves(losses)
 
 
