@@ -1,7 +1,6 @@
 """The `toonlab` command line: one subcommand per pipeline stage.
 
-Exit codes: 0 ok, 2 bad usage or bad parameters, 1 failure (including stages that are
-not built yet), 130 interrupted. Errors are one clear message, never a traceback
+Exit codes: 0 ok, 2 bad usage or bad parameters, 1 failure, 130 interrupted. Errors are one clear message, never a traceback
 (`--debug` shows it).
 """
 
@@ -13,20 +12,13 @@ import traceback
 from typing import Callable
 
 from toonlab import __version__
-from toonlab.errors import NotBuiltError, ToonlabError, UsageError
+from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger, setup_logging
 from toonlab.params import DEFAULT_PARAMS, Params, load_params
 
 log = get_logger(__name__)
 
 TRAIN_MODELS = ("cyclegan", "dcgan", "ugatit", "whitebox_pretrain", "whitebox", "landmarker")
-
-# Stages declared in the interface but implemented by later issues. Each prints that it
-# is not built yet and exits 1; nothing pretends to work.
-NOT_BUILT = {
-    "cartoonize": "issue #10: cartoonize",
-}
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # same exit code (2), plus a pointer to --help
@@ -98,12 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--domain", action="append", choices=("photo", "anime"),
                        help="only this domain (repeatable; default: data.domains)")
 
-    stage_help = {
-        "cartoonize": "cartoonize new photos with a trained model",
-    }
-    for name, text in stage_help.items():
-        p = add(name, text, _not_built(name))
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p = add("cartoonize", "cartoonize new photos with a trained model: every face (or the largest) "
+            "aligned, translated, saved as a crop or pasted back into the photo", _cmd_cartoonize)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
+    p.add_argument("--run", metavar="RUN", help="run folder (models/ugatit), run name under train.out_dir "
+                   "(ugatit, ablations/x) or checkpoint file")
+    p.add_argument("--out", metavar="DIR", required=True, help="output folder (summary.json goes there too)")
+    p.add_argument("--paste-back", action="store_true",
+                   help="blend the cartoon faces back into the photo: <stem>_cartoon.png "
+                        "(default: aligned crops <stem>_face<k>.png)")
+    p.add_argument("--faces", choices=("all", "largest"), default="all", help="faces per photo (default all)")
+    p.add_argument("--matte", action="store_true",
+                   help="background matte: limits the paste-back blend (or becomes the crops' alpha)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override runtime.device")
+    p.add_argument("--onnx", metavar="EXPORT_DIR", help="run an ONNX export (toonlab export) instead of --run")
+
+    p = add("export", "export a trained run's generators to ONNX (dynamic batch) with a parity check "
+            "against PyTorch (max abs difference < 1e-3 on random and real inputs)", _cmd_export)
+    p.add_argument("--run", metavar="RUN", required=True,
+                   help="run folder (models/ugatit) or run name under train.out_dir (ugatit, ablations/x)")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: the run's latest)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/export)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 11 is the lowest every family needs)")
 
     p = add("train", "train a model family (also under torchrun for DDP)", _cmd_train)
     p.add_argument("model", choices=TRAIN_MODELS, help="model family")
@@ -142,16 +150,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _not_built(name: str) -> Callable:
-    def run(args: argparse.Namespace, params: Params) -> int:
-        raise NotBuiltError(name, NOT_BUILT[name])
-    return run
+def _cmd_export(args: argparse.Namespace, params: Params) -> int:
+    from pathlib import Path
+
+    from toonlab.export import export_run
+
+    run_dir = Path(args.run)
+    if not run_dir.is_dir():
+        run_dir = Path(params.train.out_dir) / args.run
+    if not run_dir.is_dir():
+        raise UsageError(f"--run {args.run}: no such run folder (looked for {args.run} and {run_dir})")
+    manifest = export_run(run_dir, Path(args.out) if args.out else None, opset=args.opset,
+                          checkpoint=args.checkpoint)
+    log.info("exported %s to ONNX (opset %s): %s; parity max |diff| %s", manifest["family"], manifest["opset"],
+             ", ".join(manifest["files"].values()), manifest.get("parity"))
+    return 0
+
+
+def _cmd_cartoonize(args: argparse.Namespace, params: Params) -> int:
+    from toonlab.cartoonize import CartoonizeParams, run_cartoonize
+    from toonlab.train.trainer import resolve_device
+
+    if not args.run and not args.onnx:
+        raise UsageError("say which model to use: --run RUN_OR_CHECKPOINT (or --onnx EXPORT_DIR)")
+    if args.run and args.onnx:
+        raise UsageError("give --run or --onnx, not both")
+    settings = CartoonizeParams(faces=args.faces, paste_back=args.paste_back, matte=args.matte)
+    device = resolve_device(params.runtime.device, args.device)
+    run_cartoonize(params, args.run, args.inputs, args.out, settings, device, onnx=args.onnx)
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace, params: Params) -> int:
-    key = f"train {args.model}"
-    if key in NOT_BUILT:
-        raise NotBuiltError(key, NOT_BUILT[key])
     from pathlib import Path
 
     from toonlab.models import families

@@ -23,15 +23,5 @@ class ParamsError(UsageError):
         super().__init__(f"invalid {source}:\n{lines}")
 
 
-class NotBuiltError(ToonlabError):
-    """A stage that exists in the command line but is not implemented yet."""
-
-    def __init__(self, stage: str, issue: str):
-        super().__init__(
-            f"stage '{stage}' is not built yet ({issue}); nothing was run. "
-            "See README.md, section 'Status of the stages'."
-        )
-
-
 class MissingWeightsError(ToonlabError):
     """An optional pretrained model file is not on disk."""

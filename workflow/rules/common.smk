@@ -17,6 +17,5 @@ def _variant_inputs(wildcards):
 
 
 def _report_inputs(wildcards):
-    """The main runs' metrics, plus every ablation variant evaluated so far."""
-    found = sorted(str(p) for p in Path(METRICS, ABL).glob("*.json"))
-    return [*rules.evaluate.input, *found]
+    """The main runs' metrics and those of the ablation variants in ablations.run."""
+    return [*rules.evaluate.input, *rules.ablations.input]

@@ -1,6 +1,7 @@
 # Evaluation, ablations and the HTML report. `evaluate` measures every run listed in
-# evaluate.runs; `ablations` trains and evaluates the named variants of
-# params.yaml (ablations.variants); `report` gathers everything into reports/index.html.
+# evaluate.runs; `ablations` trains and evaluates the named variants of params.yaml
+# (ablations.variants, those in ablations.run); `report` gathers all of it into
+# reports/index.html.
 
 METRICS = TL.params.evaluate.metrics_dir
 ABL = TL.params.ablations.runs_subdir
@@ -78,12 +79,3 @@ rule report:
 rule ablations:
     input:
         expand(f"{METRICS}/{ABL}/{{variant}}.json", variant=TL.params.ablations.selected()),
-    log:
-        "logs/ablations/report.log",
-    params:
-        params_file=TL.params_file,
-    threads: 1
-    conda:
-        "../envs/toonlab.yaml"
-    shell:
-        "toonlab --params {params.params_file} report 2>&1 | tee {log}"
