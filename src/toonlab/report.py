@@ -284,9 +284,12 @@ def build_report(params) -> Path:
             parts.append('<p class="small">variants are defined in params.yaml (`ablations.variants`) but none is '
                          "evaluated yet: `snakemake -c2 ablations`</p>")
         for fam, vrows in by_family.items():
+            if fam in rows:   # the main run of the family, as the baseline row
+                vrows = {f"{fam} (main run)": rows[fam], **vrows}
             parts.append(f"<h3>{_e(fam)}</h3>" + metric_table(vrows))
             parts.append("<ul class=\"small\">" + "".join(
-                f"<li><b>{_e(v)}</b>: {_e(params.ablations.variants[v].describe())}</li>" for v in vrows) + "</ul>")
+                f"<li><b>{_e(v)}</b>: {_e(params.ablations.variants[v].describe())}</li>"
+                for v in vrows if v in params.ablations.variants) + "</ul>")
 
     parts.append("<h2>Evaluation grids</h2>")
     parts.append(comparison_grid(eval_dir, [r for r in runs + ablation_runs if r in rows]))
