@@ -274,6 +274,9 @@ def evaluate_run(run: str, params, device: torch.device, checkpoint: str | None 
             found = [detector.five(img) is not None for img in progress(fakes, f"evaluate {run}: detect", unit="img")]
             result["n_images"] = int(len(fakes))
             result["detection_rate"] = float(np.mean(found))
+            unavailable["landmarks"] = "unconditional model: no input landmarks to compare with"
+            unavailable["identity"] = "unconditional model: no input face"
+            unavailable["cycle"] = "unconditional model: no cycle"
             fixed = {"output": fakes[:p.fixed_inputs]}
         else:
             source = _split(params.pack.out_dir, inf.source, p.split, px)
@@ -297,6 +300,8 @@ def evaluate_run(run: str, params, device: torch.device, checkpoint: str | None 
             result.update({"landmark_nme": _finite_or_none(float(lm["nme_mean"])),
                            "landmark_nme_median": _finite_or_none(float(lm["nme_median"])),
                            "detection_rate": float(lm["detection_rate"])})
+            if result["landmark_nme"] is None:
+                unavailable["landmarks"] = f"no {inf.target} face found on any output (detection rate 0)"
             if recs:
                 r_all = torch.cat(recs)
                 result["cycle_psnr"] = _finite_or_none(float(psnr(r_all, x_all).mean()))

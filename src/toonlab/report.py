@@ -36,7 +36,7 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("cycle_ssim", "cycle SSIM", True),
 )
 UNAVAILABLE_KEYS = {"fid": "fid", "kid_x100": "kid", "identity_cosine": "identity", "cycle_psnr": "cycle",
-                    "cycle_ssim": "cycle"}
+                    "cycle_ssim": "cycle", "landmark_nme": "landmarks"}
 
 
 class ReportParams(Section):
