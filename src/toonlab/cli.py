@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", "export a trained run's generators to ONNX (dynamic batch) with a parity check "
             "against PyTorch (max abs difference < 1e-3 on random and real inputs)", _cmd_export)
     p.add_argument("--run", metavar="RUN", required=True,
-                   help="run folder (models/ugatit) or run name under train.out_dir (ugatit, ablations/x)")
+                   help="run folder (models/ugatit), run name under train.out_dir (ugatit, ablations/x) "
+                        "or checkpoint file")
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: the run's latest)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/export)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 11 is the lowest every family needs)")
@@ -153,15 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_export(args: argparse.Namespace, params: Params) -> int:
     from pathlib import Path
 
+    from toonlab.cartoonize import resolve_run
     from toonlab.export import export_run
 
-    run_dir = Path(args.run)
-    if not run_dir.is_dir():
-        run_dir = Path(params.train.out_dir) / args.run
-    if not run_dir.is_dir():
-        raise UsageError(f"--run {args.run}: no such run folder (looked for {args.run} and {run_dir})")
+    run_dir, checkpoint = resolve_run(args.run, params.train.out_dir)
     manifest = export_run(run_dir, Path(args.out) if args.out else None, opset=args.opset,
-                          checkpoint=args.checkpoint)
+                          checkpoint=args.checkpoint or checkpoint)
     log.info("exported %s to ONNX (opset %s): %s; parity max |diff| %s", manifest["family"], manifest["opset"],
              ", ".join(manifest["files"].values()), manifest.get("parity"))
     return 0

@@ -129,18 +129,15 @@ class _Detector:
 
         self.px = px
         self.backend = make_face_backend("anime" if domain == "anime" else "photo", detect_params)
-        self.info = getattr(self.backend, "info", None)
 
     def five(self, rgb: np.ndarray) -> np.ndarray | None:
+        """Five points of the largest face (backends list faces largest first), in `rgb` pixels."""
         from PIL import Image
 
         scale = self.px / rgb.shape[0]
         big = np.asarray(Image.fromarray(rgb).resize((self.px, self.px), Image.BICUBIC))
         faces = self.backend.detect(big)
-        if not faces:
-            return None
-        face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        return np.asarray(face.five, np.float32) / scale
+        return np.asarray(faces[0].five, np.float32) / scale if faces else None
 
     def close(self) -> None:
         close = getattr(self.backend, "close", None)
@@ -148,10 +145,7 @@ class _Detector:
             close()
 
     def describe(self) -> str:
-        info = self.info() if callable(self.info) else self.info
-        if info is None:
-            return type(self.backend).__name__
-        return f"{getattr(info, 'name', info)} {getattr(info, 'version', '')}".strip()
+        return f"{self.backend.info.name} {self.backend.info.version}"
 
 
 def _fid_kid(fakes: np.ndarray, reals: np.ndarray, p: EvaluateParams, device: torch.device) -> dict[str, Any]:
