@@ -14,12 +14,15 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 install: $(STAMP)
 
-# Headless Chromium (Debian package) for the report and web-page tests.
+# Headless Chromium and its WebDriver (Debian packages, the same version) for the report
+# and web-page tests.
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
-	  echo "installing chromium (Debian package, for the browser tests)"; \
+	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
+	  && command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing chromium and chromium-driver (Debian packages, for the browser tests)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends chromium chromium-driver >/dev/null; }
 
 $(STAMP): requirements.in requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ToonLab needs Python 3.11, found " + sys.version.split()[0]'

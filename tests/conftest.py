@@ -91,3 +91,32 @@ def write_folder(folder: Path, images):
     folder.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(images):
         Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / f"{i:03d}.png")
+
+
+# ----------------------------------------------------------------------------- trained-looking runs
+
+
+def jitter_state(net: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """A state dict with every float tensor randomised (trained-looking, not init values);
+    U-GAT-IT's rho (AdaLIN / soft-AdaLIN mixing) kept in [0, 1]."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, v in net.state_dict().items():
+        if v.is_floating_point():
+            if k.endswith("rho"):
+                v = torch.rand(v.shape, generator=gen)
+            else:
+                v = v + 0.05 * torch.randn(v.shape, generator=gen)
+        state[k] = v
+    return state
+
+
+def write_run(root: Path, run: str, family: str, params, nets: dict[str, torch.nn.Module]) -> Path:
+    """A run folder root/run with one step-1 checkpoint of `family` (jittered weights)."""
+    from toonlab.train import checkpoint as ckpt
+
+    run_dir = root / run
+    state = {"family": family, "step": 1, "config": {"params": params.model_dump(mode="json")},
+             "nets": {k: jitter_state(v, i) for i, (k, v) in enumerate(nets.items())}}
+    ckpt.save(run_dir / "checkpoints" / "step-00000001.pt", state)
+    return run_dir

@@ -5,7 +5,6 @@ folder loads back as an `Inference` that stands in for the torch one."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,26 +13,12 @@ from toonlab import export as tex
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.evaluate import load_run
 from toonlab.models import cyclegan, dcgan, ugatit, whitebox
-from toonlab.train import checkpoint as ckpt
+
+from conftest import write_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = torch.device("cpu")
-
-
-def _jitter(net: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """A state dict with every float tensor randomised (trained-looking, not init values);
-    U-GAT-IT's rho (AdaLIN / soft-AdaLIN mixing) kept in [0, 1]."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for k, v in net.state_dict().items():
-        if v.is_floating_point():
-            if k.endswith("rho"):
-                v = torch.rand(v.shape, generator=gen)
-            else:
-                v = v + 0.05 * torch.randn(v.shape, generator=gen)
-        state[k] = v
-    return state
 
 
 def _families():
@@ -54,21 +39,13 @@ def _families():
     yield "dcgan", "dcgan", dp, {"G": dcgan.NetG(8, 8)}
 
 
-def _write_run(root: Path, run: str, family: str, params, nets: dict[str, torch.nn.Module]) -> Path:
-    run_dir = root / run
-    state = {"family": family, "step": 1, "config": {"params": params.model_dump(mode="json")},
-             "nets": {k: _jitter(v, i) for i, (k, v) in enumerate(nets.items())}}
-    ckpt.save(run_dir / "checkpoints" / "step-00000001.pt", state)
-    return run_dir
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Every tiny run written and exported once: {run: (run_dir, manifest)}."""
     root = tmp_path_factory.mktemp("runs")
     out = {}
     for run, family, params, nets in _families():
-        run_dir = _write_run(root, run, family, params, nets)
+        run_dir = write_run(root, run, family, params, nets)
         out[run] = (run_dir, tex.export_run(run_dir))
     return out
 
@@ -172,3 +149,28 @@ def test_default_parity_images_are_the_astronaut_and_its_mirror():
 def test_run_without_checkpoint_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="no checkpoint"):
         tex.export_run(tmp_path / "untrained")
+
+
+def test_cartoonize_cli_with_onnx_matches_the_torch_run(exported, tmp_path):
+    """`toonlab cartoonize --onnx EXPORT_DIR` runs the ONNX Runtime path end to end and
+    gives the crops `--run` gives (uint8, within one level after rounding)."""
+    import numpy as np
+    from PIL import Image
+
+    from toonlab.cli import main
+    from toonlab.demo_data import package_file
+
+    run_dir, _ = exported["cyclegan"]
+    photo = package_file("skimage", "data/astronaut.png")
+    params = tmp_path / "params.yaml"
+    params.write_text(f"train:\n  out_dir: {run_dir.parent}\n")
+    common = ["cartoonize", "--params", str(params), str(photo)]
+    assert main([*common, "--onnx", str(run_dir / "export"), "--out", str(tmp_path / "onnx")]) == 0
+    assert main([*common, "--run", str(run_dir), "--out", str(tmp_path / "torch")]) == 0
+    summary = json.loads((tmp_path / "onnx" / "summary.json").read_text())
+    assert summary["run"] == f"onnx:{run_dir / 'export'}" and summary["faces"] == 1
+    a = np.asarray(Image.open(tmp_path / "onnx" / "astronaut_face0.png"), np.int16)
+    b = np.asarray(Image.open(tmp_path / "torch" / "astronaut_face0.png"), np.int16)
+    assert a.shape == b.shape == (32, 32, 3)
+    assert np.abs(a - b).max() <= 1 and a.std() > 1
+    assert main([*common, "--onnx", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1

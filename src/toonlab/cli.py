@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/export)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 11 is the lowest every family needs)")
 
+    p = add("serve", "a local web page: upload a photo, pick a trained run, see the original and the "
+            "cartoon side by side (FastAPI on 127.0.0.1; JSON API at /api/cartoonize)", _cmd_serve)
+    p.add_argument("--run", action="append", metavar="RUN", dest="runs",
+                   help="offer this run (repeatable; run name, folder or checkpoint file; default: serve.runs, "
+                        "else every trained run under train.out_dir that translates photos)")
+    p.add_argument("--host", help="address to listen on (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: serve.port; 0 picks a free one)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override runtime.device")
+
     p = add("train", "train a model family (also under torchrun for DDP)", _cmd_train)
     p.add_argument("model", choices=TRAIN_MODELS, help="model family")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
@@ -176,6 +185,18 @@ def _cmd_cartoonize(args: argparse.Namespace, params: Params) -> int:
     settings = CartoonizeParams(faces=args.faces, paste_back=args.paste_back, matte=args.matte)
     device = resolve_device(params.runtime.device, args.device)
     run_cartoonize(params, args.run, args.inputs, args.out, settings, device, onnx=args.onnx)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, params: Params) -> int:
+    from toonlab.serve import serve
+    from toonlab.train.trainer import resolve_device
+
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0..65535, not {args.port}")
+    device = resolve_device(params.runtime.device, args.device)
+    serve(params, args.runs or [], device, host=args.host, port=args.port,
+          on_ready=lambda line: print(line, flush=True))
     return 0
 
 

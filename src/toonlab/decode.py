@@ -69,6 +69,7 @@ __all__ = [
     "REASONS",
     "decode_bytes",
     "decode_file",
+    "sniff_format",
 ]
 
 # Raster formats we decode; anything else Pillow recognises is `unsupported_format`.
@@ -263,7 +264,7 @@ def _decode_stream(fp: IO[bytes], head: bytes, name: str, params: DecodeParams) 
 
 def _decode(fp: IO[bytes], head: bytes, name: str, params: DecodeParams) -> DecodeResult:
     label = name or "<bytes>"
-    fmt_hint = _magic_format(head)
+    fmt_hint = sniff_format(head)
 
     # --- 1. header only
     try:
@@ -571,7 +572,9 @@ _FTYP_BRANDS = {b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIC", b"heix": "HEI
                 b"heis": "HEIC", b"hevc": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF"}
 
 
-def _magic_format(head: bytes) -> str | None:
+def sniff_format(head: bytes) -> str | None:
+    """The file type named by the first bytes ("JPEG", "PNG", "WEBP", "HEIC", "PDF", ...),
+    or None when they match no known signature. Cheap: nothing is decoded."""
     for offset, magic, fmt in _MAGIC:
         if head[offset:offset + len(magic)] == magic:
             return fmt

@@ -40,6 +40,7 @@ from toonlab.models.landmarker import LandmarkerParams
 from toonlab.models.ugatit import UGATITParams
 from toonlab.models.whitebox import WhiteboxParams
 from toonlab.report import ReportParams
+from toonlab.serve import ServeParams
 from toonlab.schema import Section
 from toonlab.train.trainer import TrainParams
 
@@ -100,6 +101,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     ablations: AblationsParams = AblationsParams()
+    serve: ServeParams = ServeParams()
 
     @model_validator(mode="after")
     def _check_ablations(self) -> "Params":

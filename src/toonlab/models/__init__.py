@@ -31,7 +31,7 @@ def families() -> dict[str, Family]:
         Family("cyclegan", cyclegan.CycleGANParams, cyclegan.build, _scheduled_steps("cyclegan"),
                inference=cyclegan.inference),
         Family("dcgan", dcgan.DCGANParams, dcgan.build, lambda p: p.optim.steps, best_metric="G",
-               inference=dcgan.inference),
+               inference=dcgan.inference, translates=False),
         ugatit.FAMILY,
         landmarker.FAMILY,
         whitebox.PRETRAIN_FAMILY,

@@ -75,6 +75,9 @@ class Family:
     # (params, nets state dicts by name) -> Inference, for evaluation / cartoonize / export;
     # None for families that translate nothing (e.g. the landmarker).
     inference: Callable[[Any, dict[str, Any]], Any] | None = None
+    # False for unconditional families (their Inference generates from noise): nothing to
+    # cartoonize, so `toonlab serve` does not offer their runs.
+    translates: bool = True
 
     @property
     def params_section(self) -> str:
