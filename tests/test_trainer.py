@@ -99,6 +99,17 @@ def test_checkpoints_atomic_pruned_best_and_dvclive(workdir):
     assert rc == 0 and "nothing to do" in out
 
 
+def test_trains_in_a_git_repository_without_a_commit(workdir):
+    """`git init` and no commit yet: DVCLive's Git lookup fails there; training must not."""
+    subprocess.run(["git", "init", "-q", str(workdir)], check=True)
+    write_params(workdir, cyclegan={"optim": {"steps_constant": 1, "steps_decay": 1}})
+    rc, out = finish(toonlab(workdir, "train", "cyclegan"))
+    assert rc == 0, out
+    assert "no commit yet" in out
+    tsv = (workdir / "models/cyclegan/dvclive/plots/metrics/train/G_total.tsv").read_text().splitlines()
+    assert len(tsv) == 1 + 2
+
+
 def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(workdir):
     write_params(workdir, cyclegan={"optim": {"lr": 1.0e30, "steps_constant": 10, "steps_decay": 10}},
                  train={"ckpt_every": 1})

@@ -22,12 +22,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor, nn
 
 from toonlab.log import get_logger
 from toonlab.models.losses import GANLoss, ImagePool, VGGPerceptual
-from toonlab.models.common import (RecipeBase, adam, check_crop, count_params,  # noqa: F401 (re-exported)
+from toonlab.models.common import (RecipeBase, UnpairedDataParams, adam, count_params,  # noqa: F401 (re-exported)
                                    init_weights)
 from toonlab.schema import Section
 from toonlab.train.recipe import Context, DataSpec
@@ -148,31 +148,11 @@ class CycleGANOptimParams(Section):
     pool_size: Annotated[int, Field(ge=0, le=10000)] = 50
 
 
-class CycleGANDataParams(Section):
-    # 256 (the paper) or 128; any multiple of 4 works.
-    crop_px: Annotated[int, Field(ge=16, le=4096)] = 256
-    # Resize to this before the random crop; 0: crop_px * 286/256 (286 for 256, 143 for 128).
-    load_px: Annotated[int, Field(ge=0, le=8192)] = 0
-    batch_size: Annotated[int, Field(ge=1, le=1024)] = 1
-    flip: bool = True
-    domain_a: Annotated[str, Field(min_length=1)] = "photo"
-    domain_b: Annotated[str, Field(min_length=1)] = "anime"
-
-    @model_validator(mode="after")
-    def _check(self) -> CycleGANDataParams:
-        check_crop(self.crop_px, self.load_px, 4, "two stride-2 stages")
-        return self
-
-    @property
-    def resolved_load_px(self) -> int:
-        return self.load_px or round(self.crop_px * 286 / 256)
-
-
 class CycleGANParams(Section):
     model: CycleGANModelParams = CycleGANModelParams()
     loss: CycleGANLossParams = CycleGANLossParams()
     optim: CycleGANOptimParams = CycleGANOptimParams()
-    data: CycleGANDataParams = CycleGANDataParams()
+    data: UnpairedDataParams = UnpairedDataParams()
 
 
 # ----------------------------------------------------------------------------- schedule

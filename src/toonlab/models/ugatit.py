@@ -47,7 +47,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from toonlab.log import get_logger
-from toonlab.models.common import RecipeBase, adam, check_crop, count_params
+from toonlab.models.common import RecipeBase, UnpairedDataParams, adam, count_params
 from toonlab.models.losses import GANLoss
 from toonlab.models.ugatit_nets import (SoftAdaLINGenerator, UGATITDiscriminator, UGATITGenerator,
                                         clip_mixing_weights, discriminator_output_px)
@@ -96,27 +96,6 @@ class UGATITOptimParams(Section):
     decay_from: Annotated[int, Field(ge=0)] = 0
 
 
-class UGATITDataParams(Section):
-    # 256 (the paper); a multiple of 4 (of 16 for soft_adalin). The full generator's MLP is
-    # built for this size.
-    crop_px: Annotated[int, Field(ge=16, le=4096)] = 256
-    # Resize to this before the random crop; 0: crop_px * 286/256 (286 for 256).
-    load_px: Annotated[int, Field(ge=0, le=8192)] = 0
-    batch_size: Annotated[int, Field(ge=1, le=1024)] = 1
-    flip: bool = True
-    domain_a: Annotated[str, Field(min_length=1)] = "photo"
-    domain_b: Annotated[str, Field(min_length=1)] = "anime"
-
-    @model_validator(mode="after")
-    def _check(self) -> UGATITDataParams:
-        check_crop(self.crop_px, self.load_px, 4, "two stride-2 stages")
-        return self
-
-    @property
-    def resolved_load_px(self) -> int:
-        return self.load_px or round(self.crop_px * 286 / 256)
-
-
 # photo2cartoon's train.py settings for the Soft-AdaLIN variant.
 VARIANT_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "ugatit": {},
@@ -130,7 +109,7 @@ class UGATITParams(Section):
     model: UGATITModelParams = UGATITModelParams()
     loss: UGATITLossParams = UGATITLossParams()
     optim: UGATITOptimParams = UGATITOptimParams()
-    data: UGATITDataParams = UGATITDataParams()
+    data: UnpairedDataParams = UnpairedDataParams()
 
     @model_validator(mode="after")
     def _check(self) -> UGATITParams:

@@ -362,9 +362,22 @@ class Trainer:
 
     def _live(self, resuming: bool):
         from dvclive import Live
+        from scmrepo.exceptions import SCMError
 
-        return Live(dir=str(self.run_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resuming,
-                    report=None)
+        class _Live(Live):
+            def _init_dvc(self):
+                # DVCLive 3.x raises from its Git lookup in a repository without a commit
+                # (`git init` just done); the metrics and plots files need none of it.
+                try:
+                    super()._init_dvc()
+                except SCMError as exc:
+                    log.warning("DVCLive: %s (no commit yet): logging metrics and plots without "
+                                "DVC experiment tracking", exc)
+                    self._dvc_repo = None
+                    self._dvc_file = self._init_dvc_file()
+
+        return _Live(dir=str(self.run_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resuming,
+                     report=None)
 
     def _fixed_batch(self, sources: dict[str, ImageSource], spec) -> dict[str, torch.Tensor]:
         """The same few images at every sample step, so progress can be watched."""
