@@ -37,11 +37,12 @@ demo: install
 	$(BIN)/dvc repro
 	@echo "demo done: open reports/index.html (metrics, grids, loss curves of every run)"
 
+# Two workers (pytest-xdist): the long driver tests overlap with the rest (~11 min on 2 cores).
 test: install system-deps
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 lint: install
 	$(BIN)/snakemake --lint
