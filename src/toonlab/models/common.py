@@ -114,6 +114,14 @@ class RecipeBase:
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
+    def extra_state(self) -> dict[str, Any]:
+        """Checkpointed state beyond networks, optimizers and schedulers (families extend it)."""
+        return {"scaler": self.scaler.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
     def _set_requires_grad(self, nets: Iterable[nn.Module], flag: bool) -> None:
         if self.ctx.distributed:   # DDP expects the same set of grads each backward
             return

@@ -307,14 +307,13 @@ class CycleGANRecipe(RecipeBase):
         return {k: v.float().contiguous() for k, v in images.items()}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"pool_A": self.pools["A"].state_dict(), "pool_B": self.pools["B"].state_dict(),
-                "scaler": self.scaler.state_dict()}
+        return {**super().extra_state(), "pool_A": self.pools["A"].state_dict(),
+                "pool_B": self.pools["B"].state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
         self.pools["A"].load_state_dict(state["pool_A"])
         self.pools["B"].load_state_dict(state["pool_B"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
 
 
 def build(params: CycleGANParams, ctx: Context) -> CycleGANRecipe:

@@ -257,18 +257,16 @@ class DCGANRecipe(RecipeBase):
         return {"fake": fake.float().contiguous()}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"fixed_noise": self.fixed_noise.detach().cpu(), "d_steps": self.d_steps,
-                "g_steps": self.g_steps, "last": {k: v.detach().cpu() for k, v in self.last.items()},
-                "scaler": self.scaler.state_dict()}
+        return {**super().extra_state(), "fixed_noise": self.fixed_noise.detach().cpu(), "d_steps": self.d_steps,
+                "g_steps": self.g_steps, "last": {k: v.detach().cpu() for k, v in self.last.items()}}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
         self.fixed_noise = state["fixed_noise"].to(self.device)
         self.d_steps = int(state["d_steps"])
         self.g_steps = int(state["g_steps"])
         for k, v in state.get("last", {}).items():
             self.last[k] = v.to(self.device)
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
 
 
 def build(params: DCGANParams, ctx: Context) -> DCGANRecipe:

@@ -368,13 +368,6 @@ class LandmarkerRecipe(RecipeBase):
             out[f"{key}_heat"] = heatmap_image(logits_to_heatmaps(logits), x.shape[2], x.shape[3]).contiguous()
         return out
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"scaler": self.scaler.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-
 
 def build(params: LandmarkerParams, ctx: Context) -> LandmarkerRecipe:
     """The landmarker recipe for the generic trainer."""

@@ -347,13 +347,6 @@ class UGATITRecipe(RecipeBase):
             out[name] = heatmap_image(h, px).contiguous()
         return out
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"scaler": self.scaler.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-
 
 def build(params: UGATITParams, ctx: Context) -> UGATITRecipe:
     """The U-GAT-IT recipe for the generic trainer."""

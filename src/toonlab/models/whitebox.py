@@ -346,13 +346,6 @@ class WhiteboxPretrainRecipe(_Base):
             out = self.nets["G"](photo)
         return {"photo": photo.float().contiguous(), "output": out.float().clamp(-1, 1).contiguous()}
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"scaler": self.scaler.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-
 
 def load_pretrained_generator(G: nn.Module, run_dir: str | Path) -> Path:
     """Load G from the latest `step-*.pt` of a whitebox_pretrain run; ToonlabError if none."""
@@ -525,11 +518,10 @@ class WhiteboxRecipe(_Base):
         return {k: v.float().contiguous() for k, v in images.items()}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"scaler": self.scaler.state_dict(), "shift_rng": self.shift_rng.get_state()}
+        return {**super().extra_state(), "shift_rng": self.shift_rng.get_state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        super().load_extra_state(state)
         if state.get("shift_rng") is not None:
             self.shift_rng.set_state(state["shift_rng"])
 
