@@ -46,6 +46,9 @@ log = get_logger(__name__)
 
 UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 _FORM_OVERHEAD = 64 * 1024    # bytes allowed on top of the photo for the other form fields
+# A refused upload's body is read and dropped (never stored) up to this size before the
+# answer, so that a client still sending gets the 413 instead of a broken connection.
+_DISCARD_MAX = 512 * 2**20
 
 
 class ServeParams(Section):
@@ -346,6 +349,9 @@ def create_app(studio: Studio):
         except ValueError:
             return error(400, "bad_request", f"Content-Length is not a number: {length!r}")
         if n > studio.max_bytes + _FORM_OVERHEAD:
+            if n <= _DISCARD_MAX:
+                async for _ in request.stream():
+                    pass
             return error(413, "too_large", f"the upload is {n / 2**20:.1f} MB; the limit is "
                          f"{studio.settings.max_upload_mb:g} MB (serve.max_upload_mb)")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
