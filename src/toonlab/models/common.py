@@ -77,6 +77,13 @@ class UnpairedDataParams(Section):
     def resolved_load_px(self) -> int:
         return self.load_px or round(self.crop_px * 286 / 256)
 
+    def spec(self):
+        """The trainer's DataSpec: domains A and B."""
+        from toonlab.train.recipe import DataSpec
+
+        return DataSpec(domains={"A": self.domain_a, "B": self.domain_b}, crop_px=self.crop_px,
+                        batch_size=self.batch_size, load_px=self.resolved_load_px, flip=self.flip)
+
 
 class RecipeBase:
     """What every training recipe (toonlab.train.recipe.Recipe) does the same way: the

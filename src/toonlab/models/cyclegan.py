@@ -30,7 +30,7 @@ from toonlab.models.losses import GANLoss, ImagePool, VGGPerceptual
 from toonlab.models.common import (RecipeBase, UnpairedDataParams, adam, count_params,  # noqa: F401 (re-exported)
                                    init_weights)
 from toonlab.schema import Section
-from toonlab.train.recipe import Context, DataSpec
+from toonlab.train.recipe import Context
 
 log = get_logger(__name__)
 
@@ -194,8 +194,7 @@ class CycleGANRecipe(RecipeBase):
         super().__init__(ctx)
         self.params = params
         m, lp, o, d = params.model, params.loss, params.optim, params.data
-        self.data = DataSpec(domains={"A": d.domain_a, "B": d.domain_b}, crop_px=d.crop_px,
-                             batch_size=d.batch_size, load_px=d.resolved_load_px, flip=d.flip)
+        self.data = d.spec()
 
         nets: dict[str, nn.Module] = {
             "G_A": init_weights(ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks)),

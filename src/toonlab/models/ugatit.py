@@ -52,7 +52,7 @@ from toonlab.models.losses import GANLoss
 from toonlab.models.ugatit_nets import (SoftAdaLINGenerator, UGATITDiscriminator, UGATITGenerator,
                                         clip_mixing_weights, discriminator_output_px)
 from toonlab.schema import Section
-from toonlab.train.recipe import Context, DataSpec
+from toonlab.train.recipe import Context
 from toonlab.train.trainer import Family
 
 log = get_logger(__name__)
@@ -192,8 +192,7 @@ class UGATITRecipe(RecipeBase):
         super().__init__(ctx)
         self.params = params
         m, lp, o, d = params.model, params.loss, params.optim, params.data
-        self.data = DataSpec(domains={"A": d.domain_a, "B": d.domain_b}, crop_px=d.crop_px,
-                             batch_size=d.batch_size, load_px=d.resolved_load_px, flip=d.flip)
+        self.data = d.spec()
 
         nets: dict[str, nn.Module] = {
             "G_A": build_generator(m, d.crop_px),
