@@ -1,7 +1,8 @@
-# ToonLab workflow. Rules live in workflow/rules/*.smk; each is one `toonlab` call.
-# Config is params.yaml (validated by toonlab's typed schema at load time);
-# override values with e.g. `snakemake -c2 all --config demo='{anime_count: 8}'`.
-from pathlib import Path
+# ToonLab workflow. Rules live in workflow/rules/<stage>.smk, each one `toonlab` call;
+# the training rules are generated from the model registry (toonlab.models.registry).
+# Config is params.yaml (validated by toonlab's typed schema at load time); override
+# values with e.g. `snakemake -c2 all --config demo='{anime_count: 8}'`.
+import os
 
 from toonlab.snake import prepare
 
@@ -10,24 +11,32 @@ configfile: "params.yaml"
 
 
 TL = prepare(config)
-RAW = TL.params.data.raw_dir
-INTERIM = TL.params.ingest.out_dir
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/raw.smk"
+include: "workflow/rules/crawl.smk"
 include: "workflow/rules/ingest.smk"
-include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/detect.smk"
+include: "workflow/rules/matte.smk"
+include: "workflow/rules/align.smk"
+include: "workflow/rules/curate.smk"
+include: "workflow/rules/pack.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/generate.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/ablations.smk"
+include: "workflow/rules/report.smk"
+
+
+rule preprocess:
+    input:
+        rules.pack.output,
 
 
 rule all:
     default_target: True
     input:
         rules.preprocess.input,
-        rules.train_cyclegan.output,
-        rules.generate_dcgan.output,
-        rules.train_ugatit.output,
-        rules.train_whitebox.output,
+        [f"{TL.run_dir(f)}/summary.json" for f in TL.families],
+        [f"{TL.run_dir(f)}/generated/scores.json" for f in TL.families_of("unconditional")],
         rules.report.output,

@@ -6,7 +6,7 @@ PyTorch against ONNX Runtime, on CPU, in one process.
 The photo is skimage's astronaut upscaled to --image-px (PNG on disk, so decode is the
 real safe decode). The model is an untrained CycleGAN generator at reference size
 (256 px, ngf 64, 9 residual blocks) from freshly initialised weights, written as a
-one-checkpoint run; nothing is trained. The ONNX column uses `toonlab.export`
+one-checkpoint run; nothing is trained. The ONNX column uses `toonlab.apps.export`
 (export_run + load_onnx_inference) when that module and onnxruntime are installed.
 Times are medians over --repeat runs after one warm-up, in milliseconds per image;
 ratios are against the PyTorch column.
@@ -26,7 +26,8 @@ import torch
 
 def _make_run(root: Path, px: int, ngf: int, blocks: int) -> Path:
     from toonlab.models.common import init_weights
-    from toonlab.models.cyclegan import CycleGANParams, ResnetGenerator
+    from toonlab.models.cyclegan.model import ResnetGenerator
+    from toonlab.models.cyclegan.params import CycleGANParams
     from toonlab.train import checkpoint as ckpt
 
     params = CycleGANParams().model_copy(update={
@@ -91,8 +92,9 @@ def main() -> None:
     ap.add_argument("--no-onnx", action="store_true", help="PyTorch column only")
     args = ap.parse_args()
 
-    from toonlab.cartoonize import CartoonizeParams, Cartoonizer
-    from toonlab.evaluate import load_run
+    from toonlab.apps.cartoonize import Cartoonizer
+    from toonlab.apps.params import CartoonizeParams
+    from toonlab.eval.evaluate import load_run
 
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,7 +111,7 @@ def main() -> None:
 
         if not args.no_onnx:
             try:
-                from toonlab.export import export_run, load_onnx_inference
+                from toonlab.apps.export import export_run, load_onnx_inference
             except ImportError as exc:
                 print(f"(no ONNX column: {exc})")
             else:

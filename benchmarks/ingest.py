@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from toonlab.decode import DecodeParams
-from toonlab.ingest import IngestParams, ingest_domain
+from toonlab.data.ingest import ingest_domain
+from toonlab.data.params import DecodeParams, IngestParams
 
 
 def make_crawl(root: Path, n: int, seed: int = 0) -> None:

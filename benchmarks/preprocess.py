@@ -25,7 +25,7 @@ from toonlab.errors import ToonlabError
 def photo_inputs(n: int) -> list[np.ndarray]:
     from skimage import data
 
-    from toonlab.demo_data import package_file
+    from toonlab.data.demo import package_file
 
     sources = [Image.fromarray(data.astronaut())]
     group = package_file("insightface", "data/images/t1.jpg")
@@ -43,7 +43,7 @@ def photo_inputs(n: int) -> list[np.ndarray]:
 
 
 def anime_inputs(n: int) -> list[np.ndarray]:
-    from toonlab.anime_draw import draw_portrait
+    from toonlab.data.anime_draw import draw_portrait
 
     return [np.asarray(draw_portrait(np.random.default_rng([9, 2, k]), 512)) for k in range(n)]
 
@@ -52,8 +52,9 @@ def chain(job):
     """detect + landmarks + matte + align of one image; returns the number of faces aligned."""
     domain, detect_backend, matte_backend, rgb = job
     from toonlab.faces.align import align_face
-    from toonlab.faces.detect import DetectParams, make_face_backend
-    from toonlab.faces.matte import MatteParams, make_matte_backend
+    from toonlab.faces.detectors import make_face_backend
+    from toonlab.faces.mattes import make_matte_backend
+    from toonlab.faces.params import DetectParams, MatteParams
 
     key = (domain, detect_backend, matte_backend)
     if key not in _CACHE:
@@ -73,7 +74,7 @@ _CACHE: dict = {}
 
 
 def _start_worker(job) -> None:
-    from toonlab.preprocess import limit_threads
+    from toonlab.faces.stages import limit_threads
 
     limit_threads()
     chain(job)

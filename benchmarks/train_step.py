@@ -46,7 +46,8 @@ def _ctx(device: torch.device, optimized: bool, total: int) -> Context:
 
 
 def cyclegan_recipe(px: int, optimized: bool, device: torch.device, compile_: bool):
-    from toonlab.models.cyclegan import CycleGANParams, build
+    from toonlab.models.cyclegan.model import build
+    from toonlab.models.cyclegan.params import CycleGANParams
 
     p = CycleGANParams.model_validate({"model": {"n_blocks": 9 if px >= 256 else 6},
                                        "data": {"crop_px": px, "batch_size": 1},
@@ -56,7 +57,8 @@ def cyclegan_recipe(px: int, optimized: bool, device: torch.device, compile_: bo
 
 
 def dcgan_recipe(px: int, optimized: bool, device: torch.device, compile_: bool):
-    from toonlab.models.dcgan import DCGANParams, build
+    from toonlab.models.dcgan.model import build
+    from toonlab.models.dcgan.params import DCGANParams
 
     batch = 256 if device.type == "cuda" else 32  # the recipe's 256 on GPU, smaller on CPU
     p = DCGANParams.model_validate({"data": {"batch_size": batch}, "optim": {"g_every": 1}})
@@ -66,7 +68,8 @@ def dcgan_recipe(px: int, optimized: bool, device: torch.device, compile_: bool)
 
 def _ugatit(variant: str):
     def make(px: int, optimized: bool, device: torch.device, compile_: bool):
-        from toonlab.models.ugatit import UGATITParams, build
+        from toonlab.models.ugatit.model import build
+        from toonlab.models.ugatit.params import UGATITParams
 
         # Reference settings: light ch 64 (U-GAT-IT) / light ch 32 with hourglass blocks
         # (Soft-AdaLIN). The face-ID network (1.2 M frozen parameters) needs weights that
@@ -84,7 +87,8 @@ def whitebox_recipe(px: int, optimized: bool, device: torch.device, compile_: bo
     """Reference sizes (ch 32, 4 blocks, SLIC 200 segments). Plain: superpixels computed
     in the training process, serialised with the step; optimized: two worker processes
     overlapped with the step. Batch 16 on GPU (the reference), 4 on CPU."""
-    from toonlab.models.whitebox import WhiteboxParams, build
+    from toonlab.models.whitebox.model import build
+    from toonlab.models.whitebox.params import WhiteboxParams
 
     batch = 16 if device.type == "cuda" else 4
     p = WhiteboxParams.model_validate({

@@ -120,3 +120,21 @@ def write_run(root: Path, run: str, family: str, params, nets: dict[str, torch.n
              "nets": {k: jitter_state(v, i) for i, (k, v) in enumerate(nets.items())}}
     ckpt.save(run_dir / "checkpoints" / "step-00000001.pt", state)
     return run_dir
+
+
+# ----------------------------------------------------------------------------- stand-in families
+
+
+def register_family(monkeypatch, name: str, params_cls, inference=None, *, kind: str = "translation",
+                    build=None, domains=("photo",)):
+    """Register a stand-in model family for one test (the registry gains one entry, as a
+    new family's would): its 'model module' is a namespace with `build` / `inference`."""
+    from types import SimpleNamespace
+
+    from toonlab.models import registry
+
+    fam = registry.Family(name, params=params_cls, model=SimpleNamespace(build=build, inference=inference,
+                                                                        __name__=f"tests.{name}"),
+                          steps=lambda p: 1, domains=lambda p: list(domains), kind=kind)
+    monkeypatch.setattr(registry, "FAMILIES", (*registry.FAMILIES, fam))
+    return fam

@@ -5,10 +5,11 @@ import sys
 
 import pytest
 
-from toonlab.cli import TRAIN_MODELS, main
+from toonlab.cli import main
+from toonlab.models import registry
 
 STAGES = ["ingest", "crawl", "detect", "matte", "align", "curate", "pack", "evaluate", "report",
-          "cartoonize", "demo-data", "doctor", "params"]
+          "cartoonize", "export", "serve", "generate", "pipeline", "demo-data", "doctor", "params"]
 
 
 def test_top_level_help(capsys):
@@ -55,10 +56,14 @@ def test_missing_params_file_exit_2(tmp_path, capsys):
     assert "file not found" in capsys.readouterr().err
 
 
-def test_train_models_are_the_registered_families():
-    from toonlab.models import families
+def test_train_choices_are_the_registered_families():
+    import argparse
 
-    assert set(TRAIN_MODELS) == set(families())
+    from toonlab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    model = next(a for a in sub.choices["train"]._actions if a.dest == "model")
+    assert list(model.choices) == registry.names()
 
 
 def test_doctor_lists_every_optional_model(tmp_path, capsys, monkeypatch):

@@ -1,4 +1,7 @@
-"""The `toonlab` command line: one subcommand per pipeline stage.
+"""The `toonlab` command line: one subcommand per pipeline stage, each a thin shell
+around one function of the stage's module (see `toonlab pipeline` and the README's table).
+It imports only the light configuration layer at start-up; a command loads its module
+(and torch, OpenCV, ...) when it runs, so `toonlab --help` and `toonlab params` stay fast.
 
 Exit codes: 0 ok, 2 bad usage or bad parameters, 1 failure, 130 interrupted. Errors are one clear message, never a traceback
 (`--debug` shows it).
@@ -9,16 +12,20 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 from toonlab import __version__
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger, setup_logging
-from toonlab.params import DEFAULT_PARAMS, Params, load_params
+from toonlab.models import registry
+from toonlab.params import DEFAULT_PARAMS, load_params
+from toonlab.util import fileio
 
 log = get_logger(__name__)
 
-TRAIN_MODELS = ("cyclegan", "dcgan", "ugatit", "whitebox_pretrain", "whitebox", "landmarker")
+RUN_HELP = ("a run: its name under train.out_dir (cyclegan, ablations/x), its folder (models/ugatit) "
+            "or a checkpoint file")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # same exit code (2), plus a pointer to --help
@@ -79,22 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", action="append", choices=("photo", "anime"),
                    help="only this domain (repeatable; default: data.domains)")
 
-    for name, text in (
-        ("detect", "face detection, 5-point + full landmarks and face quality checks per image"),
-        ("matte", "background removal (alpha matte) of images with a kept face"),
-        ("align", "align faces to the canonical template: 256 and 128 px RGBA crops and landmarks"),
-        ("curate", "curation report (reports/curation/index.html) and deterministic train/val/test split"),
-        ("pack", "pack each split into memory-mapped arrays for training"),
+    for name, text, func in (
+        ("detect", "face detection, 5-point + full landmarks and face quality checks per image", _cmd_detect),
+        ("matte", "background removal (alpha matte) of images with a kept face", _cmd_matte),
+        ("align", "align faces to the canonical template: 256 and 128 px RGBA crops and landmarks", _cmd_align),
+        ("curate", "curation report (reports/curation/index.html) and deterministic train/val/test split",
+         _cmd_curate),
+        ("pack", "pack each split into memory-mapped arrays for training", _cmd_pack),
     ):
-        p = add(name, text, _cmd_face_stage)
+        p = add(name, text, func)
         p.add_argument("--domain", action="append", choices=("photo", "anime"),
                        help="only this domain (repeatable; default: data.domains)")
 
     p = add("cartoonize", "cartoonize new photos with a trained model: every face (or the largest) "
             "aligned, translated, saved as a crop or pasted back into the photo", _cmd_cartoonize)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
-    p.add_argument("--run", metavar="RUN", help="run folder (models/ugatit), run name under train.out_dir "
-                   "(ugatit, ablations/x) or checkpoint file")
+    p.add_argument("--run", metavar="RUN", help=RUN_HELP)
     p.add_argument("--out", metavar="DIR", required=True, help="output folder (summary.json goes there too)")
     p.add_argument("--paste-back", action="store_true",
                    help="blend the cartoon faces back into the photo: <stem>_cartoon.png "
@@ -107,9 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", "export a trained run's generators to ONNX (dynamic batch) with a parity check "
             "against PyTorch (max abs difference < 1e-3 on random and real inputs)", _cmd_export)
-    p.add_argument("--run", metavar="RUN", required=True,
-                   help="run folder (models/ugatit), run name under train.out_dir (ugatit, ablations/x) "
-                        "or checkpoint file")
+    p.add_argument("--run", metavar="RUN", required=True, help=RUN_HELP)
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: the run's latest)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/export)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 11 is the lowest every family needs)")
@@ -117,162 +122,163 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", "a local web page: upload a photo, pick a trained run, see the original and the "
             "cartoon side by side (FastAPI on 127.0.0.1; JSON API at /api/cartoonize)", _cmd_serve)
     p.add_argument("--run", action="append", metavar="RUN", dest="runs",
-                   help="offer this run (repeatable; run name, folder or checkpoint file; default: serve.runs, "
+                   help=f"offer this run (repeatable; {RUN_HELP}; default: serve.runs, "
                         "else every trained run under train.out_dir that translates photos)")
     p.add_argument("--host", help="address to listen on (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: serve.port; 0 picks a free one)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override runtime.device")
 
     p = add("train", "train a model family (also under torchrun for DDP)", _cmd_train)
-    p.add_argument("model", choices=TRAIN_MODELS, help="model family")
+    p.add_argument("model", choices=registry.names(), help="model family (see toonlab.models.registry)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="override runtime.device (e.g. --device cpu when params ask for CUDA)")
     p.add_argument("--steps", type=int, help="train to this total step count (default: from the family's params)")
     p.add_argument("--resume", default="auto", metavar="auto|none|PATH",
                    help="auto: continue from the run's latest checkpoint (default); none: start over; or a checkpoint file")
-    p.add_argument("--run-dir", metavar="DIR", help="run folder (default: <train.out_dir>/<model>)")
+    p.add_argument("--run-dir", metavar="DIR", help="run folder (default: <train.out_dir>/<model>, or the "
+                   "family's own setting, e.g. whitebox.pretrain.run_dir)")
     p.add_argument("--variant", metavar="NAME",
                    help="an ablation variant from params.yaml (ablations.variants): the model's settings with "
                         "the variant's overrides, run folder <train.out_dir>/<ablations.runs_subdir>/NAME")
 
     p = add("evaluate", "measure trained runs on the held-out test faces: FID/KID, landmark and identity "
             "preservation, cycle PSNR/SSIM -> <evaluate.metrics_dir>/<run>.json", _cmd_evaluate)
-    p.add_argument("runs", nargs="*", metavar="RUN",
-                   help="run folders under train.out_dir, e.g. cyclegan or ablations/cyclegan_perceptual "
-                        "(default: evaluate.runs)")
+    p.add_argument("runs", nargs="*", metavar="RUN", help=f"{RUN_HELP} (default: evaluate.runs)")
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint to evaluate (one run only; default: latest)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override runtime.device")
 
     add("report", "write the HTML report (report.out): data, metrics, ablations, grids, loss curves",
         _cmd_report)
 
+    unconditional = registry.names("unconditional")
     p = add("generate", "generate images with a trained unconditional model: draw --search noise "
             "vectors, keep the --num the discriminator scores highest", _cmd_generate)
-    p.add_argument("model", choices=("dcgan",), help="model family")
+    p.add_argument("--run", metavar="RUN", default=unconditional[0] if unconditional else None,
+                   help=f"{RUN_HELP} (default: {unconditional[0] if unconditional else 'none'})")
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: the run's latest)")
     p.add_argument("--num", type=int, default=64, help="images to keep (default 64)")
     p.add_argument("--search", type=int, default=512, help="noise vectors to score (default 512)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0): same seed, same images")
-    p.add_argument("--mean", type=float, help="noise mean (default: dcgan.sample.noise_mean)")
-    p.add_argument("--std", type=float, help="noise std (default: dcgan.sample.noise_std)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: <train.out_dir>/<model>/generated)")
+    p.add_argument("--mean", type=float, help="noise mean (default: the family's sample.noise_mean)")
+    p.add_argument("--std", type=float, help="noise std (default: the family's sample.noise_std)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: <run folder>/generated)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override runtime.device")
+
+    p = add("pipeline", "the stages DVC and Snakemake run: commands, modules and code dependencies; "
+            "renders dvc.yaml from the stage table and the model registry", _cmd_pipeline)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--deps", metavar="STAGE", help="print the code files a stage depends on")
+    g.add_argument("--write", action="store_true", help="write dvc.yaml")
+    g.add_argument("--check", action="store_true", help="fail when dvc.yaml differs from what --write writes")
+    g.add_argument("--markdown", action="store_true", help="print the README's stage table")
     return parser
 
 
-def _cmd_export(args: argparse.Namespace, params: Params) -> int:
-    from pathlib import Path
+def _device(params: Any, override: str | None):
+    from toonlab.train.device import resolve_device
 
-    from toonlab.cartoonize import resolve_run
-    from toonlab.export import export_run
+    return resolve_device(params.runtime.device, override)
 
-    run_dir, checkpoint = resolve_run(args.run, params.train.out_dir)
-    manifest = export_run(run_dir, Path(args.out) if args.out else None, opset=args.opset,
-                          checkpoint=args.checkpoint or checkpoint)
+
+def _cmd_pipeline(args: argparse.Namespace, params: Any) -> int:
+    from toonlab import pipeline
+
+    if args.deps:
+        try:
+            print("\n".join(pipeline.code_deps(args.deps)))
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+    elif args.write:
+        fileio.write_text(pipeline.DVC_YAML, pipeline.dvc_yaml(params))
+        log.info("wrote %s (%d stages)", pipeline.DVC_YAML, len(pipeline.stages()))
+    elif args.check:
+        diff = pipeline.check_dvc_yaml(params)
+        if diff:
+            raise ToonlabError(f"{pipeline.DVC_YAML} is out of date ({', '.join(diff)}): "
+                               "run `toonlab pipeline --write`")
+        log.info("%s matches the stage table", pipeline.DVC_YAML)
+    elif args.markdown:
+        print(pipeline.markdown_table())
+    else:
+        for s in pipeline.stages():
+            print(f"{s.name:<26} {s.command:<40} {len(pipeline.code_deps(s.name)):>3} code files  "
+                  f"{', '.join(s.entry[:2])}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.apps.export import export_run
+
+    manifest = export_run(args.run, Path(args.out) if args.out else None, opset=args.opset,
+                          checkpoint=args.checkpoint, train_out_dir=params.train.out_dir)
     log.info("exported %s to ONNX (opset %s): %s; parity max |diff| %s", manifest["family"], manifest["opset"],
              ", ".join(manifest["files"].values()), manifest.get("parity"))
     return 0
 
 
-def _cmd_cartoonize(args: argparse.Namespace, params: Params) -> int:
-    from toonlab.cartoonize import CartoonizeParams, run_cartoonize
-    from toonlab.train.trainer import resolve_device
+def _cmd_cartoonize(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.apps.cartoonize import run_cartoonize
+    from toonlab.apps.params import CartoonizeParams
 
     if not args.run and not args.onnx:
         raise UsageError("say which model to use: --run RUN_OR_CHECKPOINT (or --onnx EXPORT_DIR)")
     if args.run and args.onnx:
         raise UsageError("give --run or --onnx, not both")
     settings = CartoonizeParams(faces=args.faces, paste_back=args.paste_back, matte=args.matte)
-    device = resolve_device(params.runtime.device, args.device)
-    run_cartoonize(params, args.run, args.inputs, args.out, settings, device, onnx=args.onnx)
+    run_cartoonize(params, args.run, args.inputs, args.out, settings, _device(params, args.device), onnx=args.onnx)
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace, params: Params) -> int:
-    from toonlab.serve import serve
-    from toonlab.train.trainer import resolve_device
+def _cmd_serve(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.apps.serve import serve
 
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0..65535, not {args.port}")
-    device = resolve_device(params.runtime.device, args.device)
-    serve(params, args.runs or [], device, host=args.host, port=args.port,
+    serve(params, args.runs or [], _device(params, args.device), host=args.host, port=args.port,
           on_ready=lambda line: print(line, flush=True))
     return 0
 
 
-def _cmd_train(args: argparse.Namespace, params: Params) -> int:
-    from pathlib import Path
+def _cmd_train(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.train.launch import train_family
 
-    from toonlab.models import families
-    from toonlab.train.trainer import Trainer, init_distributed, resolve_device
-
-    if args.steps is not None and args.steps < 1:
-        raise UsageError("--steps must be at least 1")
-    family = families()[args.model]
-    fparams, run_dir, steps = getattr(params, family.params_section), args.run_dir, args.steps
-    if args.variant:
-        from toonlab.ablations import variant_params
-
-        variant, fparams = variant_params(params, args.variant)
-        if variant.family != args.model:
-            raise UsageError(f"ablation variant {args.variant} is a {variant.family} variant, not {args.model}")
-        run_dir = run_dir or str(Path(params.train.out_dir) / params.ablations.runs_subdir / args.variant)
-        steps = steps if steps is not None else (variant.steps or None)
-    _, _, local_rank = init_distributed()
-    device = resolve_device(params.runtime.device, args.device, local_rank)
-    trainer = Trainer(family, fparams, params.train, device=device,
-                      packed_dir=params.pack.out_dir, run_dir=Path(run_dir) if run_dir else None,
-                      steps=steps)
-    metrics = trainer.run(resume=args.resume)
-    if metrics:
-        log.info("%s: %s", args.model, ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+    train_family(params, args.model, variant=args.variant, steps=args.steps, resume=args.resume,
+                 run_dir=args.run_dir, device=args.device)
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace, params: Params) -> int:
-    from toonlab.evaluate import evaluate_run
-    from toonlab.train.trainer import resolve_device
+def _cmd_evaluate(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.eval.evaluate import evaluate_run
 
     runs = args.runs or list(params.evaluate.runs)
     if args.checkpoint and len(runs) != 1:
         raise UsageError("--checkpoint needs exactly one RUN")
-    device = resolve_device(params.runtime.device, args.device)
+    device = _device(params, args.device)
     for run in runs:
         evaluate_run(run, params, device, checkpoint=args.checkpoint)
     return 0
 
 
-def _cmd_report(args: argparse.Namespace, params: Params) -> int:
-    from toonlab.report import build_report
+def _cmd_report(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.eval.report import build_report
 
     path = build_report(params)
     log.info("open %s in a browser (self-contained, works offline)", path)
     return 0
 
 
-def _cmd_generate(args: argparse.Namespace, params: Params) -> int:
-    from pathlib import Path
-
+def _cmd_generate(args: argparse.Namespace, params: Any) -> int:
     from toonlab.train.generate import generate_images
 
-    if args.num < 1 or args.search < args.num:
-        raise UsageError(f"need 1 <= --num <= --search, got --num {args.num} --search {args.search}")
-    run_dir = Path(params.train.out_dir) / args.model
-    out = Path(args.out) if args.out else run_dir / "generated"
-    fam = getattr(params, args.model)
-    mean = fam.sample.noise_mean if args.mean is None else args.mean
-    std = fam.sample.noise_std if args.std is None else args.std
-    from toonlab.train.trainer import resolve_device
-
-    device = resolve_device(params.runtime.device, args.device)
-    n = generate_images(args.model, fam, run_dir, Path(args.checkpoint) if args.checkpoint else None, out,
-                        num=args.num, search=args.search, mean=mean, std=std, seed=args.seed, device=device)
+    n, out = generate_images(args.run, params, args.out, checkpoint=args.checkpoint, num=args.num,
+                             search=args.search, mean=args.mean, std=args.std, seed=args.seed,
+                             device=_device(params, args.device))
     log.info("%d images written to %s (best of %d by the discriminator)", n, out, args.search)
     return 0
 
 
-def _cmd_demo_data(args: argparse.Namespace, params: Params) -> int:
-    from toonlab.demo_data import write_demo_crawl
+def _cmd_demo_data(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.data.demo import write_demo_crawl
 
     demo = params.demo if args.seed is None else params.demo.model_copy(update={"seed": args.seed})
     out = args.out or params.data.raw_dir
@@ -286,10 +292,8 @@ def _cmd_demo_data(args: argparse.Namespace, params: Params) -> int:
     return 0
 
 
-def _cmd_crawl(args: argparse.Namespace, params: Params) -> int:
-    from pathlib import Path
-
-    from toonlab.crawl import crawl
+def _cmd_crawl(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.data.crawl import crawl
 
     out = Path(args.out or params.data.raw_dir)
     lists = [Path(p) for p in (args.lists or params.crawl.url_lists)]
@@ -302,8 +306,8 @@ def _cmd_crawl(args: argparse.Namespace, params: Params) -> int:
     return 0
 
 
-def _cmd_ingest(args: argparse.Namespace, params: Params) -> int:
-    from toonlab.ingest import ingest_domain
+def _cmd_ingest(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.data.ingest import ingest_domain
 
     ingest = params.ingest
     if args.out_dir:
@@ -314,33 +318,53 @@ def _cmd_ingest(args: argparse.Namespace, params: Params) -> int:
     return 0
 
 
-def _cmd_face_stage(args: argparse.Namespace, params: Params) -> int:
-    domains = args.domain or list(params.data.domains)
-    if args.command in ("detect", "matte", "align"):
-        from toonlab import preprocess
+def _cmd_detect(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.faces.detect import run_detect
 
-        run = {"detect": preprocess.run_detect, "matte": preprocess.run_matte, "align": preprocess.run_align}
-        for domain in domains:
-            run[args.command](params, domain)
-    elif args.command == "curate":
-        from toonlab.curate import curate
-
-        curate(domains, params.data.raw_dir, params.ingest.out_dir, params.align.out_dir, params.curate)
-    else:
-        from toonlab.pack import pack
-
-        pack(domains, params.curate.out_dir, params.align.out_dir, params.pack)
+    for domain in args.domain or params.data.domains:
+        run_detect(params, domain)
     return 0
 
 
-def _cmd_doctor(args: argparse.Namespace, params: Params) -> int:
+def _cmd_matte(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.faces.matte import run_matte
+
+    for domain in args.domain or params.data.domains:
+        run_matte(params, domain)
+    return 0
+
+
+def _cmd_align(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.faces.align import run_align
+
+    for domain in args.domain or params.data.domains:
+        run_align(params, domain)
+    return 0
+
+
+def _cmd_curate(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.faces.curate import curate
+
+    curate(args.domain or list(params.data.domains), params.data.raw_dir, params.ingest.out_dir,
+           params.align.out_dir, params.curate)
+    return 0
+
+
+def _cmd_pack(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.faces.pack import pack
+
+    pack(args.domain or list(params.data.domains), params.curate.out_dir, params.align.out_dir, params.pack)
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace, params: Any) -> int:
     from toonlab.weights import doctor_report
 
     print(doctor_report())
     return 0
 
 
-def _cmd_params(args: argparse.Namespace, params: Params) -> int:
+def _cmd_params(args: argparse.Namespace, params: Any) -> int:
     import yaml
 
     data = params.model_dump(mode="json")

@@ -12,20 +12,56 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from toonlab import io as tio
+from toonlab import pipeline
 from toonlab.errors import ParamsError
-from toonlab.params import DEFAULT_PARAMS, Params, load_params, validate_params
+from toonlab.models import registry
+from toonlab.params import DEFAULT_PARAMS, load_params, validate_params
+from toonlab.util import fileio
 
 OVERRIDE_FILE = Path(".snakemake/toonlab/params-override.yaml")
 
 
 @dataclass(frozen=True)
 class Workflow:
-    params: Params
+    params: Any
     params_file: str
+
+    # -- the model families (the training rules are generated from them)
+    @property
+    def families(self) -> list[registry.Family]:
+        return list(registry.FAMILIES)
+
+    def families_of(self, kind: str) -> list[registry.Family]:
+        return [f for f in registry.FAMILIES if f.kind == kind]
+
+    def family(self, name: str) -> registry.Family:
+        return registry.get(name)
+
+    def run_dir(self, family: registry.Family) -> str:
+        return family.run_dir(self.params)
+
+    def family_inputs(self, family: registry.Family) -> list[str]:
+        """What a family trains on: the packed data of its domains and the summary.json of
+        the runs it reads first (only those its current settings need)."""
+        domains = dict.fromkeys(family.domains(family.section_of(self.params)))
+        packed = [f"{self.params.pack.out_dir}/{d}/index.json" for d in domains]
+        return packed + [f"{run}/summary.json" for run in family.needed_runs(self.params)]
+
+    def family_config(self, family: registry.Family) -> dict:
+        """The family's settings, as the rule's params (a change re-runs the rule)."""
+        data = self.params.model_dump(mode="json")
+        keys = family.dvc_params or (family.params_section,)
+        out = {}
+        for key in keys:
+            node = data
+            for part in key.split("."):
+                node = node[part]
+            out[key] = node
+        return out
 
     def raw_inputs(self) -> list[str]:
         """What stands for the raw crawl: the demo manifest or the crawl log when a rule
@@ -44,18 +80,13 @@ class Workflow:
         return files
 
     def code(self, stage: str) -> list[str]:
-        """The source files a DVC stage depends on (its `deps` under src/ in dvc.yaml).
+        """The code a stage depends on (`toonlab.pipeline.code_deps`: the import closure of
+        its modules and its rule file), the same list as the stage's deps in dvc.yaml.
 
-        Rules list them as inputs too, so a code change re-runs the rule under Snakemake
-        exactly as it re-runs the stage under DVC (Snakemake's own code trigger only sees
-        the rule's shell command, not the Python it calls).
-        """
-        stages = _dvc_stages()
-        if stage not in stages:
-            raise KeyError(f"dvc.yaml has no stage '{stage}'")
-        stage_def = stages[stage]
-        deps = stage_def.get("do", stage_def).get("deps", [])   # `foreach` stages keep theirs under `do`
-        return [d for d in deps if isinstance(d, str) and d.startswith("src/")]
+        Rules list them as inputs, so a code change re-runs the rule under Snakemake exactly
+        as it re-runs the stage under DVC (Snakemake's own code trigger only sees the rule's
+        shell command, not the Python it calls)."""
+        return pipeline.code_deps(stage)
 
     def url_list_files(self) -> list[str]:
         """The URL list files `toonlab crawl` reads (folders expanded to their .txt/.csv)."""
@@ -69,13 +100,6 @@ class Workflow:
         return files
 
 
-def _dvc_stages(path: str = "dvc.yaml") -> dict:
-    try:
-        return (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("stages", {})
-    except FileNotFoundError:
-        return {}
-
-
 def prepare(config: dict, params_path: str = DEFAULT_PARAMS) -> Workflow:
     try:
         params = validate_params(config, source="snakemake config", strict=False)
@@ -86,5 +110,5 @@ def prepare(config: dict, params_path: str = DEFAULT_PARAMS) -> Workflow:
         raise SystemExit(2) from None
     if on_disk == params:
         return Workflow(params, params_path)
-    tio.write_text(OVERRIDE_FILE, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    fileio.write_text(OVERRIDE_FILE, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     return Workflow(params, str(OVERRIDE_FILE))

@@ -1,21 +1,47 @@
-# Input functions shared by the rules files (Snakemake's recommended place for them).
+# Paths and input functions shared by the rule files (Snakemake's recommended place for
+# them). Every rule is one `toonlab` call; its code inputs are TL.code(<stage>), the
+# import closure of the stage's modules plus its rule file (toonlab.pipeline), the same
+# list DVC has in dvc.yaml, so a code change re-runs the same stages under both drivers.
+
+RAW = TL.params.data.raw_dir
+INTERIM = TL.params.ingest.out_dir
+DOMAINS = TL.params.data.domains
+FACES = TL.params.preprocess.work_dir
+PROCESSED = TL.params.align.out_dir
+CURATED = TL.params.curate.out_dir
+REPORT = TL.params.curate.report_dir
+PACKED = TL.params.pack.out_dir
+MODELS = TL.params.train.out_dir
+METRICS = TL.params.evaluate.metrics_dir
+ABL = TL.params.ablations.runs_subdir
+
+
+wildcard_constraints:
+    domain="|".join(DOMAINS),
+    run=r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})?",
+    variant=r"[A-Za-z0-9_-]{1,64}",
+
+
+def packed(domains):
+    """The packed datasets (their index.json) of these domains."""
+    return expand(f"{PACKED}/{{domain}}/index.json", domain=list(dict.fromkeys(domains)))
 
 
 def _eval_domains(wildcards):
     """The packed datasets every evaluation reads."""
-    return expand(f"{PACKED}/{{domain}}/index.json", domain=TL.params.data.domains)
+    return packed(DOMAINS)
+
+
+def _eval_code(wildcards):
+    """An ablation variant is evaluated as part of the `ablations` stage, a main run as
+    part of `evaluate`."""
+    return TL.code("ablations" if wildcards.run.startswith(f"{ABL}/") else "evaluate")
 
 
 def _variant_inputs(wildcards):
-    """What an ablation variant trains on: the packed data, its family's code, and for
-    White-box the pretrain run and the landmarker."""
+    """What an ablation variant trains on: its family's packed data and the runs the
+    family reads first (White-box: the pretrain run, and the landmarker when its loss is
+    on), plus the `ablations` stage's code."""
     variant = TL.params.ablations.variants[wildcards.variant]
-    deps = [*_eval_domains(wildcards), *TL.code(f"train_{variant.family}")]
-    if variant.family == "whitebox":
-        deps += [*rules.pretrain_whitebox.output, *rules.train_landmarker.output]
-    return deps
-
-
-def _report_inputs(wildcards):
-    """The main runs' metrics and those of the ablation variants in ablations.run."""
-    return [*rules.evaluate.input, *rules.ablations.input]
+    family = TL.family(variant.family)
+    return [*TL.family_inputs(family), *TL.code("ablations")]

@@ -1,4 +1,4 @@
-# Ingest: raw crawl -> clean, deduplicated manifest per domain.
+# Stage `ingest`: raw crawl -> clean, deduplicated manifest per domain.
 
 
 rule ingest_domain:
@@ -13,8 +13,6 @@ rule ingest_domain:
         decode=config["decode"],
         ingest=config["ingest"],
         params_file=TL.params_file,
-    wildcard_constraints:
-        domain="photo|anime",
     log:
         "logs/ingest_{domain}.log",
     threads: TL.params.runtime.workers
@@ -26,4 +24,4 @@ rule ingest_domain:
 
 rule ingest:
     input:
-        expand(f"{INTERIM}/{{domain}}/manifest.parquet", domain=TL.params.data.domains),
+        expand(f"{INTERIM}/{{domain}}/manifest.parquet", domain=DOMAINS),

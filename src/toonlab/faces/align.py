@@ -1,5 +1,8 @@
-"""Alignment: a similarity transform of the five canonical points onto a template,
-then 256 px and 128 px crops with alpha and the transformed landmarks.
+"""`toonlab align`: a similarity transform of the five canonical points onto a template,
+then 256 px and 128 px crops with alpha and the transformed landmarks ->
+`<align.out_dir>/<domain>/{256,128}/<sha12>_<k>.png` (RGBA) and
+`<align.out_dir>/<domain>/manifest.parquet` (the processed manifest: one row per face,
+plus the images rejected earlier with their reasons).
 
 The template (256 x 256 output, pixel coordinates) frames the face FFHQ-style: the
 eyes sit 64 px apart a little above the centre, so the crop spans about four eye
@@ -16,9 +19,23 @@ The 128 px crop is the 256 px crop downscaled with antialiasing (INTER_AREA).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+
+from toonlab.data.decode import decode_file
+from toonlab.data.params import DecodeParams
+from toonlab.errors import ToonlabError
+from toonlab.faces import jobs
+from toonlab.faces.detect import detect_schema
+from toonlab.faces.params import PreprocessParams
+from toonlab.log import get_logger
+from toonlab.util import codec, fileio, tables
+from toonlab.util.cache import ContentCache
+
+log = get_logger(__name__)
 
 OUT_PX = 256
 TEMPLATES = {
@@ -100,3 +117,102 @@ def align_face(rgb: np.ndarray, alpha: np.ndarray | None, five: np.ndarray, land
 
 def eye_distance(five: np.ndarray) -> float:
     return float(np.hypot(*(np.asarray(five[1]) - np.asarray(five[0]))))
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def processed_schema() -> list[tuple[str, Any]]:
+    import pyarrow as pa
+
+    f = pa.list_(pa.float32())
+    keep = ("domain", "raw_path", "sha256", "face_index", "status", "reason", "detail", "box", "score",
+            "face_px", "yaw", "blur", "landmark_names", "detect_backend", "detect_version")
+    base = dict(detect_schema())
+    return [(k, base[k]) for k in keep] + [
+        ("crop_256", pa.string()), ("crop_128", pa.string()), ("bg_fraction", pa.float32()),
+        ("five_256", f), ("landmarks_256", f), ("matte_backend", pa.string()), ("matte_version", pa.string())]
+
+
+def _align_one(job: tuple) -> dict:
+    path, decode_json, matte_png, domain, faces = job
+    res = decode_file(path, DecodeParams.model_validate(decode_json))
+    if not res.ok:
+        return {"error": res.reason, "detail": res.detail}
+    alpha = codec.read_png(matte_png).astype(np.float32) / 255.0 if matte_png else None
+    out = {}
+    for k, face in faces.items():
+        five = np.asarray(face["five"], np.float32).reshape(5, 2)
+        lms = np.asarray(face["landmarks"], np.float32).reshape(-1, 2)
+        al = align_face(res.image, alpha, five, lms, domain)
+        out[k] = {"png256": codec.png_bytes(al.rgba256), "png128": codec.png_bytes(al.rgba128),
+                  "five_256": al.five256.ravel().tolist(), "landmarks_256": al.landmarks256.ravel().tolist(),
+                  "bg_fraction": float(1.0 - al.rgba256[..., 3].mean() / 255.0)}
+    return out
+
+
+def run_align(params: Any, domain: str) -> dict:
+    pp: PreprocessParams = params.preprocess
+    detected = tables.read_rows(f"{pp.work_dir}/detect/{domain}.parquet", f"face detections for '{domain}'",
+                                "run `toonlab detect` first")
+    mattes = {r["sha256"]: r for r in tables.read_rows(f"{pp.work_dir}/matte/{domain}.parquet",
+                                                         f"mattes for '{domain}'", "run `toonlab matte` first")}
+    decode_json = params.decode.model_dump(mode="json")
+    by_image: dict[str, dict[int, dict]] = {}
+    for r in detected:
+        if r["status"] == "ok":
+            by_image.setdefault(r["sha256"], {})[r["face_index"]] = r
+    settings = {"decode": decode_json, "detect": params.detect.model_dump(mode="json"),
+                "matte": params.matte.model_dump(mode="json"), "quality": pp.model_dump(mode="json"), "v": 1}
+    cache = ContentCache(pp.cache_dir, f"align-{domain}", settings)
+    raw_root = Path(params.data.raw_dir) / domain
+    matte_root = Path(pp.work_dir) / "matte"
+    todo = [sha for sha in sorted(by_image) if cache.get_json(sha) is None]
+    work = []
+    for sha in todo:
+        faces = {k: {"five": r["five"], "landmarks": r["landmarks"]} for k, r in by_image[sha].items()}
+        m = mattes.get(sha)
+        matte_png = (matte_root / m["matte"]).read_bytes() if m else b""
+        work.append((str(raw_root / next(iter(by_image[sha].values()))["raw_path"]), decode_json, matte_png,
+                     domain, faces))
+    for sha, result in zip(todo, jobs.run_jobs(_align_one, work, params.runtime.workers, f"align {domain}")):
+        if "error" in result:
+            raise ToonlabError(f"align {domain}: {result['detail']}")
+        meta = {}
+        for k, res in result.items():
+            cache.put_bytes(f"{sha}", f"_{k}_256.png", res["png256"])
+            cache.put_bytes(f"{sha}", f"_{k}_128.png", res["png128"])
+            meta[str(k)] = {key: res[key] for key in ("five_256", "landmarks_256", "bg_fraction")}
+        cache.put_json(sha, meta)
+
+    rows = []
+    schema = processed_schema()
+    with fileio.atomic_dir(Path(params.align.out_dir) / domain) as tmp:
+        (tmp / "256").mkdir()
+        (tmp / "128").mkdir()
+        for r in detected:
+            row = {k: r.get(k) for k, _ in schema if k in r}
+            if r["status"] == "ok":
+                meta = cache.get_json(r["sha256"])[str(r["face_index"])]
+                m = mattes.get(r["sha256"], {})
+                name = f"{r['sha256'][:12]}_{r['face_index']}.png"
+                if meta["bg_fraction"] > pp.max_bg_fraction:
+                    row.update(status="rejected", reason="bad_matte", crop_256="", crop_128="",
+                               detail=f"background fraction {meta['bg_fraction']:.2f} > {pp.max_bg_fraction:g}",
+                               bg_fraction=meta["bg_fraction"], matte_backend=m.get("matte_backend", ""),
+                               matte_version=m.get("matte_version", ""))
+                    rows.append(row)
+                    continue
+                for px in ("256", "128"):
+                    jobs.copy_cached(cache.path(r["sha256"], f"_{r['face_index']}_{px}.png"), tmp / px / name)
+                row.update(crop_256=f"256/{name}", crop_128=f"128/{name}", bg_fraction=meta["bg_fraction"],
+                           five_256=meta["five_256"], landmarks_256=meta["landmarks_256"],
+                           matte_backend=m.get("matte_backend", ""), matte_version=m.get("matte_version", ""))
+            else:
+                row.update(crop_256="", crop_128="", matte_backend="", matte_version="")
+            rows.append(row)
+        tables.write_parquet(rows, tmp / "manifest.parquet", schema)
+    summary = jobs.count_reasons(rows)
+    log.info("align %s: %d faces aligned (%d images processed now); %s", domain,
+             sum(r["status"] == "ok" for r in rows), len(work), summary)
+    return summary

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from toonlab import io as tio
+from toonlab.util import fileio
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
 
@@ -43,7 +43,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
-    tio.write_bytes(path, buf.getvalue())
+    fileio.write_bytes(path, buf.getvalue())
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -70,7 +70,7 @@ def prune(folder: Path, keep_last: int) -> None:
 
 def write_best(folder: Path, state: dict[str, Any], metric: str, value: float) -> None:
     save(folder / "best.pt", state)
-    tio.write_json(folder / "best.json", {"metric": metric, "value": value, "step": state["step"]})
+    fileio.write_json(folder / "best.json", {"metric": metric, "value": value, "step": state["step"]})
 
 
 def best_value(folder: Path) -> float | None:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from toonlab.errors import UsageError
 from toonlab.train.recipe import DataSpec
+from toonlab.util import codec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -30,7 +31,7 @@ class ImageSource:
 
     @classmethod
     def packed(cls, packed_dir: str | Path, domain: str, split: str, px: int) -> "ImageSource":
-        from toonlab.pack import load_split
+        from toonlab.faces.pack import load_split
 
         try:
             arrays = load_split(packed_dir, domain, split, px)
@@ -53,7 +54,8 @@ class ImageSource:
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self.files is not None:
-            from toonlab.decode import DecodeParams, decode_file
+            from toonlab.data.decode import decode_file
+            from toonlab.data.params import DecodeParams
 
             res = decode_file(self.files[i], DecodeParams(min_side=1, max_aspect=100.0))
             if not res.ok:
@@ -128,7 +130,7 @@ class UnpairedDataset(Dataset):
             rgb, five = source.get(idx)
             seed = int(np.random.default_rng([self.seed, self.epoch, global_pos, n]).integers(2**31))
             img, pts = self.augment(rgb, five if self.spec.with_landmarks else None, seed)
-            item[key] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+            item[key] = codec.from_uint8(img[None])[0]
             if pts is not None:
                 item[f"{key}_five"] = torch.from_numpy(pts)
         return item

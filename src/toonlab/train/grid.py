@@ -8,21 +8,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from toonlab import io as tio
+from toonlab.util import codec, fileio
 
 
 def to_uint8(t: torch.Tensor) -> np.ndarray:
-    """N x C x H x W in [-1, 1] (C = 3) or heatmaps in [0, 1] (C = 1) -> N x H x W x 3 uint8."""
-    t = t.detach().float().cpu()
+    """N x C x H x W in [-1, 1] (C = 3), or heatmaps in [0, 1] (C = 1, shown grey) ->
+    N x H x W x 3 uint8, by the codec's one rounding rule (`toonlab.util.images`)."""
+    t = t.detach().float()
     if t.shape[1] == 1:
-        t = t.clamp(0, 1).repeat(1, 3, 1, 1)
-    else:
-        t = (t.clamp(-1, 1) + 1) / 2
-    return (t.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        t = t.clamp(0, 1).mul(2).sub(1).repeat(1, 3, 1, 1)
+    return codec.to_uint8(t)
 
 
-def make_grid(images: dict[str, torch.Tensor], rows: list[list[str]], pad: int = 2) -> Image.Image:
-    arrays = {k: to_uint8(v) for k, v in images.items()}
+def make_grid(pictures: dict[str, torch.Tensor], rows: list[list[str]], pad: int = 2) -> Image.Image:
+    arrays = {k: to_uint8(v) for k, v in pictures.items()}
     n = min(len(a) for a in arrays.values())
     blocks = []
     for i in range(n):
@@ -36,11 +35,7 @@ def make_grid(images: dict[str, torch.Tensor], rows: list[list[str]], pad: int =
     return Image.fromarray(np.concatenate(blocks, axis=0))
 
 
-def save_grid(images: dict[str, torch.Tensor], rows: list[list[str]], path: Path) -> Image.Image:
-    import io
-
-    img = make_grid(images, rows)
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    tio.write_bytes(path, buf.getvalue())
+def save_grid(pictures: dict[str, torch.Tensor], rows: list[list[str]], path: Path) -> Image.Image:
+    img = make_grid(pictures, rows)
+    fileio.write_bytes(path, codec.png_bytes(img))
     return img

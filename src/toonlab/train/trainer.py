@@ -20,101 +20,26 @@ the loop: data, device and precision, DDP, checkpoints and resume, logging, guar
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger, progress
-from toonlab.schema import Section
 from toonlab.train import checkpoint as ckpt
 from toonlab.train.data import BatchStream, ImageSource, SamplerState, UnpairedDataset
+from toonlab.train.device import init_distributed, unwrap
+from toonlab.train.params import TrainParams
 from toonlab.train.recipe import Context, Recipe
 
+if TYPE_CHECKING:
+    from toonlab.models.registry import Family
+
 log = get_logger(__name__)
-
-
-class TrainParams(Section):
-    out_dir: str = "models"                 # runs go to <out_dir>/<family>/
-    log_every: Annotated[int, Field(ge=1)] = 50
-    sample_every: Annotated[int, Field(ge=0)] = 500   # 0: only at the end
-    ckpt_every: Annotated[int, Field(ge=1)] = 1000
-    keep_last: Annotated[int, Field(ge=1)] = 3
-    best_metric: str = ""                    # a loss name, lower is better; "": the family's default
-    amp: bool = True                         # bf16 autocast on CUDA; CPU always runs fp32
-    channels_last: bool = True
-    compile: bool = False                    # torch.compile the trainable networks
-    loader_workers: Annotated[int, Field(ge=0, le=64)] = 2
-    seed: Annotated[int, Field(ge=0)] = 0
-    jitter: Annotated[float, Field(ge=0, le=1)] = 0.0   # colour jitter strength (albumentations)
-    source: Literal["packed", "folders"] = "packed"
-    folders: dict[str, str] = {}             # with source: folders, batch key -> folder, e.g. {A: ..., B: ...}
-    split: Literal["train", "val", "test"] = "train"
-    grid_images: Annotated[int, Field(ge=1, le=64)] = 4
-
-
-@dataclass
-class Family:
-    """A registered model family: its name (run folder, `toonlab train <name>`), params
-    class and builder. `section` names its params.yaml section when it is not `name`
-    (e.g. the White-box pretrain stage reads the `whitebox` section)."""
-
-    name: str
-    params_cls: type
-    build: Callable[[Any, Context], Recipe]
-    total_steps: Callable[[Any], int]
-    best_metric: str = "G_total"
-    section: str = ""
-    # (params, nets state dicts by name) -> Inference, for evaluation / cartoonize / export;
-    # None for families that translate nothing (e.g. the landmarker).
-    inference: Callable[[Any, dict[str, Any]], Any] | None = None
-    # False for unconditional families (their Inference generates from noise): nothing to
-    # cartoonize, so `toonlab serve` does not offer their runs.
-    translates: bool = True
-
-    @property
-    def params_section(self) -> str:
-        return self.section or self.name
-
-
-# ----------------------------------------------------------------------------- device / DDP
-
-
-def resolve_device(requested: str, override: str | None, local_rank: int = 0) -> torch.device:
-    want = override or requested
-    if want == "cuda" and not torch.cuda.is_available():
-        raise UsageError("CUDA was asked for (runtime.device: cuda) but no CUDA device is available here; "
-                         "run with --device cpu (or set runtime.device: auto)")
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(f"cuda:{local_rank}") if want == "cuda" else torch.device("cpu")
-
-
-def init_distributed() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
-    return dist.get_rank(), world, local
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    module = getattr(module, "module", module)       # DDP
-    return getattr(module, "_orig_mod", module)       # torch.compile
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -323,9 +248,9 @@ class Trainer:
         """<run>/summary.json: the finished run (what the pipeline drivers wait for)."""
         if self.rank != 0:
             return
-        from toonlab import io as tio
+        from toonlab.util import fileio
 
-        tio.write_json(self.run_dir / "summary.json", {
+        fileio.write_json(self.run_dir / "summary.json", {
             "family": self.family.name, "steps": self.total, "metrics": metrics,
             "checkpoint": str(ckpt.latest(self.ckpt_dir)), "world_size": self.world})
 
@@ -399,9 +324,9 @@ class Trainer:
                 net.train()
         path = self.run_dir / "samples" / f"step-{step:08d}.png"
         img = save_grid(images, recipe.grid_rows, path)
-        from toonlab import io as tio
+        from toonlab.util import fileio
 
-        tio.write_bytes(self.run_dir / "samples" / "latest.png", path.read_bytes())
+        fileio.write_bytes(self.run_dir / "samples" / "latest.png", path.read_bytes())
         if live is not None:
             live.log_image("grid.png", img)
 

@@ -1,0 +1,39 @@
+"""The params.yaml section of the local web page (`serve`) and the settings of
+`toonlab cartoonize`. Light: pydantic only."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from toonlab.schema import Section
+
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+
+class ServeParams(Section):
+    """The local web page: address, upload limits and the runs it offers."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000       # 0: any free port (the URL is printed)
+    max_upload_mb: Annotated[float, Field(gt=0.0, le=1024.0)] = 15.0
+    max_pixels: Annotated[int, Field(ge=1)] = 25_000_000      # the lower of this and decode.max_pixels wins
+    formats: Annotated[list[Literal[UPLOAD_FORMATS]], Field(min_length=1)] = ["JPEG", "PNG", "WEBP"]  # type: ignore[valid-type]
+    runs: list[str] = []          # offered runs; empty: every trained run under train.out_dir that translates photos
+    max_loaded: Annotated[int, Field(ge=1, le=16)] = 2        # runs kept in memory (least recently used dropped)
+    display_px: Annotated[int, Field(ge=64, le=8192)] = 1600  # long side of the images sent back to the page
+
+
+class CartoonizeParams(Section):
+    """How faces are chosen, translated and pasted back."""
+
+    faces: Literal["all", "largest"] = "all"
+    paste_back: bool = False
+    matte: bool = False     # blend mask (paste-back) or crop alpha times the background matte
+    # Feather of the paste-back mask: Gaussian sigma as a fraction of the face crop's side
+    # in photo pixels; the warped crop region is first eroded by ceil(3 sigma) + 1 px so
+    # the blurred mask stays inside it.
+    feather: Annotated[float, Field(ge=0.0, le=0.1)] = 0.03
+    batch_faces: Annotated[int, Field(ge=1, le=256)] = 16   # faces per forward pass
+

@@ -1,0 +1,643 @@
+"""`toonlab crawl`: fetch URL lists into `<raw_dir>/<domain>/<sha256>.<ext>`.
+
+Input lists are plain text (one URL per line; blank lines and `#` comment lines are
+ignored) or CSV with a header holding a `url` column and optional `domain` and
+`license` columns. A folder stands for every `.txt` and `.csv` file below it.
+
+Each URL is fetched at most once per run, by a pool of `concurrency` threads, with:
+
+* a per-host rate limit (`per_host_rate` requests per second, shared by all threads);
+* a socket timeout for connecting and for each read (`timeout_s`) and a total deadline
+  per request (`total_timeout_s`), so a server that trickles bytes is also stopped;
+* retries with exponential backoff (`backoff_s * 2**n`) on connection errors, timeouts,
+  5xx and 429 answers; never on other 4xx;
+* redirects followed by hand, at most `max_redirects`, to http/https only, loops detected;
+* a size cap (`max_bytes`) checked on Content-Length and while streaming;
+* a Content-Type check (image/* or application/octet-stream) and a magic-byte check
+  (JPEG, PNG, GIF, WebP, BMP, TIFF). The file extension comes from the magic bytes
+  only; nothing from the URL or the headers ever reaches a file name.
+
+The crawl log is JSON Lines, one record per input URL, sorted by URL, written
+atomically at the end and periodically during the run (URLs not fetched yet appear as
+`skipped`/`pending`). A second run reads it and fetches only URLs whose last status is
+not `ok` or whose file is gone; `ok` records are carried over.
+
+Record fields: url, domain, license, status (ok | failed | rejected | skipped), reason
+(None for ok), http_status, bytes, sha256, path (relative to out_root), attempts,
+source (list file and line of the URL's first occurrence).
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import json
+import re
+import socket
+import ssl
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+
+from toonlab.data.params import CrawlParams
+from toonlab.errors import ToonlabError
+from toonlab.log import get_logger, progress
+from toonlab.util.fileio import sha256_bytes, write_bytes, write_text
+
+log = get_logger(__name__)
+
+STATUSES = ("ok", "failed", "rejected", "skipped")
+KNOWN_DOMAINS = ("photo", "anime")
+DOMAIN_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+MAX_URL_LEN = 2048
+ALLOWED_SCHEMES = ("http", "https")
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+OK_CODES = (200, 203)
+RETRY_CODES = (408, 429)  # plus every 5xx
+MAX_RETRY_AFTER_S = 60.0
+CHUNK = 64 * 1024
+LIST_SUFFIXES = (".txt", ".csv")
+EXTENSIONS = ("jpg", "png", "gif", "webp", "bmp", "tif")
+STORED_PATH_RE = re.compile(r"^[a-z0-9_-]{1,64}/[0-9a-f]{64}\.(?:" + "|".join(EXTENSIONS) + r")$")
+FLUSH_EVERY = 50  # results between periodic log writes (grows with the log, see _Flusher)
+FLUSH_MAX_INTERVAL_S = 30.0
+
+
+
+# ----------------------------------------------------------------------------- URL lists
+
+
+@dataclass(frozen=True)
+class UrlEntry:
+    url: str
+    domain: str
+    license: str | None
+    source: str
+
+
+def normalize_url(raw: str) -> tuple[str | None, str | None]:
+    """Return (normalized url, None) or (None, reason). Drops the fragment, lowercases
+    scheme and host, percent-encodes non-ASCII path/query, IDNA-encodes the host."""
+    url = raw.strip()
+    if not url:
+        return None, "malformed_url"
+    if len(url) > MAX_URL_LEN:
+        return None, "url_too_long"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        return None, "malformed_url"  # whitespace or control characters (header injection)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None, "malformed_url"
+    scheme = parts.scheme.lower()
+    if not scheme:
+        return None, "malformed_url"  # e.g. "example.com/a.jpg"
+    if scheme not in ALLOWED_SCHEMES:
+        return None, "bad_scheme"  # file:, ftp:, javascript:, data:, ...
+    try:
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return None, "malformed_url"
+    if not host:
+        return None, "malformed_url"
+    try:
+        host_ascii = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return None, "malformed_url"
+    if not re.fullmatch(r"[a-z0-9.\-_]+|\[[0-9a-f:.]+\]|[0-9a-f:.]+", host_ascii):
+        return None, "malformed_url"
+    if ":" in host_ascii and not host_ascii.startswith("["):
+        host_ascii = f"[{host_ascii}]"
+    userinfo = ""
+    if parts.username is not None:
+        userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "") + "@"
+    netloc = userinfo + host_ascii + (f":{port}" if port is not None else "")
+    safe = "/%:@!$&'()*+,;=-._~"
+    path = quote(parts.path, safe=safe) or "/"
+    query = quote(parts.query, safe=safe + "?")
+    return urlunsplit((scheme, netloc, path, query, "")), None
+
+
+def _clip(text: str, n: int = MAX_URL_LEN) -> str:
+    text = text.strip()
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _list_files(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in LIST_SUFFIXES
+                           and not f.name.startswith("."))
+            if not found:
+                log.warning("URL list folder %s holds no .txt or .csv file", p)
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ToonlabError(f"URL list {p} not found (crawl.url_lists names files or folders of .txt/.csv lists)")
+    return files
+
+
+def _read_rows(path: Path) -> Iterable[tuple[int, str, str | None, str | None]]:
+    """Yield (line number, url text, domain or None, license or None)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ToonlabError(f"URL list {path} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ToonlabError(f"cannot read URL list {path}: {exc.strerror or exc}") from None
+    if path.suffix.lower() != ".csv":
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                yield n, line, None, None
+        return
+    reader = csv.reader(text.splitlines())
+    header: list[str] | None = None
+    for row in reader:
+        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            continue
+        header = [c.strip().lower() for c in row]
+        break
+    if header is None:
+        return
+    if "url" not in header:
+        raise ToonlabError(f"URL list {path}: CSV header {header!r} has no 'url' column")
+    iu = header.index("url")
+    idom = header.index("domain") if "domain" in header else None
+    ilic = header.index("license") if "license" in header else None
+
+    def cell(row: list[str], i: int | None) -> str | None:
+        if i is None or i >= len(row):
+            return None
+        return row[i].strip() or None
+
+    for row in reader:
+        url = cell(row, iu)
+        if url is None or url.startswith("#"):
+            continue
+        yield reader.line_num, url, cell(row, idom), cell(row, ilic)
+
+
+def read_url_lists(
+    paths: Iterable[str | Path],
+    default_domain: str = "photo",
+    domains: Iterable[str] | None = KNOWN_DOMAINS,
+) -> tuple[list[UrlEntry], list[dict]]:
+    """Read URL lists. Returns (entries, rejected records).
+
+    Entries are deduplicated on the normalized URL (the first occurrence wins), in input
+    order. Bad lines never raise: they come back as log records with status `rejected`
+    and a reason (bad_scheme, malformed_url, url_too_long, bad_domain, unknown_domain).
+    `domains=None` accepts any domain name that matches DOMAIN_RE. A missing list, a
+    non-UTF-8 file or a CSV without a `url` column raises ToonlabError.
+    """
+    allowed = None if domains is None else set(domains)
+    entries: dict[str, UrlEntry] = {}
+    rejected: dict[str, dict] = {}
+    duplicates = 0
+    for path in _list_files(paths):
+        for line_no, raw, dom, lic in _read_rows(path):
+            source = f"{path}:{line_no}"
+            domain = (dom or default_domain).strip().lower()
+            url, reason = normalize_url(raw)
+            if reason is None:
+                if not DOMAIN_RE.match(domain):
+                    reason = "bad_domain"
+                elif allowed is not None and domain not in allowed:
+                    reason = "unknown_domain"
+            if reason is not None:
+                key = url or _clip(raw)
+                rejected.setdefault(key, _record(
+                    key, _clip(domain, 64) if DOMAIN_RE.match(domain) else None, lic, "rejected", reason,
+                    source=source))
+                continue
+            assert url is not None
+            if url in entries:
+                duplicates += 1
+                prev = entries[url]
+                if prev.domain != domain:
+                    log.warning("%s: %s listed again with domain '%s'; keeping '%s' from %s",
+                                source, url, domain, prev.domain, prev.source)
+                continue
+            entries[url] = UrlEntry(url, domain, lic, source)
+    for url in entries:  # a URL accepted somewhere is not also reported as rejected
+        rejected.pop(url, None)
+    if duplicates:
+        log.info("dropped %d duplicate URL(s) from the lists", duplicates)
+    return list(entries.values()), [rejected[k] for k in sorted(rejected)]
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def sniff_image(data: bytes) -> str | None:
+    """File extension from the magic bytes, or None if `data` is not a known image."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tif"
+    if data[:2] == b"BM" and len(data) >= 26:
+        dib = int.from_bytes(data[14:18], "little")
+        if dib in (12, 40, 52, 56, 64, 108, 124):
+            return "bmp"
+    return None
+
+
+def _content_type_ok(value: str | None) -> bool:
+    if not value:
+        return False
+    mime = value.split(";", 1)[0].strip().lower()
+    return mime.startswith("image/") or mime == "application/octet-stream"
+
+
+# ----------------------------------------------------------------------------- fetching
+
+
+class HostRateLimiter:
+    """At most `rate` request starts per second per host; thread-safe.
+
+    Each caller reserves the next free slot of its host under a lock, then sleeps
+    outside the lock until that slot."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, host: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next.get(host, now))
+            self._next[host] = slot + self.interval
+        delay = slot - now
+        if delay > 0:
+            time.sleep(delay)
+
+
+class _Fail(Exception):
+    """A fetch outcome other than ok. `retry` marks transient failures."""
+
+    def __init__(self, status: str, reason: str, http_status: int | None = None,
+                 retry: bool = False, retry_after: float | None = None):
+        super().__init__(reason)
+        self.status, self.reason, self.http_status = status, reason, http_status
+        self.retry, self.retry_after = retry, retry_after
+
+
+@dataclass(frozen=True)
+class _Redirect:
+    status: int
+    location: str | None
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value else None
+    except ValueError:
+        return None  # HTTP-date form: fall back to the backoff
+
+
+class Fetcher:
+    def __init__(self, params: CrawlParams, limiter: HostRateLimiter | None = None):
+        self.p = params
+        self.limiter = limiter or HostRateLimiter(params.per_host_rate)
+        self.ssl_context = ssl.create_default_context()
+
+    # One URL, retries included. Returns (record fields, body or None).
+    def fetch(self, url: str) -> tuple[dict, bytes | None]:
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                body, http_status = self._follow(url)
+                return {"http_status": http_status, "attempts": attempts}, body
+            except _Fail as f:
+                if not f.retry or attempts > self.p.retries:
+                    return {"status": f.status, "reason": f.reason, "http_status": f.http_status,
+                            "attempts": attempts}, None
+                delay = self.p.backoff_s * (2 ** (attempts - 1))
+                if f.retry_after is not None:
+                    delay = max(delay, f.retry_after)
+                log.debug("%s: %s, retry %d in %.2fs", url, f.reason, attempts, delay)
+                time.sleep(delay)
+
+    def _follow(self, url: str) -> tuple[bytes, int]:
+        seen = {url}
+        current = url
+        for _hop in range(self.p.max_redirects + 1):
+            result = self._request(current)
+            if isinstance(result, _Redirect):
+                status, location = result.status, result.location
+            else:
+                return result
+            if not location:
+                raise _Fail("failed", f"http_{status}", status)
+            target, reason = normalize_url(urljoin(current, location.strip().replace(" ", "%20")))
+            if reason is not None:
+                raise _Fail("rejected" if reason == "bad_scheme" else "failed",
+                            reason if reason == "bad_scheme" else "bad_redirect", status)
+            assert target is not None
+            if target in seen:
+                raise _Fail("failed", "redirect_loop", status)
+            seen.add(target)
+            current = target
+        raise _Fail("failed", "too_many_redirects", status)
+
+    def _request(self, url: str) -> tuple[bytes, int] | _Redirect:
+        """One HTTP GET. Returns (body, status) for an image, a _Redirect for a
+        redirect, raises _Fail otherwise."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.limiter.wait(f"{host}:{port}")
+        deadline = time.monotonic() + self.p.total_timeout_s
+        timeout = min(self.p.timeout_s, self.p.total_timeout_s)
+        if parts.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        expired = threading.Event()
+        watchdog: threading.Timer | None = None
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        try:
+            conn.connect()
+            sock = conn.sock
+
+            def _expire() -> None:  # total deadline: cut the socket under a trickling server
+                expired.set()
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Fail("failed", "timeout", retry=True)
+            watchdog = threading.Timer(remaining, _expire)
+            watchdog.daemon = True
+            watchdog.start()
+            conn.putrequest("GET", path, skip_accept_encoding=True)
+            conn.putheader("User-Agent", self.p.user_agent)
+            conn.putheader("Accept", "image/*, application/octet-stream;q=0.5")
+            conn.putheader("Accept-Encoding", "identity")
+            conn.putheader("Connection", "close")
+            conn.endheaders()
+            resp = conn.getresponse()
+            status = resp.status
+            if status in REDIRECT_CODES:
+                return _Redirect(status, resp.getheader("Location"))
+            if status not in OK_CODES:
+                retry = status >= 500 or status in RETRY_CODES
+                raise _Fail("failed", f"http_{status}", status, retry=retry,
+                            retry_after=_retry_after(resp.getheader("Retry-After")) if retry else None)
+            if not _content_type_ok(resp.getheader("Content-Type")):
+                raise _Fail("failed", "bad_content_type", status)
+            length = resp.getheader("Content-Length")
+            if length is not None and length.strip().isdigit() and int(length) > self.p.max_bytes:
+                raise _Fail("failed", "too_large", status)
+            buf = bytearray()
+            while True:
+                chunk = resp.read1(CHUNK)
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > self.p.max_bytes:
+                    raise _Fail("failed", "too_large", status)
+                if time.monotonic() > deadline:
+                    raise _Fail("failed", "timeout", status, retry=True)
+            if expired.is_set():
+                raise _Fail("failed", "timeout", status, retry=True)
+            if resp.length:  # fewer bytes than Content-Length announced
+                raise _Fail("failed", "truncated", status, retry=True)
+            if not buf:
+                raise _Fail("failed", "empty_body", status)
+            if sniff_image(bytes(buf[:32])) is None:
+                raise _Fail("failed", "not_an_image", status)
+            return bytes(buf), status
+        except _Fail:
+            raise
+        except ssl.SSLError as exc:
+            if expired.is_set():
+                raise _Fail("failed", "timeout", retry=True) from None
+            cert = isinstance(exc, ssl.SSLCertVerificationError)
+            raise _Fail("failed", "tls_error", retry=not cert) from None
+        except (TimeoutError, socket.timeout):
+            raise _Fail("failed", "timeout", retry=True) from None
+        except socket.gaierror:
+            raise _Fail("failed", "dns_error", retry=True) from None
+        except (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionError) as exc:
+            if expired.is_set():
+                raise _Fail("failed", "timeout", retry=True) from None
+            raise _Fail("failed", "connection_error", retry=True) from exc
+        except http.client.HTTPException:
+            if expired.is_set():
+                raise _Fail("failed", "timeout", retry=True) from None
+            raise _Fail("failed", "bad_response", retry=False) from None
+        except (OSError, ValueError):
+            if expired.is_set():
+                raise _Fail("failed", "timeout", retry=True) from None
+            raise _Fail("failed", "connection_error", retry=True) from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            conn.close()
+
+
+# ----------------------------------------------------------------------------- crawl log
+
+
+def _record(url: str, domain: str | None, license: str | None, status: str, reason: str | None,
+            *, http_status: int | None = None, nbytes: int | None = None, sha256: str | None = None,
+            path: str | None = None, attempts: int = 0, source: str | None = None) -> dict:
+    return {"url": url, "domain": domain, "license": license, "status": status, "reason": reason,
+            "http_status": http_status, "bytes": nbytes, "sha256": sha256, "path": path,
+            "attempts": attempts, "source": source}
+
+
+def read_log(log_path: Path) -> dict[str, dict]:
+    """Last record per URL of a previous crawl log; unreadable lines are ignored."""
+    out: dict[str, dict] = {}
+    if not log_path.is_file():
+        return out
+    try:
+        text = log_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read previous crawl log %s (%s); fetching everything again", log_path, exc)
+        return out
+    bad = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("url"), str):
+            out[rec["url"]] = rec
+        else:
+            bad += 1
+    if bad:
+        log.warning("%s: ignored %d unreadable line(s)", log_path, bad)
+    return out
+
+
+def _reusable(prev: dict | None, entry: UrlEntry, out_root: Path) -> bool:
+    """A previous ok record whose file is still on disk under the same domain."""
+    if not prev or prev.get("status") != "ok":
+        return False
+    rel = prev.get("path")
+    if not isinstance(rel, str) or not STORED_PATH_RE.match(rel) or not rel.startswith(entry.domain + "/"):
+        return False
+    f = out_root / rel
+    try:
+        return f.is_file() and (prev.get("bytes") is None or f.stat().st_size == prev["bytes"])
+    except OSError:
+        return False
+
+
+def _write_log(log_path: Path, records: Iterable[dict]) -> None:
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in sorted(records, key=lambda r: r["url"])]
+    write_text(log_path, "".join(line + "\n" for line in lines))
+
+
+# ----------------------------------------------------------------------------- crawl
+
+
+def _store(out_root: Path, domain: str, body: bytes) -> tuple[str, str]:
+    ext = sniff_image(body[:32])
+    assert ext is not None and DOMAIN_RE.match(domain)
+    digest = sha256_bytes(body)
+    rel = f"{domain}/{digest}.{ext}"
+    target = out_root / domain / f"{digest}.{ext}"
+    if not (target.is_file() and target.stat().st_size == len(body)):
+        write_bytes(target, body)
+    return digest, rel
+
+
+def crawl(lists: list[Path], out_root: Path, log_path: Path, params: CrawlParams,
+          domains: Iterable[str] | None = KNOWN_DOMAINS) -> dict:
+    """Fetch every URL of `lists` into `out_root/<domain>/`; write the log to `log_path`.
+
+    Returns counts by status (ok, failed, rejected, skipped) plus total, downloaded
+    (new ok this run) and resumed (ok records carried over from the previous log).
+    """
+    out_root, log_path = Path(out_root), Path(log_path)
+    entries, rejected = read_url_lists(lists, params.default_domain, domains)
+    previous = read_log(log_path)
+    records: dict[str, dict] = {r["url"]: r for r in rejected}
+    todo: list[UrlEntry] = []
+    resumed = 0
+    for e in entries:
+        prev = previous.get(e.url)
+        if _reusable(prev, e, out_root):
+            assert prev is not None
+            records[e.url] = _record(e.url, e.domain, e.license, "ok", None,
+                                     http_status=prev.get("http_status"), nbytes=prev.get("bytes"),
+                                     sha256=prev.get("sha256"), path=prev["path"],
+                                     attempts=prev.get("attempts") or 0, source=e.source)
+            resumed += 1
+        else:
+            todo.append(e)
+    log.info("crawl: %d URL(s) in %d list(s): %d to fetch, %d already fetched, %d rejected",
+             len(entries) + len(rejected), len(lists), len(todo), resumed, len(rejected))
+    out_root.mkdir(parents=True, exist_ok=True)
+
+    def pending(reason: str) -> dict[str, dict]:
+        return {e.url: _record(e.url, e.domain, e.license, "skipped", reason, source=e.source)
+                for e in todo if e.url not in records}
+
+    fetcher = Fetcher(params)
+
+    def work(e: UrlEntry) -> dict:
+        fields, body = fetcher.fetch(e.url)
+        if body is None:
+            return _record(e.url, e.domain, e.license, fields["status"], fields["reason"],
+                           http_status=fields["http_status"], attempts=fields["attempts"], source=e.source)
+        digest, rel = _store(out_root, e.domain, body)
+        return _record(e.url, e.domain, e.license, "ok", None, http_status=fields["http_status"],
+                       nbytes=len(body), sha256=digest, path=rel, attempts=fields["attempts"], source=e.source)
+
+    downloaded = 0
+    since_flush, last_flush = 0, time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=params.concurrency, thread_name_prefix="crawl")
+    try:
+        # Submit in a bounded window so huge lists do not queue millions of futures.
+        window = params.concurrency * 4
+        queue = iter(todo)
+        running: dict[Future, UrlEntry] = {}
+
+        def refill() -> None:
+            while len(running) < window:
+                e = next(queue, None)
+                if e is None:
+                    return
+                running[pool.submit(work, e)] = e
+
+        refill()
+        bar = progress(range(len(todo)), desc="crawl", total=len(todo), unit="url")
+        bar_iter = iter(bar)
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            stop: BaseException | None = None
+            for fut in done:
+                e = running.pop(fut)
+                try:
+                    rec = fut.result()
+                except Exception as exc:  # a bug or a disk error: record it, keep crawling
+                    log.error("%s: %s: %s", e.url, type(exc).__name__, exc)
+                    rec = _record(e.url, e.domain, e.license, "failed", "internal_error", source=e.source)
+                except BaseException as exc:  # KeyboardInterrupt, SystemExit: keep the other results
+                    stop = exc
+                    continue
+                records[e.url] = rec
+                downloaded += rec["status"] == "ok"
+                since_flush += 1
+                next(bar_iter, None)
+            if stop is not None:
+                raise stop
+            refill()
+            now = time.monotonic()
+            if since_flush and (since_flush >= max(FLUSH_EVERY, len(records) // 10)
+                                or now - last_flush >= FLUSH_MAX_INTERVAL_S):
+                _write_log(log_path, [*records.values(), *pending("pending").values()])
+                since_flush, last_flush = 0, now
+        getattr(bar, "close", lambda: None)()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        _write_log(log_path, [*records.values(), *pending("interrupted").values()])
+        log.warning("crawl interrupted; progress saved to %s (run again to resume)", log_path)
+        raise
+    pool.shutdown(wait=True)
+    _write_log(log_path, records.values())
+
+    summary: dict[str, int] = {s: 0 for s in STATUSES}
+    reasons: dict[str, int] = {}
+    for r in records.values():
+        summary[r["status"]] = summary.get(r["status"], 0) + 1
+        if r["status"] != "ok":
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    summary.update(total=len(records), downloaded=downloaded, resumed=resumed)
+    log.info("crawl done: %d ok (%d new, %d resumed), %d failed, %d rejected, %d skipped; log %s",
+             summary["ok"], downloaded, resumed, summary["failed"], summary["rejected"], summary["skipped"],
+             log_path)
+    if reasons:
+        log.info("crawl problems: %s", ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+    return summary

@@ -1,0 +1,358 @@
+"""`toonlab ingest`: raw crawl folders -> a clean, deduplicated manifest per domain.
+
+For every file under `<raw_dir>/<domain>/` (recursively, any extension) one row:
+path, sha256, size in bytes, width/height (after EXIF orientation), mode, format,
+orientation, flags, perceptual hash, status (`ok` / `rejected`) and a
+machine-readable reason (see `toonlab.data.decode.REASONS` plus the duplicate reasons
+below). Raw files are only ever read.
+
+Duplicates: files with the same sha256 are exact duplicates; files whose perceptual
+hashes (64-bit DCT pHash) differ in at most `ingest.phash_threshold` bits are near
+duplicates (resized or re-encoded copies). Each group keeps one representative: the
+largest resolution, then the earliest path. Every member gets the group id (first 12
+hex digits of the representative's sha256); the others are rejected with reason
+`exact_duplicate` or `near_duplicate` and `duplicate_of` naming the representative.
+
+Incremental: per-file results are cached by content hash (and a fingerprint of the
+decode settings), and file hashes by (path, size, mtime), so a re-run only reads and
+decodes new or changed files. The manifest is a pure function of the files' contents
+and paths: an incremental run writes the same bytes as a full run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import stat
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from toonlab.data.decode import DecodeResult, decode_bytes
+from toonlab.data.params import DecodeParams, IngestParams
+from toonlab.errors import UsageError
+from toonlab.log import get_logger, progress
+from toonlab.util import fileio, tables
+
+log = get_logger(__name__)
+
+CACHE_VERSION = 1
+DUPLICATE_REASONS = {
+    "exact_duplicate": "same bytes (sha256) as the group's representative",
+    "near_duplicate": "perceptually the same image (pHash within the threshold) as the group's representative",
+    "symlink": "a symbolic link; crawls are read as regular files only",
+}
+
+COLUMNS: list[tuple[str, str]] = [  # name, arrow type
+    ("path", "string"), ("domain", "string"), ("sha256", "string"), ("bytes", "int64"),
+    ("width", "int32"), ("height", "int32"), ("mode", "string"), ("format", "string"),
+    ("orientation", "int8"), ("animated", "bool_"), ("frames", "int32"), ("flags", "string"),
+    ("phash", "string"), ("status", "string"), ("reason", "string"), ("detail", "string"),
+    ("dup_group", "string"), ("duplicate_of", "string"),
+]
+
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+def phash(rgb: np.ndarray) -> int:
+    """64-bit perceptual hash: 32x32 grey, 2-D DCT, the 8x8 lowest frequencies vs their median."""
+    from PIL import Image
+    from scipy.fft import dctn
+
+    grey = Image.fromarray(rgb).convert("L").resize((32, 32), Image.LANCZOS)
+    coeffs = dctn(np.asarray(grey, dtype=np.float64), norm="ortho")[:8, :8]
+    bits = (coeffs > np.median(coeffs)).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def near_pairs(hashes: list[int], threshold: int) -> list[tuple[int, int]]:
+    """Index pairs whose hashes differ in at most `threshold` bits.
+
+    Multi-index hashing: split the 64 bits into threshold+1 blocks; two hashes within
+    the threshold agree exactly on at least one block (pigeonhole), so only hashes that
+    share a block value are compared. Near-linear for real crawls.
+    """
+    n_blocks = threshold + 1
+    edges = [round(64 * k / n_blocks) for k in range(n_blocks + 1)]
+    arr = np.array(hashes, dtype=np.uint64)
+    candidates: set[tuple[int, int]] = set()
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        block = (arr >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        order = np.argsort(block, kind="stable")
+        sorted_block = block[order]
+        # Runs of equal block values: only those hold candidate pairs.
+        starts = np.flatnonzero(np.r_[True, sorted_block[1:] != sorted_block[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for a, b in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
+            members = sorted(order[a:b].tolist())
+            for x in range(len(members)):
+                for y in range(x + 1, len(members)):
+                    candidates.add((members[x], members[y]))
+    return sorted((i, j) for i, j in candidates if hamming(hashes[i], hashes[j]) <= threshold)
+
+
+# ----------------------------------------------------------------------------- per file
+
+
+def _analyse(job: tuple[str, dict]) -> dict[str, Any]:
+    """Worker: read one file, hash it, decode it safely. Only picklable data crosses back."""
+    path, decode_params = job
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return {"status": "rejected", "reason": "unreadable", "detail": f"read failed: {exc.strerror or exc}"}
+    result = decode_bytes(data, DecodeParams.model_validate(decode_params))
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), **_content_fields(result)}
+
+
+def _content_fields(r: DecodeResult) -> dict[str, Any]:
+    detail = r.detail
+    for prefix in ("<bytes>: ", ": "):  # decode_bytes names no file: keep rows path-free
+        detail = detail.removeprefix(prefix)
+    return {
+        "width": r.width, "height": r.height, "mode": r.mode, "format": r.format,
+        "orientation": r.orientation, "animated": r.animated, "frames": r.frames,
+        "flags": ";".join(r.flags), "status": r.status, "reason": r.reason, "detail": detail,
+        "phash": f"{phash(r.image):016x}" if r.ok and r.image is not None else "",
+    }
+
+
+# ----------------------------------------------------------------------------- caches
+
+
+@dataclass
+class Caches:
+    """File-hash cache keyed by (path, size, mtime) and result cache keyed by content."""
+
+    root: Path
+    fingerprint: str
+    stat: dict[str, list] = field(default_factory=dict)
+    content: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: Path, domain: str, decode: DecodeParams) -> "Caches":
+        key = json.dumps({"v": CACHE_VERSION, "decode": decode.model_dump(mode="json")}, sort_keys=True)
+        c = cls(root, hashlib.sha256(key.encode()).hexdigest()[:16])
+        c.stat = _read_json(c._stat_file(domain))
+        c.content = _read_json(c._content_file())
+        return c
+
+    def _stat_file(self, domain: str) -> Path:
+        return self.root / f"stat-{domain}.json"
+
+    def _content_file(self) -> Path:
+        return self.root / f"content-{self.fingerprint}.json"
+
+    def save(self, domain: str) -> None:
+        for path, data in ((self._stat_file(domain), self.stat), (self._content_file(), self.content)):
+            fileio.write_text(path, json.dumps(data, separators=(",", ":")))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # a missing or damaged cache only costs time
+
+
+# ----------------------------------------------------------------------------- scanning
+
+
+def scan(root: Path) -> list[tuple[str, os.stat_result]]:
+    """Every entry below `root` that is not a folder (links included, not followed), as
+    sorted (POSIX relative path, lstat) pairs."""
+    found = []
+    stack = [(str(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                rel = prefix + entry.name
+                st = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, rel + "/"))
+                else:
+                    found.append((rel, st))
+    return sorted(found, key=lambda item: item[0])
+
+
+def _stat_key(st: os.stat_result) -> list:
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+# ----------------------------------------------------------------------------- dedup
+
+
+def mark_duplicates(rows: list[dict], near: bool, threshold: int) -> None:
+    """Group exact and near duplicates among ok rows; keep one representative per group."""
+    ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+    parent = {i: i for i in ok}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    by_sha: dict[str, int] = {}
+    for i in ok:
+        first = by_sha.setdefault(rows[i]["sha256"], i)
+        if first != i:
+            union(first, i)
+    if near and by_sha:
+        uniq = sorted(by_sha.values())
+        hashes = [int(rows[i]["phash"], 16) for i in uniq]
+        for a, b in near_pairs(hashes, threshold):
+            union(uniq[a], uniq[b])
+
+    groups: dict[int, list[int]] = {}
+    for i in ok:
+        groups.setdefault(find(i), []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        rep = min(members, key=lambda i: (-rows[i]["width"] * rows[i]["height"], rows[i]["path"]))
+        gid = rows[rep]["sha256"][:12]
+        for i in members:
+            rows[i]["dup_group"] = gid
+            if i != rep:
+                same = rows[i]["sha256"] == rows[rep]["sha256"]
+                rows[i].update(status="rejected", reason="exact_duplicate" if same else "near_duplicate",
+                               duplicate_of=rows[rep]["path"],
+                               detail=f"duplicate of {rows[rep]['path']}")
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _blank_row(rel: str, domain: str) -> dict[str, Any]:
+    row: dict[str, Any] = {name: ("" if kind == "string" else 0) for name, kind in COLUMNS}
+    row.update(path=rel, domain=domain, animated=False, orientation=1)
+    return row
+
+
+def write_manifest(rows: list[dict], out: Path) -> None:
+    """manifest.parquet (for the pipeline) and manifest.csv (for people), atomically."""
+    import pyarrow as pa
+
+    tables.write_parquet(rows, out / "manifest.parquet", [(name, getattr(pa, kind)()) for name, kind in COLUMNS])
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow([k for k, _ in COLUMNS])
+    for r in rows:
+        writer.writerow([int(r[k]) if isinstance(r[k], bool) else r[k] for k, _ in COLUMNS])
+    fileio.write_text(out / "manifest.csv", text.getvalue())
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    return tables.read_rows(path, "ingest manifest", "run `toonlab ingest` first")
+
+
+def summarize(rows: list[dict]) -> dict[str, Any]:
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r["status"] == "rejected":
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    groups = {r["dup_group"] for r in rows if r["dup_group"]}
+    return {"files": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
+            "rejected": sum(r["status"] == "rejected" for r in rows),
+            "rejected_by_reason": dict(sorted(reasons.items())), "duplicate_groups": len(groups)}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    domain: str
+    files: int
+    analysed: int  # decoded in this run (not served from the cache)
+    summary: dict
+
+
+def ingest_domain(raw_root: str | Path, domain: str, params: IngestParams, decode: DecodeParams,
+                  workers: int = 2) -> IngestStats:
+    root = Path(raw_root) / domain
+    if not root.is_dir():
+        raise UsageError(f"no raw folder for domain '{domain}': {root} does not exist "
+                         f"(put files there, run `toonlab crawl`, or `toonlab demo-data`)")
+    caches = Caches.load(Path(params.cache_dir), domain, decode)
+    entries = scan(root)
+    rows: list[dict] = []
+    to_hash: list[int] = []
+    new_stat: dict[str, list] = {}
+    for rel, st in entries:
+        row = _blank_row(rel, domain)
+        rows.append(row)
+        if stat.S_ISLNK(st.st_mode):
+            row.update(status="rejected", reason="symlink", detail="symbolic link, not followed")
+            continue
+        key = _stat_key(st)
+        cached = caches.stat.get(rel)
+        if cached and cached[:3] == key and cached[3] in caches.content:
+            row.update(sha256=cached[3])
+            new_stat[rel] = cached
+        else:
+            to_hash.append(len(rows) - 1)
+
+    # Files not known from the stat cache: hash (and, if the content is new, decode) them.
+    jobs = [(str(root / rows[i]["path"]), decode.model_dump(mode="json")) for i in to_hash]
+    results: Iterable[dict]
+    if workers > 1 and len(jobs) > 8:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_analyse, jobs, chunksize=max(1, min(32, len(jobs) // (workers * 8))))
+    else:
+        pool, results = None, map(_analyse, jobs)
+    try:
+        for i, res in zip(to_hash, progress(results, f"ingest {domain}", total=len(jobs), unit="file")):
+            row = rows[i]
+            if "sha256" not in res:  # unreadable
+                row.update(res)
+                continue
+            caches.content[res["sha256"]] = {k: v for k, v in res.items() if k != "sha256"}
+            row["sha256"] = res["sha256"]
+            try:
+                new_stat[row["path"]] = _stat_key(os.stat(root / row["path"])) + [res["sha256"]]
+            except OSError:
+                pass  # vanished meanwhile: hashed again next time
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+    for row in rows:
+        if row["sha256"] and row["status"] == "":
+            row.update(caches.content[row["sha256"]])
+    for row in rows:  # rows rejected before hashing
+        if row["status"] == "":
+            row.update(status="rejected", reason="unreadable")
+    mark_duplicates(rows, params.near_duplicates, params.phash_threshold)
+
+    out = Path(params.out_dir) / domain
+    write_manifest(rows, out)
+    summary = summarize(rows)
+    fileio.write_json(out / "summary.json", summary)
+    if jobs or new_stat != caches.stat:
+        caches.stat = new_stat
+        caches.save(domain)
+    log.info("ingest %s: %d files, %d ok, %d rejected %s (%d decoded, %d from cache)", domain, len(rows),
+             summary["ok"], summary["rejected"], summary["rejected_by_reason"], len(jobs), len(rows) - len(jobs))
+    return IngestStats(domain, len(rows), len(jobs), summary)

@@ -1,0 +1,1 @@
+"""The landmarker family: `params` (its params.yaml section, light) and `model` (networks, recipe, inference)."""

@@ -1,0 +1,1 @@
+"""The whitebox family: `params` (its params.yaml section, light) and `model` (networks, recipe, inference)."""

@@ -1,0 +1,29 @@
+"""The params.yaml section of the generic trainer (`train`). Light: pydantic only."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from toonlab.schema import Section
+
+
+class TrainParams(Section):
+    out_dir: str = "models"                 # runs go to <out_dir>/<family>/
+    log_every: Annotated[int, Field(ge=1)] = 50
+    sample_every: Annotated[int, Field(ge=0)] = 500   # 0: only at the end
+    ckpt_every: Annotated[int, Field(ge=1)] = 1000
+    keep_last: Annotated[int, Field(ge=1)] = 3
+    best_metric: str = ""                    # a loss name, lower is better; "": the family's default
+    amp: bool = True                         # bf16 autocast on CUDA; CPU always runs fp32
+    channels_last: bool = True
+    compile: bool = False                    # torch.compile the trainable networks
+    loader_workers: Annotated[int, Field(ge=0, le=64)] = 2
+    seed: Annotated[int, Field(ge=0)] = 0
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.0   # colour jitter strength (albumentations)
+    source: Literal["packed", "folders"] = "packed"
+    folders: dict[str, str] = {}             # with source: folders, batch key -> folder, e.g. {A: ..., B: ...}
+    split: Literal["train", "val", "test"] = "train"
+    grid_images: Annotated[int, Field(ge=1, le=64)] = 4
+

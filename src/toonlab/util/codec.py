@@ -1,0 +1,96 @@
+"""The image codec: every PNG, JPEG and data URI ToonLab writes, and the one conversion
+between model tensors and 8-bit pixels.
+
+Byte-stable for DVC: the same pixels and settings give the same bytes (Pillow's encoders
+with fixed settings, no metadata, no timestamps). PNG uses zlib level 6 (Pillow's
+default); JPEG is baseline (not progressive, not optimised) with the quality and chroma
+subsampling the caller names.
+
+Tensors and pixels. Models see images as N x C x H x W floats in [-1, 1]; files hold
+uint8 in 0..255. The rule, everywhere (grids, evaluation, cartoonize, export, the
+White-box superpixels):
+
+    uint8 = floor((clamp(x, -1, 1) + 1) * 127.5 + 0.5)      computed in float32
+    x     = uint8 / 127.5 - 1
+
+that is, round half up of the affine map, so -1 -> 0, 0 -> 128 (127.5 rounds up), 1 -> 255.
+`to_uint8` works on torch tensors (on their device, so only bytes cross to the host) and
+on numpy arrays alike; this module itself does not import torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+
+PNG_LEVEL = 6
+
+
+def _pil(img: Any):
+    from PIL import Image
+
+    if isinstance(img, Image.Image):
+        return img
+    return Image.fromarray(np.ascontiguousarray(img))
+
+
+def png_bytes(img: Any, compress_level: int = PNG_LEVEL) -> bytes:
+    """PNG bytes of an H x W [x C] uint8 array or a PIL image."""
+    buf = io.BytesIO()
+    _pil(img).save(buf, "PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def jpeg_bytes(img: Any, quality: int = 90, subsampling: int = 2) -> bytes:
+    """Baseline JPEG bytes (subsampling: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0)."""
+    buf = io.BytesIO()
+    _pil(img).convert("RGB").save(buf, "JPEG", quality=quality, optimize=False, progressive=False,
+                                  subsampling=subsampling)
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    """`data:<mime>;base64,...` of encoded bytes, for self-contained HTML."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def png_uri(img: Any, compress_level: int = PNG_LEVEL) -> str:
+    """A PNG data URI of an array, a PIL image or already encoded PNG bytes."""
+    return data_uri(img if isinstance(img, bytes) else png_bytes(img, compress_level), "image/png")
+
+
+def jpeg_uri(img: Any, quality: int = 90, subsampling: int = 2) -> str:
+    return data_uri(jpeg_bytes(img, quality, subsampling), "image/jpeg")
+
+
+def read_png(data: bytes) -> np.ndarray:
+    """The pixels of PNG bytes, as stored (no mode conversion)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im)
+
+
+def to_uint8(x: Any) -> np.ndarray:
+    """N x C x H x W in [-1, 1] (torch tensor or numpy array) -> N x H x W x C uint8
+    (the rule in the module docstring); a tensor is converted on its device."""
+    if hasattr(x, "detach"):   # a torch tensor (so torch is loaded already)
+        import torch
+
+        u8 = ((x.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor_().to(torch.uint8)
+        return u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    a = (np.clip(np.asarray(x, np.float32), -1, 1) + np.float32(1)) * np.float32(127.5) + np.float32(0.5)
+    return np.ascontiguousarray(np.floor(a).astype(np.uint8).transpose(0, 2, 3, 1))
+
+
+def from_uint8(pixels: np.ndarray) -> Any:
+    """N x H x W x C uint8 -> N x C x H x W float32 torch tensor in [-1, 1] (x / 127.5 - 1)."""
+    import torch
+
+    a = np.ascontiguousarray(pixels)
+    if not a.flags.writeable:   # a read-only memory map (packed data): torch wants its own copy
+        a = a.copy()
+    return torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)

@@ -1,0 +1,226 @@
+"""The generic trainer with CycleGAN: resume equals an uninterrupted run (kill -9),
+guards, checkpoints, DVCLive, DDP with gloo, and a learning test on a known transform."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import blobs, invert, write_folder
+from toonlab.train import checkpoint as ckpt
+
+TINY = {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
+        "data": {"crop_px": 32, "load_px": 36, "batch_size": 2},
+        "optim": {"steps_constant": 10, "steps_decay": 10}}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    rng = np.random.default_rng(0)
+    write_folder(tmp_path / "A", blobs(rng, 24, 40))
+    write_folder(tmp_path / "B", blobs(rng, 24, 40, invert))
+    return tmp_path
+
+
+def write_params(root: Path, cyclegan=None, train=None, runtime=None):
+    params = {"runtime": {"device": "cpu", **(runtime or {})},
+              "train": {"source": "folders", "folders": {"A": str(root / "A"), "B": str(root / "B")},
+                        "log_every": 1, "ckpt_every": 5, "sample_every": 0, "loader_workers": 2,
+                        "out_dir": str(root / "models"), **(train or {})},
+              "cyclegan": {**TINY, **(cyclegan or {})}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def toonlab(root: Path, *args, env=None, **kw) -> subprocess.Popen:
+    env = env or {**os.environ, "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}
+    return subprocess.Popen([sys.executable, "-m", "toonlab", *args], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def finish(proc: subprocess.Popen, timeout=300) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def test_resume_after_kill_9_equals_uninterrupted_run(workdir):
+    write_params(workdir)
+    rc, out = finish(toonlab(workdir, "train", "cyclegan", "--run-dir", "straight"))
+    assert rc == 0, out
+
+    proc = toonlab(workdir, "train", "cyclegan", "--run-dir", "killed")
+    deadline = time.time() + 240
+    while not (workdir / "killed/checkpoints/step-00000010.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint at step 10"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.latest(workdir / "killed/checkpoints") is not None
+    rc, out = finish(toonlab(workdir, "train", "cyclegan", "--run-dir", "killed"))
+    assert rc == 0 and "resumed from" in out, out
+
+    a = ckpt.load(workdir / "straight/checkpoints/step-00000020.pt")
+    b = ckpt.load(workdir / "killed/checkpoints/step-00000020.pt")
+    assert a["metrics"] == pytest.approx(b["metrics"], rel=0, abs=0) or _same_losses(a, b)
+    for net in a["nets"]:
+        for key, tensor in a["nets"][net].items():
+            assert torch.equal(tensor, b["nets"][net][key]), (net, key)
+
+
+def _same_losses(a, b):
+    keys = [k for k in a["metrics"] if not k.startswith(("step_time", "images_per"))]
+    return all(a["metrics"][k] == b["metrics"][k] for k in keys)
+
+
+def test_checkpoints_atomic_pruned_best_and_dvclive(workdir):
+    write_params(workdir, train={"keep_last": 2, "sample_every": 10})
+    rc, out = finish(toonlab(workdir, "train", "cyclegan"))
+    assert rc == 0, out
+    run = workdir / "models/cyclegan"
+    steps = [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")]
+    assert steps == [15, 20]
+    assert (run / "checkpoints/best.pt").is_file()
+    state = torch.load(run / "checkpoints/step-00000020.pt", weights_only=True)  # tensors and plain data only
+    assert set(state["nets"]) == {"G_A", "G_B", "D_A", "D_B"} and state["step"] == 20
+    assert not list((run / "checkpoints").glob(".*tmp"))
+    tsv = (run / "dvclive/plots/metrics/train/G_total.tsv").read_text().splitlines()
+    assert len(tsv) == 1 + 20  # header + one row per log step
+    grid = Image.open(run / "samples/step-00000020.png")
+    assert grid.width >= 3 * 32 and grid.height >= 2 * 2 * 32  # rows: real|fake|rec for A and B, per image
+    # Already at the target: nothing to do.
+    rc, out = finish(toonlab(workdir, "train", "cyclegan"))
+    assert rc == 0 and "nothing to do" in out
+
+
+def test_trains_in_a_git_repository_without_a_commit(workdir):
+    """`git init` and no commit yet: DVCLive's Git lookup fails there; training must not."""
+    subprocess.run(["git", "init", "-q", str(workdir)], check=True)
+    write_params(workdir, cyclegan={"optim": {"steps_constant": 1, "steps_decay": 1}})
+    rc, out = finish(toonlab(workdir, "train", "cyclegan"))
+    assert rc == 0, out
+    assert "no commit yet" in out
+    tsv = (workdir / "models/cyclegan/dvclive/plots/metrics/train/G_total.tsv").read_text().splitlines()
+    assert len(tsv) == 1 + 2
+
+
+def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(workdir):
+    write_params(workdir, cyclegan={"optim": {"lr": 1.0e30, "steps_constant": 10, "steps_decay": 10}},
+                 train={"ckpt_every": 1})
+    rc, out = finish(toonlab(workdir, "train", "cyclegan"))
+    assert rc == 1, out
+    assert "non-finite loss at step" in out and "Last good checkpoint" in out
+    assert "Traceback" not in out
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error(workdir):
+    write_params(workdir, runtime={"device": "cuda"})
+    no_gpu = {"env": {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}}
+    rc, out = finish(toonlab(workdir, "train", "cyclegan", "--steps", "1", **no_gpu))
+    assert rc == 2 and "--device cpu" in out
+    rc, out = finish(toonlab(workdir, "train", "cyclegan", "--steps", "1", "--device", "cpu", **no_gpu))
+    assert rc == 0, out
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(workdir):
+    write_params(workdir, cyclegan={"optim": {"steps_constant": 5000, "steps_decay": 5000}},
+                 train={"ckpt_every": 100000, "log_every": 100000})
+    proc = toonlab(workdir, "train", "cyclegan")
+    deadline = time.time() + 120
+    while not (workdir / "models/cyclegan/dvclive").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    rc, out = finish(proc)
+    assert rc == 0 and "SIGTERM received" in out, out
+    found = ckpt.list_checkpoints(workdir / "models/cyclegan/checkpoints")
+    assert found and 0 < found[-1][0] < 10000
+
+
+def test_ddp_two_processes_gloo_weights_identical(workdir):
+    write_params(workdir, train={"loader_workers": 0})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "toonlab", "train", "cyclegan",
+                           "--steps", "6"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "weights identical on all 2 ranks" in out
+    assert ckpt.latest(workdir / "models/cyclegan/checkpoints").name == "step-00000006.pt"
+
+
+def test_learning_known_transform(workdir):
+    """B is the colour inversion of dark A images. After training, G_A(a) is much closer to
+    the true inversion of held-out a than the identity mapping is. Fails if the losses or
+    the update step are broken."""
+    from toonlab.models.registry import families
+    from toonlab.params import validate_params
+    from toonlab.train.trainer import Trainer
+
+    rng = np.random.default_rng(1)
+    write_folder(workdir / "A", blobs(rng, 64, 40))
+    write_folder(workdir / "B", blobs(rng, 64, 40, invert))
+    params = validate_params({
+        "train": {"source": "folders", "folders": {"A": str(workdir / "A"), "B": str(workdir / "B")},
+                  "log_every": 50, "ckpt_every": 10000, "sample_every": 0, "loader_workers": 0,
+                  "out_dir": str(workdir / "models")},
+        "cyclegan": {"model": {"ngf": 16, "ndf": 16, "n_blocks": 2, "n_layers_d": 2},
+                     "loss": {"identity_weight": 0.0},
+                     "data": {"crop_px": 32, "load_px": 32, "batch_size": 4, "flip": True},
+                     "optim": {"lr": 0.001, "steps_constant": 250, "steps_decay": 50}}})
+    fam = families()["cyclegan"]
+    trainer = Trainer(fam, params.cyclegan, params.train, device=torch.device("cpu"), packed_dir="unused")
+    trainer.run(resume="none")
+    state = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
+    recipe = fam.build(params.cyclegan, trainer.ctx)
+    recipe.nets["G_A"].load_state_dict(state["nets"]["G_A"])
+    held = np.stack(blobs(np.random.default_rng(99), 16, 32)).astype(np.float32)
+    x = torch.from_numpy(held).permute(0, 3, 1, 2) * 2 - 1
+    with torch.no_grad():
+        y = recipe.nets["G_A"].eval()(x)
+    target = torch.from_numpy(invert(held)).permute(0, 3, 1, 2) * 2 - 1
+    err = (y - target).abs().mean().item()
+    identity_err = (x - target).abs().mean().item()
+    assert err < 0.4 * identity_err, (err, identity_err)
+
+
+def test_changed_training_data_starts_over_instead_of_resuming(workdir, caplog):
+    """A finished run is not 'already trained' once its images change."""
+    import logging
+
+    from toonlab.models.registry import families
+    from toonlab.params import validate_params
+    from toonlab.train.trainer import Trainer
+
+    params = validate_params({
+        "train": {"source": "folders", "folders": {"A": str(workdir / "A"), "B": str(workdir / "B")},
+                  "log_every": 1, "ckpt_every": 100, "sample_every": 0, "loader_workers": 0,
+                  "out_dir": str(workdir / "models")},
+        "cyclegan": TINY})
+    fam = families()["cyclegan"]
+
+    def train():
+        return Trainer(fam, params.cyclegan, params.train, device=torch.device("cpu"), packed_dir="unused",
+                       steps=2).run()
+
+    logging.getLogger("toonlab").propagate = True
+    caplog.set_level(logging.INFO)
+    train()
+    first = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
+    caplog.clear()
+    train()
+    assert "nothing to do" in caplog.text           # same data: the finished run stands
+    write_folder(workdir / "B", blobs(np.random.default_rng(5), 3, 40, invert))   # overwrite three images
+    caplog.clear()
+    train()
+    assert "starting a new run" in caplog.text
+    again = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
+    assert again["config"]["data"]["B"] != first["config"]["data"]["B"]
+    assert again["config"]["data"]["A"] == first["config"]["data"]["A"]

@@ -1,0 +1,27 @@
+# Stage `align`: faces aligned to the template, 256 and 128 px RGBA crops, per domain.
+
+
+rule align_domain:
+    input:
+        f"{FACES}/detect/{{domain}}.parquet",
+        f"{FACES}/matte/{{domain}}.parquet",
+        TL.code("align"),
+    output:
+        f"{PROCESSED}/{{domain}}/manifest.parquet",
+    params:
+        align=config["align"],
+        preprocess=config["preprocess"],
+        decode=config["decode"],
+        params_file=TL.params_file,
+    log:
+        "logs/align_{domain}.log",
+    threads: TL.params.runtime.workers
+    conda:
+        "../envs/toonlab.yaml"
+    shell:
+        "toonlab --params {params.params_file} align --domain {wildcards.domain} 2>&1 | tee {log}"
+
+
+rule align:
+    input:
+        expand(f"{PROCESSED}/{{domain}}/manifest.parquet", domain=DOMAINS),

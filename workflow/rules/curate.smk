@@ -1,0 +1,20 @@
+# Stage `curate`: the curated manifests with their split, and the curation report.
+
+
+rule curate:
+    input:
+        expand(f"{PROCESSED}/{{domain}}/manifest.parquet", domain=DOMAINS),
+        TL.code("curate"),
+    output:
+        expand(f"{CURATED}/{{domain}}.parquet", domain=DOMAINS),
+        f"{REPORT}/index.html",
+    params:
+        curate=config["curate"],
+        params_file=TL.params_file,
+    log:
+        "logs/curate.log",
+    threads: 1
+    conda:
+        "../envs/toonlab.yaml"
+    shell:
+        "toonlab --params {params.params_file} curate 2>&1 | tee {log}"

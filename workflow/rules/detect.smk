@@ -1,0 +1,26 @@
+# Stage `detect`: faces, landmarks and quality checks per image, per domain.
+
+
+rule detect_domain:
+    input:
+        f"{INTERIM}/{{domain}}/manifest.parquet",
+        TL.code("detect"),
+    output:
+        f"{FACES}/detect/{{domain}}.parquet",
+    params:
+        detect=config["detect"],
+        preprocess=config["preprocess"],
+        decode=config["decode"],
+        params_file=TL.params_file,
+    log:
+        "logs/detect_{domain}.log",
+    threads: TL.params.runtime.workers
+    conda:
+        "../envs/toonlab.yaml"
+    shell:
+        "toonlab --params {params.params_file} detect --domain {wildcards.domain} 2>&1 | tee {log}"
+
+
+rule detect:
+    input:
+        expand(f"{FACES}/detect/{{domain}}.parquet", domain=DOMAINS),

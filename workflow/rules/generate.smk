@@ -1,0 +1,24 @@
+# Stages `generate_<family>`: for each unconditional family (DCGAN), the images its
+# discriminator scores highest, `toonlab generate --run <family>`.
+
+for _family in TL.families_of("unconditional"):
+
+    rule:
+        name:
+            f"generate_{_family.name}"
+        input:
+            f"{TL.run_dir(_family)}/summary.json",
+            TL.code(f"generate_{_family.name}"),
+        output:
+            f"{TL.run_dir(_family)}/generated/scores.json",
+        params:
+            section=TL.family_config(_family),
+            run_dir=TL.run_dir(_family),
+            params_file=TL.params_file,
+        log:
+            f"logs/generate_{_family.name}.log",
+        threads: 1
+        conda:
+            "../envs/toonlab.yaml"
+        shell:
+            "toonlab --params {params.params_file} generate --run {params.run_dir} 2>&1 | tee {log}"

@@ -1,0 +1,25 @@
+# Stage `matte`: background removal of the images with a kept face, per domain.
+
+
+rule matte_domain:
+    input:
+        f"{FACES}/detect/{{domain}}.parquet",
+        TL.code("matte"),
+    output:
+        f"{FACES}/matte/{{domain}}.parquet",
+    params:
+        matte=config["matte"],
+        decode=config["decode"],
+        params_file=TL.params_file,
+    log:
+        "logs/matte_{domain}.log",
+    threads: TL.params.runtime.workers
+    conda:
+        "../envs/toonlab.yaml"
+    shell:
+        "toonlab --params {params.params_file} matte --domain {wildcards.domain} 2>&1 | tee {log}"
+
+
+rule matte:
+    input:
+        expand(f"{FACES}/matte/{{domain}}.parquet", domain=DOMAINS),

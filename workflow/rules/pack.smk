@@ -1,0 +1,19 @@
+# Stage `pack`: each split as memory-mapped arrays for the trainers.
+
+
+rule pack:
+    input:
+        expand(f"{CURATED}/{{domain}}.parquet", domain=DOMAINS),
+        TL.code("pack"),
+    output:
+        packed(DOMAINS),
+    params:
+        pack=config["pack"],
+        params_file=TL.params_file,
+    log:
+        "logs/pack.log",
+    threads: 1
+    conda:
+        "../envs/toonlab.yaml"
+    shell:
+        "toonlab --params {params.params_file} pack 2>&1 | tee {log}"

@@ -1,0 +1,21 @@
+# Stage `report`: reports/index.html over the evaluated runs and the ablation variants.
+
+
+rule report:
+    input:
+        rules.evaluate.input,
+        rules.ablations.input,
+        f"{REPORT}/index.html",
+        TL.code("report"),
+    output:
+        TL.params.report.out,
+    params:
+        report=config["report"],
+        params_file=TL.params_file,
+    log:
+        "logs/report.log",
+    threads: 1
+    conda:
+        "../envs/toonlab.yaml"
+    shell:
+        "toonlab --params {params.params_file} report 2>&1 | tee {log}"
