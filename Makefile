@@ -44,8 +44,11 @@ test: install system-deps
 test-fast: install
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
+# The Snakefile's own lint, and dvc.yaml against the stage table (run `.venv/bin/toonlab
+# pipeline --write` after adding a module, an import or a model family).
 lint: install
 	$(BIN)/snakemake --lint
+	$(BIN)/toonlab pipeline --check
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

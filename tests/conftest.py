@@ -19,8 +19,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["DVC_NO_ANALYTICS"] = "1"
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     return proc
@@ -91,6 +92,25 @@ def write_folder(folder: Path, images):
     folder.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(images):
         Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / f"{i:03d}.png")
+
+
+# ----------------------------------------------------------------------------- packed data
+
+
+def write_packed(root: Path, domain: str, rgb: np.ndarray, five: np.ndarray,
+                 splits=("train", "val", "test")) -> Path:
+    """A packed dataset of `domain` under root (the `toonlab pack` array layout): the same
+    N x px x px x 3 images and N x 5 x 2 landmarks in each split, opaque alpha."""
+    from toonlab.faces.pack import array_name
+
+    px = rgb.shape[1]
+    folder = root / domain
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        np.save(folder / array_name(split, px, "rgb"), rgb)
+        np.save(folder / array_name(split, px, "alpha"), np.full(rgb.shape[:3], 255, np.uint8))
+        np.save(folder / array_name(split, px, "five"), np.asarray(five, np.float32))
+    return folder
 
 
 # ----------------------------------------------------------------------------- trained-looking runs

@@ -4,12 +4,13 @@ These run the real `snakemake` and `dvc` on a fresh copy of the project with a t
 demo configuration.
 """
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import run
+from conftest import REPO, run
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +108,105 @@ def test_dvc_first_then_snakemake_has_nothing_to_do(project):
     report = (project / "reports/index.html").read_text()
     assert "<h2>Ablations</h2>" in report and "D and G every batch" in report
 
+    # Code dependencies: editing a file re-runs exactly the stages whose code holds it.
+    check_code_deps_under_both_drivers(project)
+
+
+# ----------------------------------------------------------------------------- code dependencies
+
+
+def edited_files() -> dict[str, set[str]]:
+    """One file of each stage's code (the one the fewest stages hold; a module rather than
+    a package marker or rule file where that ties) plus one that every stage holds -> the
+    DVC stages whose code holds it."""
+    from toonlab import pipeline
+    from toonlab.params import load_params
+
+    runs = load_params(REPO / "params.yaml").evaluate.runs
+    holders: dict[str, set[str]] = {}
+    for s in pipeline.stages():
+        for f in pipeline.code_deps(s.name):
+            holders.setdefault(f, set()).add(s.name)
+    chosen = {}
+    for s in pipeline.stages():
+        f = min(pipeline.code_deps(s.name),
+                key=lambda f: (len(holders[f]), f.endswith("__init__.py"), f.endswith(".smk"), f))
+        chosen[f] = holders[f]
+    everywhere = [f for f, held in holders.items() if len(held) == len(pipeline.stages())]
+    assert "src/toonlab/errors.py" in everywhere
+    chosen["src/toonlab/errors.py"] = holders["src/toonlab/errors.py"]
+    expand = lambda names: {n2 for n in names for n2 in ([f"evaluate@{r}" for r in runs] if n == "evaluate" else [n])}  # noqa: E731
+    return {f: expand(names) for f, names in chosen.items()}
+
+
+def snakemake_jobs(project: Path, *args: str) -> list[tuple[str, dict[str, str], str]]:
+    """(rule, wildcards, reason) of each job a dry run lists."""
+    out = run(["snakemake", "-n", *args], project).stdout
+    jobs, current = [], None
+    for line in out.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            current = [m.group(1), {}, ""]
+            jobs.append(current)
+        elif current is not None and line.startswith("    wildcards: "):
+            current[1] = dict(kv.split("=", 1) for kv in line.removeprefix("    wildcards: ").split(", "))
+        elif current is not None and line.startswith("    reason: "):
+            current[2] = line.removeprefix("    reason: ")
+    return [tuple(j) for j in jobs]
+
+
+def stage_of(rule: str, wildcards: dict[str, str]) -> str | None:
+    from toonlab import pipeline
+
+    if rule == "evaluate_run":
+        return "ablations" if wildcards["run"].startswith("ablations/") else f"evaluate@{wildcards['run']}"
+    return next((s.name for s in pipeline.stages() if rule in s.snakemake_rules), None)
+
+
+def check_code_deps_under_both_drivers(project: Path) -> None:
+    import json
+    import os
+
+    for rel, expected in edited_files().items():
+        path = project / rel
+        original, st = path.read_bytes(), path.stat()
+        path.write_bytes(original + b"\n# edited by the code-dependency test\n")
+        try:
+            status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+            by_dvc = {name for name, changes in status.items()
+                      if any(rel in c.get("changed deps", {}) for c in changes if isinstance(c, dict))}
+            assert by_dvc == expected, (rel, by_dvc, expected)
+
+            # Snakemake: the jobs whose own input changed name the file; every other job it
+            # lists runs only because an earlier one will update its input.
+            jobs = snakemake_jobs(project)
+            direct = {stage_of(r, w) for r, w, why in jobs if why.startswith("Updated input files:") and rel in why}
+            assert all(why.startswith(("Updated input files:", "Input files updated by another job"))
+                       for r, w, why in jobs if r != "all"), (rel, jobs)
+            assert direct <= expected, (rel, direct, expected)
+            # A stage downstream of another one holding the file is listed as "updated by
+            # another job": ask Snakemake about those stages' rules alone, until each has
+            # said it reruns for the file itself.
+            hidden = expected - direct
+            while hidden:
+                rules = sorted({r for s in hidden for r in _rules_of(s)})
+                found = {stage_of(r, w) for r, w, why in snakemake_jobs(project, "--allowed-rules", *rules)
+                         if why.startswith("Updated input files:") and rel in why}
+                assert found & hidden, (rel, hidden, found)
+                direct |= found
+                hidden -= found
+            assert direct == expected, (rel, direct, expected)
+        finally:
+            path.write_bytes(original)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert_in_sync(project)
+
+
+def _rules_of(stage: str) -> tuple[str, ...]:
+    from toonlab import pipeline
+
+    return pipeline.stage(stage.split("@")[0]).snakemake_rules
+
 
 def test_train_whitebox_runs_landmarker_then_pretrain_then_train(project):
     import re
@@ -115,7 +215,7 @@ def test_train_whitebox_runs_landmarker_then_pretrain_then_train(project):
     names = dict(re.findall(r'(\d+)\[label = "([a-z_]+)', dot))
     edges = {(names[a], names[b]) for a, b in re.findall(r"(\d+) -> (\d+)", dot)}
     assert ("train_landmarker", "train_whitebox") in edges
-    assert ("pretrain_whitebox", "train_whitebox") in edges
+    assert ("train_whitebox_pretrain", "train_whitebox") in edges
 
 
 def test_param_change_reruns_through_both_drivers(project):

@@ -198,12 +198,33 @@ def _cmd_pipeline(args: argparse.Namespace, params: Any) -> int:
                                "run `toonlab pipeline --write`")
         log.info("%s matches the stage table", pipeline.DVC_YAML)
     elif args.markdown:
-        print(pipeline.markdown_table())
+        print(pipeline.markdown_table() + "\n\n" + command_table())
     else:
         for s in pipeline.stages():
             print(f"{s.name:<26} {s.command:<40} {len(pipeline.code_deps(s.name)):>3} code files  "
                   f"{', '.join(s.entry[:2])}")
     return 0
+
+
+def command_table() -> str:
+    """The README's table of commands: each `toonlab` subcommand and the modules its
+    handler calls (read from the handler's imports)."""
+    import ast
+    import inspect
+    import textwrap
+
+    rows = ["| `toonlab` command | module(s) |", "|---|---|"]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        func = parser.get_default("func")
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+        mods = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                and n.module.startswith("toonlab") and not n.module.endswith((".params", ".device"))]
+        mods = [m for m in mods if m != "toonlab"] + [
+            f"toonlab.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "toonlab"
+            for a in n.names]
+        rows.append(f"| `{name}` | {', '.join(f'`{m}`' for m in dict.fromkeys(mods)) or '`toonlab.cli`'} |")
+    return "\n".join(rows)
 
 
 def _cmd_export(args: argparse.Namespace, params: Any) -> int:

@@ -7,8 +7,6 @@ import os
 import sys
 from typing import Iterable, TypeVar
 
-from tqdm.auto import tqdm
-
 T = TypeVar("T")
 
 LOGGER_NAME = "toonlab"
@@ -39,6 +37,8 @@ def get_logger(name: str) -> logging.Logger:
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:
     """A tqdm bar on stderr. Shown on a terminal, or always with TOONLAB_PROGRESS=1;
     hidden with TOONLAB_PROGRESS=0 (logs stay readable in CI and DVC output)."""
+    from tqdm.auto import tqdm  # here, not at import: the command line starts faster
+
     env = os.environ.get("TOONLAB_PROGRESS")
     disable = None if env is None else env == "0"
     return tqdm(items, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True, file=sys.stderr)

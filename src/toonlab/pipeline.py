@@ -98,7 +98,7 @@ def stages() -> list[Stage]:
     inference = [f for f in fams if f.has_inference]
     needs = [f"${{{f.params_section}.{k}}}/summary.json" for f in inference for k in _need_keys(f)]
     out: list[Stage] = [
-        Stage("crawl", "toonlab demo-data | toonlab crawl", ("toonlab.data.crawl", "toonlab.data.demo"), "crawl.smk",
+        Stage("crawl", "toonlab demo-data / toonlab crawl", ("toonlab.data.crawl", "toonlab.data.demo"), "crawl.smk",
               deps=("data/urls",), params=("data", "demo", "crawl"), outs=("${data.raw_dir}",),
               snakemake_rules=("demo_data", "fetch_urls")),
         Stage("ingest", "toonlab ingest", ("toonlab.data.ingest",), "ingest.smk",
@@ -153,10 +153,11 @@ def stage(name: str) -> Stage:
 # ----------------------------------------------------------------------------- code closure
 
 
-def module_file(module: str, root: Path = PACKAGE_DIR) -> Path | None:
+def module_file(module: str, root: Path | None = None) -> Path | None:
     """The source file of a `toonlab` module or package, or None when there is none."""
     if module != PACKAGE and not module.startswith(PACKAGE + "."):
         return None
+    root = root or PACKAGE_DIR
     parts = module.split(".")[1:]
     base = root.joinpath(*parts) if parts else root
     for candidate in (base.with_suffix(".py") if parts else None, base / "__init__.py"):
@@ -294,11 +295,17 @@ def check_dvc_yaml(params: Any, path: str | Path = DVC_YAML) -> list[str]:
 
 
 def markdown_table() -> str:
-    """The README's table: each stage's command, rule file, entry module and code size."""
-    rows = ["| DVC stage / Snakemake target | `toonlab` command | rule file | module(s) | code files |",
-            "|---|---|---|---|---|"]
+    """The README's table of stages: DVC stage / Snakemake target, the command it runs,
+    its rule file and its entry modules."""
+    rows = ["| DVC stage / Snakemake target | `toonlab` command | rule file | module(s) |",
+            "|---|---|---|---|"]
+    family_modules = {m for f in registry.FAMILIES for m in (f.params_module, f.model_module)}
     for s in stages():
-        mods = ", ".join(f"`{m}`" for m in s.entry[:3]) + (" + every family's model" if len(s.entry) > 3 else "")
+        own = [m for m in s.entry if m not in family_modules]
+        fams = [m for m in s.entry if m in family_modules and not m.endswith(".params")]
+        mods = ", ".join(f"`{m}`" for m in own + (fams if len(fams) == 1 else []))
+        if len(fams) > 1:
+            mods += " + every evaluable family's model"
         name = f"`{s.name}`" + (" (DVC: `evaluate@<run>`)" if s.foreach else "")
-        rows.append(f"| {name} | `{s.command}` | `{RULES_DIR}/{s.rules}` | {mods} | {len(code_deps(s.name))} |")
+        rows.append(f"| {name} | `{s.command}` | `{RULES_DIR}/{s.rules}` | {mods} |")
     return "\n".join(rows)

@@ -8,7 +8,7 @@ from toonlab.data.anime_draw import draw_portrait, render_portrait
 
 
 def _rng(seed: int, n: int) -> np.random.Generator:
-    return np.random.default_rng([seed, 2, n])  # as demo_data.py seeds each portrait
+    return np.random.default_rng([seed, 2, n])  # as toonlab.data.demo seeds each portrait
 
 
 @pytest.mark.parametrize("px", [64, 256, 512])

@@ -14,7 +14,7 @@ import pytest
 import torch
 from pydantic import Field
 
-from conftest import register_family
+from conftest import register_family, write_packed
 from toonlab.schema import Section
 from toonlab.train import checkpoint as ckpt
 
@@ -50,18 +50,11 @@ def _aligned_faces() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    from toonlab.faces.pack import array_name
-
     root = tmp_path_factory.mktemp("packed")
     rgb, five = _aligned_faces()
     assert len(rgb) >= 6   # astronaut, Tom Hanks, six faces of the group photo
     for domain in ("photo", "anime"):
-        folder = root / domain
-        folder.mkdir()
-        for split in ("train", "val", "test"):
-            np.save(folder / array_name(split, PX, "rgb"), rgb)
-            np.save(folder / array_name(split, PX, "alpha"), np.full(rgb.shape[:3], 255, np.uint8))
-            np.save(folder / array_name(split, PX, "five"), five)
+        write_packed(root, domain, rgb, five)
     return root
 
 

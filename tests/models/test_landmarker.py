@@ -4,15 +4,13 @@ loading a trained run and the landmark-consistency loss."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
+from conftest import write_packed
 from toonlab.errors import ToonlabError, UsageError
-from toonlab.faces.pack import array_name
 from toonlab.models.landmarker import model as lm
 from toonlab.models.landmarker.model import (
     HeatmapNet,
@@ -116,14 +114,6 @@ def synthetic(seed: int, n: int, style: str) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(imgs), np.stack(pts)
 
 
-def write_packed(root: Path, domain: str, rgb: np.ndarray, five: np.ndarray) -> None:
-    folder = root / domain
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / array_name("train", PX, "rgb"), rgb)
-    np.save(folder / array_name("train", PX, "alpha"), np.full(rgb.shape[:3], 255, np.uint8))
-    np.save(folder / array_name("train", PX, "five"), five.astype(np.float32))
-
-
 def to_crop(rgb: np.ndarray, five: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """What training sees (resize 128 -> 64, no flip): N x 3 x 64 x 64 in [-1, 1], N x 5 x 2."""
     aug = Augment(DataSpec(domains={}, crop_px=CROP, batch_size=1, load_px=CROP, flip=False))
@@ -146,7 +136,7 @@ def trained(tmp_path_factory):
     """A landmarker trained through the Trainer on synthetic packed photo + anime faces."""
     root = tmp_path_factory.mktemp("landmarker")
     for domain, seed in (("photo", 1), ("anime", 2)):
-        write_packed(root / "packed", domain, *synthetic(seed, 48, domain))
+        write_packed(root / "packed", domain, *synthetic(seed, 48, domain), splits=("train",))
     params = LandmarkerParams.model_validate(TRAIN_PARAMS, strict=True)
     tp = TrainParams(source="packed", out_dir=str(root / "models"), loader_workers=0, log_every=50,
                      ckpt_every=10_000, sample_every=0, seed=0)
