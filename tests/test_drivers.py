@@ -89,7 +89,8 @@ def test_dvc_first_then_snakemake_has_nothing_to_do(project):
     assert "didn't change, skipping" in again.stdout
     # Every family trained, every run evaluated, one report.
     for run_name in ("cyclegan", "dcgan", "ugatit", "landmarker", "whitebox_pretrain", "whitebox"):
-        assert (project / "models" / run_name / "summary.json").is_file(), run_name
+        summary = yaml.safe_load((project / "models" / run_name / "summary.json").read_text())
+        assert summary["family"] == run_name, (run_name, summary["family"])
     metrics = {m: yaml.safe_load((project / "metrics" / f"{m}.json").read_text())
                for m in ("cyclegan", "ugatit", "whitebox", "dcgan")}
     assert metrics["cyclegan"]["n_images"] == 2 and "cycle_ssim" in metrics["cyclegan"]

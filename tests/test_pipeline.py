@@ -68,6 +68,7 @@ def test_closure_follows_imports_in_functions_and_skips_type_checking(tmp_path, 
         (pkg / f"{name}.py").write_text("thing = 1\n")
     monkeypatch.setattr(pipeline, "PACKAGE_DIR", pkg)
     pipeline.imports_of.cache_clear()
+    pipeline._code_deps.cache_clear()
     try:
         got = sorted(p.relative_to(tmp_path).as_posix() for p in pipeline.closure(["toonlab.a"]))
         assert got == ["toonlab/__init__.py", "toonlab/a.py", "toonlab/c.py", "toonlab/lazy.py",
@@ -78,6 +79,7 @@ def test_closure_follows_imports_in_functions_and_skips_type_checking(tmp_path, 
             pipeline.closure(["toonlab.a"])
     finally:
         pipeline.imports_of.cache_clear()
+        pipeline._code_deps.cache_clear()
 
 
 def test_readme_has_the_stage_and_command_tables():

@@ -339,28 +339,28 @@ def _cmd_ingest(args: argparse.Namespace, params: Any) -> int:
     return 0
 
 
+def _each_domain(args: argparse.Namespace, params: Any, run) -> int:
+    for domain in args.domain or params.data.domains:
+        run(params, domain)
+    return 0
+
+
 def _cmd_detect(args: argparse.Namespace, params: Any) -> int:
     from toonlab.faces.detect import run_detect
 
-    for domain in args.domain or params.data.domains:
-        run_detect(params, domain)
-    return 0
+    return _each_domain(args, params, run_detect)
 
 
 def _cmd_matte(args: argparse.Namespace, params: Any) -> int:
     from toonlab.faces.matte import run_matte
 
-    for domain in args.domain or params.data.domains:
-        run_matte(params, domain)
-    return 0
+    return _each_domain(args, params, run_matte)
 
 
 def _cmd_align(args: argparse.Namespace, params: Any) -> int:
     from toonlab.faces.align import run_align
 
-    for domain in args.domain or params.data.domains:
-        run_align(params, domain)
-    return 0
+    return _each_domain(args, params, run_align)
 
 
 def _cmd_curate(args: argparse.Namespace, params: Any) -> int:

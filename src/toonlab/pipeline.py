@@ -230,9 +230,15 @@ def closure(entries: tuple[str, ...] | list[str]) -> list[Path]:
 def code_deps(name: str) -> list[str]:
     """The code a stage depends on: its import closure and its rule file, as paths
     relative to the repository root (what dvc.yaml lists and the rules take as inputs)."""
+    return list(_code_deps(name, id(registry.FAMILIES)))
+
+
+@functools.lru_cache(maxsize=None)
+def _code_deps(name: str, families: int) -> tuple[str, ...]:
+    # Keyed by the registry too (its identity): the Snakefile asks once per job.
     s = stage(name)
     files = [p.relative_to(ROOT).as_posix() for p in closure(s.entry)]
-    return files + [f"{RULES_DIR}/{s.rules}"]
+    return (*files, f"{RULES_DIR}/{s.rules}")
 
 
 def stages_holding(path: str) -> list[str]:

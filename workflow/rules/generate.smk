@@ -13,7 +13,7 @@ for _family in TL.families_of("unconditional"):
             f"{TL.run_dir(_family)}/generated/scores.json",
         params:
             section=TL.family_config(_family),
-            run_dir=TL.run_dir(_family),
+            run_dir=lambda wildcards, input: os.path.dirname(input[0]),
             params_file=TL.params_file,
         log:
             f"logs/generate_{_family.name}.log",

@@ -3,6 +3,8 @@
 # their latest checkpoint when the settings are unchanged. A family that reads other runs
 # first (White-box: its pretrain run, and the landmarker when loss.landmark > 0) takes
 # their summary.json as inputs, so `snakemake train_whitebox` trains them first.
+# Nothing in `shell:` may name the loop variable: Snakemake formats the command when the
+# job runs, after the loop has moved on, so the family travels in `params:`.
 
 for _family in TL.families:
 
@@ -15,9 +17,10 @@ for _family in TL.families:
         output:
             f"{TL.run_dir(_family)}/summary.json",
         params:
+            family=_family.name,
             section=TL.family_config(_family),
             train=config["train"],
-            run_dir=TL.run_dir(_family),
+            run_dir=lambda wildcards, output: os.path.dirname(output[0]),
             params_file=TL.params_file,
         log:
             f"logs/train_{_family.name}.log",
@@ -25,5 +28,4 @@ for _family in TL.families:
         conda:
             "../envs/toonlab.yaml"
         shell:
-            f"toonlab --params {{params.params_file}} train {_family.name} --run-dir {{params.run_dir}} "
-            "2>&1 | tee {log}"
+            "toonlab --params {params.params_file} train {params.family} --run-dir {params.run_dir} 2>&1 | tee {log}"

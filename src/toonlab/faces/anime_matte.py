@@ -9,20 +9,12 @@ how the candidate foreground is cleaned (`small_islands`, `clean_foreground`).
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import ClassVar
 
 import numpy as np
 
-from toonlab.faces.base import BackendInfo, as_rgb
+from toonlab.faces.base import BackendInfo, as_rgb, package_version
 from toonlab.faces.params import MatteParams
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class FloodfillMatte:
@@ -59,7 +51,7 @@ class FloodfillMatte:
 
     def __init__(self, params: MatteParams | None = None):
         self.params = params or MatteParams()
-        self.info = BackendInfo("floodfill", f"toonlab {_version('toonlab')}, opencv {_cv2_version()} "
+        self.info = BackendInfo("floodfill", f"toonlab {package_version('toonlab')}, opencv {_cv2_version()} "
                                              "(low-quality fallback)")
 
     def matte(self, rgb: np.ndarray) -> np.ndarray:

@@ -18,12 +18,21 @@ the points have names, e.g. the anime parts).
 
 from __future__ import annotations
 
+import importlib.metadata
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 FIVE_POINT_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
+
+
+def package_version(dist: str) -> str:
+    """The installed version of a distribution, for a backend's `BackendInfo`."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,6 @@ Helpers: ``estimate_yaw(face)`` (degrees, from the five points) and ``face_blur(
 from __future__ import annotations
 
 import atexit
-import importlib.metadata
 import math
 import os
 import threading
@@ -61,7 +60,7 @@ import cv2
 import numpy as np
 
 from toonlab.errors import ToonlabError
-from toonlab.faces.base import BackendInfo, Face, FaceBackend, as_rgb
+from toonlab.faces.base import BackendInfo, Face, FaceBackend, as_rgb, package_version
 from toonlab.faces.params import DetectParams
 
 # --------------------------------------------------------------------------- helpers
@@ -98,12 +97,6 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float, iomin_thr: float
 def _sort_largest_first(faces: list[Face]) -> list[Face]:
     return sorted(faces, key=lambda f: -(f.width * f.height))
 
-
-def _package_version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 # --------------------------------------------------------------------------- mediapipe
@@ -414,7 +407,7 @@ class AnimefaceFaces:
         import animeface  # noqa: F401  (fail here, not at the first image)
 
         self.params = params or DetectParams()
-        self.info = BackendInfo("animeface", f"{_package_version('animeface')} nvxs (built in)")
+        self.info = BackendInfo("animeface", f"{package_version('animeface')} nvxs (built in)")
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """All faces in an HxWx3 uint8 RGB image, largest first."""

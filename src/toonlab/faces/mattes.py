@@ -23,14 +23,13 @@ summarises a matte (mean of 1 - alpha).
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import warnings
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from toonlab.faces.base import BackendInfo, MatteBackend, as_rgb
+from toonlab.faces.base import BackendInfo, MatteBackend, as_rgb, package_version
 from toonlab.faces.params import MatteParams
 
 # rembg's model names -> the key of the file in toonlab.weights.WEIGHTS
@@ -45,12 +44,6 @@ def background_fraction(alpha: np.ndarray) -> float:
         return 0.0
     return float(np.mean(1.0 - np.clip(a, 0.0, 1.0)))
 
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -104,7 +97,7 @@ class MediapipeMatte:
 
     def __init__(self, params: MatteParams | None = None):
         self.params = params or MatteParams()
-        self.info = BackendInfo("mediapipe", f"{_version('mediapipe')} selfie_segmentation "
+        self.info = BackendInfo("mediapipe", f"{package_version('mediapipe')} selfie_segmentation "
                                              f"model_selection={self.params.mediapipe_model}")
         self._seg: Any = None
 
@@ -177,7 +170,7 @@ class RembgMatte:
             raise ValueError(f"unknown rembg model {model!r}; expected one of {sorted(REMBG_MODELS)}")
         self.model = model
         self.weights_key = REMBG_MODELS[model]
-        self.info = BackendInfo(f"rembg:{model}", f"{_version('rembg')} {model}.onnx")
+        self.info = BackendInfo(f"rembg:{model}", f"{package_version('rembg')} {model}.onnx")
         self._session: Any = None
 
     def _get_session(self) -> Any:

@@ -5,8 +5,9 @@ recipe's networks to the device (DDP-wrapped when distributed), runs `train_step
 with autocast, writes checkpoints (networks, optimizers, schedulers, `extra_state`,
 RNG states), logs the returned losses and renders `sample` into grids.
 
-A family module defines `build(params, ctx) -> Recipe` and registers it in
-`toonlab.models.FAMILIES`. Adding a family never touches the trainer.
+A family's model module defines `build(params, ctx) -> Recipe` (and `inference(params,
+nets) -> Inference`); the family is one entry of `toonlab.models.registry.FAMILIES`.
+Adding a family never touches the trainer.
 """
 
 from __future__ import annotations
