@@ -117,9 +117,10 @@ def test_dvc_first_then_snakemake_has_nothing_to_do(project):
 
 
 def edited_files() -> dict[str, set[str]]:
-    """One file of each stage's code (the one the fewest stages hold; a module rather than
-    a package marker or rule file where that ties) plus one that every stage holds -> the
-    DVC stages whose code holds it."""
+    """Files to edit, so that every stage holds one of them: for each stage not yet covered,
+    the file of its code the fewest stages hold (a module rather than a package marker or
+    rule file where that ties); plus one file every stage holds -> the DVC stages whose
+    code holds each."""
     from toonlab import pipeline
     from toonlab.params import load_params
 
@@ -128,11 +129,14 @@ def edited_files() -> dict[str, set[str]]:
     for s in pipeline.stages():
         for f in pipeline.code_deps(s.name):
             holders.setdefault(f, set()).add(s.name)
-    chosen = {}
+    chosen: dict[str, set[str]] = {}
     for s in pipeline.stages():
+        if any(s.name in held for held in chosen.values()):
+            continue
         f = min(pipeline.code_deps(s.name),
                 key=lambda f: (len(holders[f]), f.endswith("__init__.py"), f.endswith(".smk"), f))
         chosen[f] = holders[f]
+    assert set().union(*chosen.values()) == {s.name for s in pipeline.stages()}
     everywhere = [f for f, held in holders.items() if len(held) == len(pipeline.stages())]
     assert "src/toonlab/errors.py" in everywhere
     chosen["src/toonlab/errors.py"] = holders["src/toonlab/errors.py"]
