@@ -27,6 +27,7 @@ log = get_logger(__name__)
 RUN_HELP = ("a run: its name under train.out_dir (cyclegan, ablations/x), its folder (models/ugatit) "
             "or a checkpoint file")
 
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # same exit code (2), plus a pointer to --help
         self.print_usage(sys.stderr)

@@ -322,7 +322,6 @@ def test_train_step_cpu():
     assert all(v.shape == (2, 3, 32, 32) for v in samples.values())
 
 
-
 def test_resume_reproduces_next_steps():
     """What the trainer checkpoints (networks, optimizers, schedulers, extra_state, RNG)
     is enough to replay the following steps exactly, image pools included."""

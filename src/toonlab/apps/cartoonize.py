@@ -36,7 +36,6 @@ log = get_logger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
 
-
 @dataclass
 class ImageResult:
     """The faces of one photo, translated."""

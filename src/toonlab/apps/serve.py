@@ -52,7 +52,6 @@ _FORM_OVERHEAD = 64 * 1024    # bytes allowed on top of the photo for the other 
 _DISCARD_MAX = 512 * 2**20
 
 
-
 # ----------------------------------------------------------------------------- runs
 
 

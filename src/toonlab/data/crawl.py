@@ -67,7 +67,6 @@ FLUSH_EVERY = 50  # results between periodic log writes (grows with the log, see
 FLUSH_MAX_INTERVAL_S = 30.0
 
 
-
 # ----------------------------------------------------------------------------- URL lists
 
 

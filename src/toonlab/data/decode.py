@@ -143,7 +143,6 @@ _SNIFF_BYTES = 4096
 _PIL_GLOBALS_LOCK = threading.RLock()
 
 
-
 @dataclass(frozen=True)
 class DecodeResult:
     status: Literal["ok", "rejected"]

@@ -19,7 +19,6 @@ class DataParams(Section):
     domains: Annotated[list[Literal["photo", "anime"]], Field(min_length=1)] = ["photo", "anime"]
 
 
-
 class DemoParams(Section):
     seed: Annotated[int, Field(ge=0)] = 0
     # Generated variants of each real photo shipped inside installed packages.

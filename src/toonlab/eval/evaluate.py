@@ -40,7 +40,6 @@ from toonlab.util import codec, fileio
 log = get_logger(__name__)
 
 
-
 # ----------------------------------------------------------------------------- images
 
 

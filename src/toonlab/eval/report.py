@@ -36,7 +36,6 @@ UNAVAILABLE_KEYS = {"fid": "fid", "kid_x100": "kid", "identity_cosine": "identit
                     "cycle_ssim": "cycle", "landmark_nme": "landmarks"}
 
 
-
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 

@@ -113,7 +113,6 @@ def curated_table(table, params: CurateParams):
 # ----------------------------------------------------------------------------- counts
 
 
-
 def _by_reason(rows: Iterable[dict]) -> dict[str, int]:
     return dict(sorted(Counter(r.get("reason") or "(none)" for r in rows).items()))
 

@@ -98,7 +98,6 @@ def _sort_largest_first(faces: list[Face]) -> list[Face]:
     return sorted(faces, key=lambda f: -(f.width * f.height))
 
 
-
 # --------------------------------------------------------------------------- mediapipe
 
 # BlazeFace's six keypoints, in its order (image sides for an upright, unmirrored face).

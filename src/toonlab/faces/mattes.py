@@ -36,14 +36,12 @@ from toonlab.faces.params import MatteParams
 REMBG_MODELS: dict[str, str] = {"u2net_human_seg": "u2net_human_seg", "isnet-anime": "isnet_anime"}
 
 
-
 def background_fraction(alpha: np.ndarray) -> float:
     """Share of the image that is background: the mean of 1 - alpha."""
     a = np.asarray(alpha, dtype=np.float64)
     if a.size == 0:
         return 0.0
     return float(np.mean(1.0 - np.clip(a, 0.0, 1.0)))
-
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:

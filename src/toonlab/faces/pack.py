@@ -43,7 +43,6 @@ FIVE_POINT_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right"
 INDEX_VERSION = 1
 
 
-
 def array_name(split: str, px: int, kind: str) -> str:
     return f"{split}_{px}_{kind}.npy"
 

@@ -94,7 +94,6 @@ class PreprocessParams(Section):
     max_bg_fraction: Annotated[float, Field(ge=0, le=1)] = 0.85
 
 
-
 class AlignParams(Section):
     out_dir: str = "data/processed"
 
@@ -114,7 +113,6 @@ class SplitParams(Section):
                 f"split ratios train + val + test must sum to 1, got train={self.train:g} + "
                 f"val={self.val:g} + test={self.test:g} = {total:.6g}")
         return self
-
 
 
 class CurateParams(Section):

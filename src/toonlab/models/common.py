@@ -40,7 +40,6 @@ def adam(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], 
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
-
 class RecipeBase:
     """What every training recipe (toonlab.train.recipe.Recipe) does the same way: the
     context's device and memory format, the float16 loss scaler, autocast, moving batches

@@ -19,7 +19,6 @@ def check_crop(crop_px: int, load_px: int, multiple: int, why: str) -> None:
         raise ValueError(f"load_px ({load_px}) must be 0 or >= crop_px ({crop_px})")
 
 
-
 class UnpairedDataParams(Section):
     """The `data` section of the unpaired translation families (CycleGAN, U-GAT-IT):
     batches of domain_a and domain_b faces, resized to load_px, randomly cropped to

@@ -20,7 +20,6 @@ def resolve_device(requested: str, override: str | None, local_rank: int = 0) ->
     return torch.device(f"cuda:{local_rank}") if want == "cuda" else torch.device("cpu")
 
 
-
 def init_distributed() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -34,7 +33,6 @@ def init_distributed() -> tuple[int, int, int]:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
     return dist.get_rank(), world, local
-
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -18,7 +18,6 @@ class CycleGANModelParams(Section):
     n_layers_d: Annotated[int, Field(ge=1, le=8)] = 3
 
 
-
 class CycleGANLossParams(Section):
     gan_mode: Literal["lsgan", "vanilla", "bce_logits"] = "lsgan"
     cycle_weight: Annotated[float, Field(ge=0)] = 10.0
@@ -31,7 +30,6 @@ class CycleGANLossParams(Section):
     perceptual_weights: Literal["imagenet", "random"] = "imagenet"
 
 
-
 class CycleGANOptimParams(Section):
     lr: Annotated[float, Field(gt=0)] = 2e-4
     beta1: Annotated[float, Field(ge=0, lt=1)] = 0.5
@@ -40,7 +38,6 @@ class CycleGANOptimParams(Section):
     steps_constant: Annotated[int, Field(ge=0)] = 0
     steps_decay: Annotated[int, Field(ge=0)] = 0
     pool_size: Annotated[int, Field(ge=0, le=10000)] = 50
-
 
 
 class CycleGANParams(Section):

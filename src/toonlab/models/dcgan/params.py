@@ -15,7 +15,6 @@ class DCGANModelParams(Section):
     ndf: Annotated[int, Field(ge=1, le=1024)] = 64
 
 
-
 class DCGANOptimParams(Section):
     lr_g: Annotated[float, Field(gt=0)] = 2e-4
     lr_d: Annotated[float, Field(gt=0)] = 2e-4
@@ -28,7 +27,6 @@ class DCGANOptimParams(Section):
     steps: Annotated[int, Field(ge=1)] = 2000
 
 
-
 class DCGANDataParams(Section):
     # The architecture is built for 96 px (5 layers, kernel 5 stride 3 at the image end).
     crop_px: Literal[96] = 96
@@ -37,12 +35,10 @@ class DCGANDataParams(Section):
     domain: Annotated[str, Field(min_length=1)] = "anime"
 
 
-
 class DCGANSampleParams(Section):
     # Noise of the sample grids and of `generate` (the reference's gen_mean / gen_std).
     noise_mean: float = 0.0
     noise_std: Annotated[float, Field(gt=0)] = 1.0
-
 
 
 class DCGANParams(Section):

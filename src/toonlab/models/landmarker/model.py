@@ -226,7 +226,6 @@ def nme(pred: Tensor, true: Tensor, visible: Tensor | None = None) -> Tensor:
 # ----------------------------------------------------------------------------- params
 
 
-
 # ----------------------------------------------------------------------------- recipe
 
 
@@ -318,8 +317,6 @@ def build(params: LandmarkerParams, ctx: Context) -> LandmarkerRecipe:
     log.info("landmarker: HeatmapNet %d params (ch %d, %d blocks, stride %d, sigma %.2f cells)",
              count_params(recipe.nets["net"]), m.ch, m.n_blocks, m.stride, m.sigma)
     return recipe
-
-
 
 
 # ----------------------------------------------------------------------------- loading a trained run

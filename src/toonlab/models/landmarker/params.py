@@ -19,7 +19,6 @@ class LandmarkerModelParams(Section):
     sigma: Annotated[float, Field(gt=0, le=16)] = 1.5
 
 
-
 class LandmarkerLossParams(Section):
     # MSE between heatmaps and Gaussian targets, summed over each map, mean over maps.
     heat_weight: Annotated[float, Field(ge=0)] = 1.0
@@ -33,7 +32,6 @@ class LandmarkerLossParams(Section):
         return self
 
 
-
 class LandmarkerOptimParams(Section):
     lr: Annotated[float, Field(gt=0)] = 1e-3
     beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
@@ -41,7 +39,6 @@ class LandmarkerOptimParams(Section):
     steps: Annotated[int, Field(ge=1)] = 2000
     # constant, or cosine decay to 0 over the run.
     lr_decay: Literal["constant", "cosine"] = "cosine"
-
 
 
 class LandmarkerDataParams(Section):
@@ -62,7 +59,6 @@ class LandmarkerDataParams(Section):
     @property
     def resolved_load_px(self) -> int:
         return self.load_px or self.crop_px
-
 
 
 class LandmarkerParams(Section):

@@ -37,7 +37,6 @@ class UGATITModelParams(Section):
     n_dis_local: Annotated[int, Field(ge=3, le=10)] = 5     # layers of the local discriminators
 
 
-
 class UGATITLossParams(Section):
     adv_weight: Annotated[float, Field(ge=0)] = 1.0
     cycle_weight: Annotated[float, Field(ge=0)] = 10.0      # soft_adalin reference: 50
@@ -45,7 +44,6 @@ class UGATITLossParams(Section):
     cam_weight: Annotated[float, Field(ge=0)] = 1000.0
     # Face-identity loss (MobileFaceNet, needs model_mobilefacenet.pth); soft_adalin reference: 1.
     faceid_weight: Annotated[float, Field(ge=0)] = 0.0
-
 
 
 class UGATITOptimParams(Section):
@@ -59,7 +57,6 @@ class UGATITOptimParams(Section):
     decay_from: Annotated[int, Field(ge=0)] = 0
 
 
-
 # photo2cartoon's train.py settings for the Soft-AdaLIN variant.
 VARIANT_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "ugatit": {},
@@ -67,7 +64,6 @@ VARIANT_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                     "loss": {"adv_weight": 1.0, "cycle_weight": 50.0, "identity_weight": 10.0,
                              "cam_weight": 1000.0, "faceid_weight": 1.0}},
 }
-
 
 
 class UGATITParams(Section):

@@ -22,7 +22,6 @@ class WhiteboxModelParams(Section):
     vgg_weights: Literal["imagenet", "random"] = "imagenet"
 
 
-
 class WhiteboxLossParams(Section):
     surface: Annotated[float, Field(ge=0)] = 0.1
     texture: Annotated[float, Field(ge=0)] = 1.0
@@ -36,14 +35,12 @@ class WhiteboxLossParams(Section):
     landmarker_run: str = "models/landmarker"
 
 
-
 class WhiteboxStructureParams(Section):
     method: Literal["slic", "felzenszwalb", "selective"] = "slic"
     segments: Annotated[int, Field(ge=2, le=100000)] = 200
     fill: Literal["mean", "adaptive"] = "mean"
     # Segmentation processes; 0: in the training process, serialised (tests only).
     workers: Annotated[int, Field(ge=0, le=64)] = 2
-
 
 
 class WhiteboxPretrainParams(Section):
@@ -53,13 +50,11 @@ class WhiteboxPretrainParams(Section):
     run_dir: str = "models/whitebox_pretrain"
 
 
-
 class WhiteboxOptimParams(Section):
     steps: Annotated[int, Field(ge=1)] = 100000
     lr: Annotated[float, Field(gt=0)] = 2e-4
     beta1: Annotated[float, Field(ge=0, lt=1)] = 0.5
     beta2: Annotated[float, Field(ge=0, lt=1)] = 0.99
-
 
 
 class WhiteboxDataParams(Section):
@@ -75,7 +70,6 @@ class WhiteboxDataParams(Section):
     def _check(self) -> WhiteboxDataParams:
         check_crop(self.crop_px, self.load_px, 4, "two stride-2 stages")
         return self
-
 
 
 class WhiteboxParams(Section):
