@@ -8,7 +8,7 @@ them) and the DVC training stages (`toonlab pipeline --write` generates dvc.yaml
 Adding a family means: its package (`models/<name>/params.py` with its params section,
 pydantic only, and `models/<name>/model.py` with `build(params, ctx) -> Recipe` and, for
 a family with inference, `inference(params, nets) -> Inference`), one entry below, and
-its section in params.yaml. tests/test_registry.py adds a minimal family that way and
+its section in params.yaml. tests/models/test_registry.py adds a minimal family that way and
 trains, evaluates and exports it through the normal command line.
 
 This module is light: it names the params classes and model modules as strings and
