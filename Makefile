@@ -10,7 +10,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps demo test test-fast lint bench lock clean-venv
+.PHONY: install system-deps demo test test-fast lint bench gpu-check lock clean-venv
 
 install: $(STAMP)
 
@@ -52,6 +52,12 @@ lint: install
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# GPU acceptance in one command (one CUDA GPU, under 8 minutes): every family's step at its
+# reference size, resume after kill, torchrun, ONNX Runtime CUDA parity, serve --device cuda.
+# `make gpu-check ARGS=--smoke`: the CPU smoke mode (tiny sizes, about a minute).
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py $(ARGS)
 
 # Re-resolve requirements.in in a scratch virtualenv and write the lock from it.
 lock:

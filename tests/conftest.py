@@ -158,3 +158,15 @@ def register_family(monkeypatch, name: str, params_cls, inference=None, *, kind:
                           steps=lambda p: 1, domains=lambda p: list(domains), kind=kind)
     monkeypatch.setattr(registry, "FAMILIES", (*registry.FAMILIES, fam))
     return fam
+
+
+# ----------------------------------------------------------------------------- trainer runs
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """Two folders of generated images, A and its known transform B, for tiny trainings."""
+    rng = np.random.default_rng(0)
+    write_folder(tmp_path / "A", blobs(rng, 24, 40))
+    write_folder(tmp_path / "B", blobs(rng, 24, 40, invert))
+    return tmp_path

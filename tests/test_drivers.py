@@ -70,6 +70,11 @@ def test_snakemake_lint_is_clean(project):
 def test_snakemake_first_then_dvc_does_no_work(project):
     shrink(project)
     run(["snakemake", "-c2", "all"], project)
+    # Training through Snakemake logs to a file (`| tee logs/train_<family>.log`): progress
+    # lines every train.log_every steps, and the run's heartbeat.
+    log = (project / "logs/train_cyclegan.log").read_text()
+    assert "train cyclegan: step 2/4 (50%)" in log and "train cyclegan: step 4/4 (100%)" in log, log
+    assert '"status": "finished"' in (project / "models/cyclegan/heartbeat.json").read_text()
     before = snapshot(project)
     assert "data/raw/demo.json" in before
     repro = run(["dvc", "repro"], project)

@@ -74,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("params", "validate the parameters file and print the effective values", _cmd_params)
     p.add_argument("--section", help="print only this section")
 
+    p = add("profile", "switch model families' params.yaml sections between profiles, in place with comments "
+            "kept: demo (small, fast) and reference (the paper's settings); without arguments, show which "
+            "profile each section matches", _cmd_profile)
+    p.add_argument("profile", nargs="?", metavar="PROFILE",
+                   help="demo or reference (ugatit also: reference_full, soft_adalin)")
+    p.add_argument("families", nargs="*", metavar="FAMILY", help="model families to switch, or all")
+    p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+    p.add_argument("--dvc-exp", action="store_true",
+                   help="print the `dvc exp run -S ...` command that runs the switch as a DVC experiment; "
+                        "write nothing")
+
     p = add("crawl", "fetch URL lists (text or CSV with url, domain, license) into "
             "<raw_dir>/<domain>/, rate-limited, with retries and resume", _cmd_crawl)
     p.add_argument("lists", nargs="*", metavar="LIST", help="URL list files or folders (default: crawl.url_lists)")
@@ -135,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override runtime.device (e.g. --device cpu when params ask for CUDA)")
     p.add_argument("--steps", type=int, help="train to this total step count (default: from the family's params)")
     p.add_argument("--resume", default="auto", metavar="auto|none|PATH",
-                   help="auto: continue from the run's latest checkpoint (default); none: start over; or a checkpoint file")
+                   help="auto: continue from the run's newest readable checkpoint (default); none: a new run "
+                        "(in an empty folder, or with --restart); or a checkpoint file")
+    p.add_argument("--restart", action="store_true",
+                   help="start over: move the run folder aside to <run>.replaced-<time>/ first (nothing is deleted)")
     p.add_argument("--run-dir", metavar="DIR", help="run folder (default: <train.out_dir>/<model>, or the "
                    "family's own setting, e.g. whitebox.pretrain.run_dir)")
     p.add_argument("--variant", metavar="NAME",
@@ -265,7 +279,7 @@ def _cmd_train(args: argparse.Namespace, params: Any) -> int:
     from toonlab.train.launch import train_family
 
     train_family(params, args.model, variant=args.variant, steps=args.steps, resume=args.resume,
-                 run_dir=args.run_dir, device=args.device)
+                 run_dir=args.run_dir, device=args.device, restart=args.restart)
     return 0
 
 
@@ -398,6 +412,29 @@ def _cmd_params(args: argparse.Namespace, params: Any) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace, params: Any) -> int:
+    from toonlab import profiles
+
+    if not args.profile:
+        print("\n".join(profiles.status(params)))
+        return 0
+    path = getattr(args, "params", None) or DEFAULT_PARAMS
+    changes = profiles.apply_profile(path, args.families, args.profile, dry_run=args.dry_run or args.dvc_exp)
+    if args.dvc_exp:
+        print(profiles.dvc_exp_command(changes))
+        return 0
+    for change in changes:
+        print(change)
+    if not changes:
+        log.info("%s: already %s", path, args.profile)
+    elif args.dry_run:
+        log.info("dry run: %d key(s) would change, %s not written", len(changes), path)
+    else:
+        log.info("%s: %d key(s) set to the %s profile; commit it to version the switch (git commit %s)",
+                 path, len(changes), args.profile, path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -414,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     except ToonlabError as exc:
         if debug:
             traceback.print_exc()
-        print(f"toonlab: error: {exc}", file=sys.stderr)
+        # 75 (EX_TEMPFAIL): a training stopped by a signal after its checkpoint, resumable
+        print(f"toonlab: {'stopped' if exc.exit_code == 75 else 'error'}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("toonlab: interrupted", file=sys.stderr)

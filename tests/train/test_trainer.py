@@ -11,43 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
+from train_helpers import finish, toonlab, write_params
 
 from conftest import blobs, invert, write_folder
 from toonlab.train import checkpoint as ckpt
-
-TINY = {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
-        "data": {"crop_px": 32, "load_px": 36, "batch_size": 2},
-        "optim": {"steps_constant": 10, "steps_decay": 10}}
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    rng = np.random.default_rng(0)
-    write_folder(tmp_path / "A", blobs(rng, 24, 40))
-    write_folder(tmp_path / "B", blobs(rng, 24, 40, invert))
-    return tmp_path
-
-
-def write_params(root: Path, cyclegan=None, train=None, runtime=None):
-    params = {"runtime": {"device": "cpu", **(runtime or {})},
-              "train": {"source": "folders", "folders": {"A": str(root / "A"), "B": str(root / "B")},
-                        "log_every": 1, "ckpt_every": 5, "sample_every": 0, "loader_workers": 2,
-                        "out_dir": str(root / "models"), **(train or {})},
-              "cyclegan": {**TINY, **(cyclegan or {})}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-
-
-def toonlab(root: Path, *args, env=None, **kw) -> subprocess.Popen:
-    env = env or {**os.environ, "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}
-    return subprocess.Popen([sys.executable, "-m", "toonlab", *args], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def finish(proc: subprocess.Popen, timeout=300) -> tuple[int, str]:
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out
 
 
 def test_resume_after_kill_9_equals_uninterrupted_run(workdir):
@@ -128,22 +96,6 @@ def test_cuda_requested_without_cuda_is_a_clear_error(workdir):
     assert rc == 0, out
 
 
-def test_sigterm_saves_a_checkpoint_and_stops(workdir):
-    write_params(workdir, cyclegan={"optim": {"steps_constant": 5000, "steps_decay": 5000}},
-                 train={"ckpt_every": 100000, "log_every": 100000})
-    proc = toonlab(workdir, "train", "cyclegan")
-    deadline = time.time() + 120
-    while not (workdir / "models/cyclegan/dvclive").exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    rc, out = finish(proc)
-    assert rc == 0 and "SIGTERM received" in out, out
-    found = ckpt.list_checkpoints(workdir / "models/cyclegan/checkpoints")
-    assert found and 0 < found[-1][0] < 10000
-
-
 def test_ddp_two_processes_gloo_weights_identical(workdir):
     write_params(workdir, train={"loader_workers": 0})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}
@@ -189,38 +141,3 @@ def test_learning_known_transform(workdir):
     err = (y - target).abs().mean().item()
     identity_err = (x - target).abs().mean().item()
     assert err < 0.4 * identity_err, (err, identity_err)
-
-
-def test_changed_training_data_starts_over_instead_of_resuming(workdir, caplog):
-    """A finished run is not 'already trained' once its images change."""
-    import logging
-
-    from toonlab.models.registry import families
-    from toonlab.params import validate_params
-    from toonlab.train.trainer import Trainer
-
-    params = validate_params({
-        "train": {"source": "folders", "folders": {"A": str(workdir / "A"), "B": str(workdir / "B")},
-                  "log_every": 1, "ckpt_every": 100, "sample_every": 0, "loader_workers": 0,
-                  "out_dir": str(workdir / "models")},
-        "cyclegan": TINY})
-    fam = families()["cyclegan"]
-
-    def train():
-        return Trainer(fam, params.cyclegan, params.train, device=torch.device("cpu"), packed_dir="unused",
-                       steps=2).run()
-
-    logging.getLogger("toonlab").propagate = True
-    caplog.set_level(logging.INFO)
-    train()
-    first = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
-    caplog.clear()
-    train()
-    assert "nothing to do" in caplog.text           # same data: the finished run stands
-    write_folder(workdir / "B", blobs(np.random.default_rng(5), 3, 40, invert))   # overwrite three images
-    caplog.clear()
-    train()
-    assert "starting a new run" in caplog.text
-    again = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
-    assert again["config"]["data"]["B"] != first["config"]["data"]["B"]
-    assert again["config"]["data"]["A"] == first["config"]["data"]["A"]

@@ -61,6 +61,10 @@ class Family:
     # Runs it reads before training: params key (inside its section) of each run folder ->
     # whether the current settings need it (DVC always lists it; Snakemake only when True).
     needs: Callable[[Any], dict[str, bool]] | None = None
+    # Keys of its section (dotted) that only set how long it trains: changing them
+    # continues a run with the schedule recomputed for the new end (keys it lacks are ignored).
+    length_keys: tuple[str, ...] = ("optim.steps", "optim.steps_constant", "optim.steps_decay",
+                                    "optim.decay_from", "pretrain.steps")
 
     # -- facts
     @property

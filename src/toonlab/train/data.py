@@ -69,6 +69,12 @@ class SamplerState:
     epoch: int = 0
     position: int = 0  # samples of this epoch already delivered (per rank)
 
+    def for_world(self, old_world: int, new_world: int) -> "SamplerState":
+        """The same place in the data for another number of processes: `position * world`
+        samples of the epoch were delivered in all (rank r reads global positions
+        position * world + r), which a global batch divisible by both worlds keeps exact."""
+        return SamplerState(self.epoch, self.position * old_world // new_world)
+
 
 class Augment:
     """Resize to load_px, random crop to crop_px, random flip, optional colour jitter
@@ -178,6 +184,9 @@ class BatchStream:
 def _worker_init(_: int) -> None:
     import cv2
 
+    from toonlab.util.signals import ignore_stop_signals
+
+    ignore_stop_signals()   # a stop for the process group is the trainer's to handle
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     info = get_worker_info()

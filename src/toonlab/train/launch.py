@@ -15,7 +15,8 @@ log = get_logger(__name__)
 
 
 def train_family(params: Any, name: str, *, variant: str | None = None, steps: int | None = None,
-                 resume: str = "auto", run_dir: str | None = None, device: str | None = None) -> dict[str, Any]:
+                 resume: str = "auto", run_dir: str | None = None, device: str | None = None,
+                 restart: bool = False) -> dict[str, Any]:
     """Train family `name` into its run folder (default: the registry's, or
     `<train.out_dir>/<ablations.runs_subdir>/<variant>`); returns the last logged metrics."""
     from toonlab.train.device import init_distributed, resolve_device
@@ -35,7 +36,7 @@ def train_family(params: Any, name: str, *, variant: str | None = None, steps: i
     _, _, local_rank = init_distributed()
     trainer = Trainer(family, fparams, params.train, device=resolve_device(params.runtime.device, device, local_rank),
                       packed_dir=params.pack.out_dir, run_dir=Path(run_dir), steps=steps)
-    metrics = trainer.run(resume=resume)
+    metrics = trainer.run(resume=resume, restart=restart)
     if metrics:
         log.info("%s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
     return metrics

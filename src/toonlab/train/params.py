@@ -15,6 +15,10 @@ class TrainParams(Section):
     sample_every: Annotated[int, Field(ge=0)] = 500   # 0: only at the end
     ckpt_every: Annotated[int, Field(ge=1)] = 1000
     keep_last: Annotated[int, Field(ge=1)] = 3
+    # What `toonlab train` does with a run folder trained with other settings (other than
+    # its length): refuse (exit 2, naming the keys) or restart (move the run aside to
+    # <run>.replaced-<time>/ and start a new one). Nothing is ever deleted.
+    on_change: Literal["refuse", "restart"] = "refuse"
     best_metric: str = ""                    # a loss name, lower is better; "": the family's default
     amp: bool = True                         # bf16 autocast on CUDA; CPU always runs fp32
     channels_last: bool = True

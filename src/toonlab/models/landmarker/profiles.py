@@ -1,0 +1,31 @@
+"""Profiles of the `landmarker` params section (`toonlab profile <name> landmarker`, see
+`toonlab.profiles`). Data only: no training code imports this module.
+
+The landmark heatmap network is this project's own (no paper): its reference profile is
+the full-size setting of its params class (ch 32, 128 px, batch 16 per domain, 2,000
+steps with cosine decay).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ABOUT = {
+    "demo": "small and short: ch 16, 64 px, batch 8, 200 steps",
+    "reference": "the project's full-size setting (no paper): ch 32, 128 px, batch 16, 2,000 steps",
+}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "demo": {
+        "model": {"ch": 16, "n_blocks": 2, "stride": 4, "sigma": 1.5},
+        "loss": {"heat_weight": 1.0, "coord_weight": 1.0},
+        "optim": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "steps": 200, "lr_decay": "cosine"},
+        "data": {"crop_px": 64, "load_px": 0, "batch_size": 8, "flip": True},
+    },
+    "reference": {
+        "model": {"ch": 32, "n_blocks": 2, "stride": 4, "sigma": 1.5},
+        "loss": {"heat_weight": 1.0, "coord_weight": 1.0},
+        "optim": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "steps": 2000, "lr_decay": "cosine"},
+        "data": {"crop_px": 128, "load_px": 0, "batch_size": 16, "flip": True},
+    },
+}

@@ -1,0 +1,295 @@
+"""Profiles (`toonlab profile`): each family's reference profile gives the reference
+implementation's parameter counts and key hyperparameters (/work/shared/reference-facts.md),
+the switch rewrites only its keys of params.yaml with every comment kept, and `demo`
+restores the committed file byte for byte."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from toonlab import pipeline, profiles
+from toonlab.cli import main
+from toonlab.errors import ParamsError, UsageError
+from toonlab.models import registry
+from toonlab.models.common import count_params
+from toonlab.params import load_params
+from toonlab.train.recipe import Context
+
+PARAMS = REPO / "params.yaml"
+FAMILIES = ["cyclegan", "dcgan", "ugatit", "landmarker", "whitebox_pretrain", "whitebox"]
+
+# The reference facts: parameter counts of the trainable networks, by the recipes' names.
+COUNTS = {
+    ("cyclegan", "reference"): {"G_A": 11_378_179, "G_B": 11_378_179, "D_A": 2_764_737, "D_B": 2_764_737},
+    ("dcgan", "reference"): {"G": 3_578_432, "D": 2_767_296},
+    ("ugatit", "reference"): {"G_A": 10_589_888, "G_B": 10_589_888, "D_GA": 53_130_176, "D_GB": 53_130_176,
+                              "D_LA": 3_290_560, "D_LB": 3_290_560},
+    ("ugatit", "reference_full"): {"G_A": 278_959_808, "D_GA": 53_130_176, "D_LA": 3_290_560},
+    ("ugatit", "soft_adalin"): {"G_A": 3_831_079, "D_GA": 13_294_048, "D_LA": 826_080},
+    ("whitebox_pretrain", "reference"): {"G": 1_467_075},
+    ("whitebox", "reference"): {"G": 1_467_075, "D_surface": 287_137},
+}
+
+
+def switched(tmp_path: Path, profile: str, names: list[str]) -> tuple[Path, list[profiles.Change]]:
+    path = tmp_path / "params.yaml"
+    if not path.exists():
+        shutil.copy(PARAMS, path)
+    return path, profiles.apply_profile(path, names, profile)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The repository's params.yaml with every family switched to its reference profile."""
+    path, changes = switched(tmp_path_factory.mktemp("reference"), "reference", ["all"])
+    assert changes
+    return load_params(path)
+
+
+def build_on_meta(name: str, section):
+    """The family's recipe built on the meta device (no memory, no weights files): the
+    networks exactly as training builds them from the section."""
+    if name == "whitebox":   # no pretrain run, ImageNet file or segmentation workers here
+        section = section.model_copy(update={
+            "pretrain": section.pretrain.model_copy(update={"run_dir": ""}),
+            "model": section.model.model_copy(update={"vgg_weights": "random"}),
+            "structure": section.structure.model_copy(update={"workers": 0})})
+    if name == "ugatit" and section.loss.faceid_weight:   # the face-ID net needs its weights file
+        section = section.model_copy(update={"loss": section.loss.model_copy(update={"faceid_weight": 0.0})})
+    ctx = Context(device=torch.device("meta"), amp_dtype=None, channels_last=False, total_steps=10)
+    fam = registry.get(name)
+    recipe = fam.build(section, ctx)
+    try:
+        return {k: count_params(v) for k, v in recipe.nets.items()}
+    finally:
+        getattr(recipe, "close", lambda: None)()
+
+
+# ----------------------------------------------------------------------------- the reference facts
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "dcgan", "ugatit", "whitebox_pretrain", "whitebox"])
+def test_reference_profile_parameter_counts(reference, name):
+    fam = registry.get(name)
+    counts = build_on_meta(name, fam.section_of(reference))
+    assert {k: counts[k] for k in COUNTS[(name, "reference")]} == COUNTS[(name, "reference")]
+
+
+@pytest.mark.parametrize("profile", ["reference_full", "soft_adalin"])
+def test_ugatit_variant_profiles_parameter_counts(tmp_path, profile):
+    path, _ = switched(tmp_path, profile, ["ugatit"])
+    counts = build_on_meta("ugatit", load_params(path).ugatit)
+    assert {k: counts[k] for k in COUNTS[("ugatit", profile)]} == COUNTS[("ugatit", profile)]
+
+
+def test_reference_profile_hyperparameters(reference):
+    from toonlab.models.ugatit.model import resolve_decay_from
+
+    c = reference.cyclegan
+    assert (c.model.ngf, c.model.ndf, c.model.n_blocks, c.model.n_layers_d) == (64, 64, 9, 3)
+    assert (c.loss.gan_mode, c.loss.cycle_weight, c.loss.identity_weight * c.loss.cycle_weight) == ("lsgan", 10, 5)
+    assert c.loss.perceptual_weight == 0
+    assert (c.optim.lr, c.optim.beta1, c.optim.beta2, c.optim.pool_size) == (2e-4, 0.5, 0.999, 50)
+    # 100 epochs constant + 100 decaying, an epoch = 3,400 steps (selfie2anime, batch 1).
+    assert (c.optim.steps_constant, c.optim.steps_decay) == (340_000, 340_000)
+    assert (c.data.crop_px, c.data.resolved_load_px, c.data.batch_size, c.data.flip) == (256, 286, 1, True)
+
+    d = reference.dcgan
+    assert (d.model.nz, d.model.ngf, d.model.ndf) == (100, 64, 64)
+    assert (d.optim.lr_g, d.optim.lr_d, d.optim.beta1, d.optim.beta2) == (2e-4, 2e-4, 0.5, 0.999)
+    assert (d.optim.d_every, d.optim.g_every) == (1, 5)
+    assert d.optim.steps == 200 * (50_000 // 256)   # 200 epochs of ~50,000 faces, last batch dropped
+    assert (d.data.crop_px, d.data.batch_size, d.data.flip) == (96, 256, False)
+
+    u = reference.ugatit
+    assert (u.model.variant, u.model.light, u.model.ch, u.model.n_res) == ("ugatit", True, 64, 4)
+    assert (u.model.n_dis_global, u.model.n_dis_local) == (7, 5)
+    assert (u.loss.adv_weight, u.loss.cycle_weight, u.loss.identity_weight, u.loss.cam_weight) == (1, 10, 10, 1000)
+    assert u.loss.faceid_weight == 0
+    assert (u.optim.lr, u.optim.beta1, u.optim.beta2, u.optim.weight_decay) == (1e-4, 0.5, 0.999, 1e-4)
+    assert u.optim.steps == 1_000_000
+    assert resolve_decay_from(u.optim, registry.get("ugatit").total_steps(u)) == 500_000
+    assert (u.data.crop_px, u.data.resolved_load_px, u.data.batch_size, u.data.flip) == (256, 286, 1, True)
+
+    w = reference.whitebox
+    assert (w.model.ch, w.model.n_res, w.model.d_ch, w.model.vgg_weights) == (32, 4, 32, "imagenet")
+    assert (w.model.gf_r, w.model.gf_eps, w.model.gf_eps_test) == (1, 1e-2, 5e-3)
+    lw = w.loss
+    assert (lw.tv, lw.surface, lw.texture, lw.content, lw.structure, lw.landmark) == (1e4, 0.1, 1, 200, 200, 0)
+    assert (lw.surface_r, lw.surface_eps) == (5, 0.2)
+    assert (w.structure.method, w.structure.segments, w.structure.fill) == ("slic", 200, "mean")
+    assert (w.optim.lr, w.optim.beta1, w.optim.beta2, w.optim.steps) == (2e-4, 0.5, 0.99, 100_000)
+    assert (w.pretrain.steps, w.pretrain.lr) == (50_000, 2e-4)
+    assert (w.data.crop_px, w.data.batch_size, w.data.flip) == (256, 16, False)
+    assert registry.get("whitebox_pretrain").total_steps(w) == 50_000
+
+    # The landmarker has no paper: its reference is its params class's full-size defaults.
+    lm = reference.landmarker
+    assert lm == type(lm)()
+
+
+def test_soft_adalin_profile_hyperparameters(tmp_path):
+    path, _ = switched(tmp_path, "soft_adalin", ["ugatit"])
+    u = load_params(path).ugatit
+    assert (u.model.variant, u.model.light, u.model.ch, u.model.n_res) == ("soft_adalin", True, 32, 4)
+    assert (u.loss.adv_weight, u.loss.cycle_weight, u.loss.identity_weight, u.loss.cam_weight,
+            u.loss.faceid_weight) == (1, 50, 10, 1000, 1)
+    assert (u.optim.lr, u.optim.weight_decay, u.optim.steps, u.data.crop_px, u.data.batch_size) == \
+        (1e-4, 1e-4, 1_000_000, 256, 1)
+
+
+# ----------------------------------------------------------------------------- the profiles themselves
+
+
+def test_every_family_has_demo_and_reference_over_the_same_keys():
+    known = profiles.sections()
+    assert set(known) == {f.params_section for f in registry.FAMILIES}
+    committed = yaml.safe_load(PARAMS.read_text())
+    for section, module in known.items():
+        assert {"demo", "reference"} <= set(module.PROFILES), section
+        keys = {name: set(profiles.flatten(values)) for name, values in module.PROFILES.items()}
+        assert all(k == keys["demo"] for k in keys.values()), f"{section}: profiles set different keys"
+        assert set(module.ABOUT) == set(module.PROFILES)
+        # Every key exists in the params class, and the demo profile is what params.yaml holds.
+        cls = registry.sections()[section]
+        cls.model_validate({k: dict(v) for k, v in module.PROFILES["reference"].items()}, strict=True)
+        for path, value in profiles.flatten(module.PROFILES["demo"]).items():
+            found, current = profiles._lookup(committed[section], path)
+            assert found and profiles._same(current, value), f"{section}.{'.'.join(path)}"
+
+
+def test_committed_params_are_the_demo_profile():
+    params = load_params(PARAMS)
+    assert {s: profiles.matching(params, s)[0] for s in profiles.sections()} == {s: "demo" for s in profiles.sections()}
+
+
+def test_profile_data_is_no_stage_code():
+    """Editing a profile changes no training stage: only params.yaml values do."""
+    for fam in registry.FAMILIES:
+        assert not [f for f in pipeline.code_deps(f"train_{fam.name}") if f.endswith("profiles.py")]
+
+
+# ----------------------------------------------------------------------------- rewriting params.yaml
+
+
+def test_switch_keeps_comments_and_demo_restores_the_file(tmp_path):
+    original = PARAMS.read_bytes()
+    path, changes = switched(tmp_path, "reference", ["all"])
+    new = path.read_bytes()
+    assert new != original
+    old_lines, new_lines = original.decode().splitlines(), new.decode().splitlines()
+    assert len(old_lines) == len(new_lines)
+    changed = [(a, b) for a, b in zip(old_lines, new_lines) if a != b]
+    assert len(changed) == len(changes)
+    for a, b in zip(old_lines, new_lines):
+        if "#" in a:   # every comment survives, word for word
+            assert b.partition("#")[2] == a.partition("#")[2]
+    for a, b in changed:   # only the value changed, on its own line
+        assert a.split(":")[0] == b.split(":")[0]
+    assert "    ngf: 64               # demo; the paper: 64" in new_lines
+    assert "    steps: 1000000        # demo; the paper: 1000000" in new_lines
+    load_params(path)
+    # Round trips through the other profiles, then back: the committed bytes.
+    for profile in ("reference_full", "soft_adalin", "reference"):
+        profiles.apply_profile(path, ["ugatit"], profile)
+    assert profiles.apply_profile(path, ["all"], "demo")
+    assert path.read_bytes() == original
+    assert profiles.apply_profile(path, ["all"], "demo") == []
+
+
+def test_missing_keys_are_added_only_where_the_default_differs(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\nugatit:\n  model:\n    ch: 16   # small\n    n_dis_global: 5\n"
+                    "    n_dis_local: 4\n  data:\n    crop_px: 64\n# next section\nserve:\n  port: 8000\n")
+    changes = profiles.apply_profile(path, ["ugatit"], "demo")
+    assert [(c.key, c.added) for c in changes] == [("ugatit.model.n_res", True), ("ugatit.optim.steps", True)]
+    text = path.read_text()
+    assert "    ch: 16   # small\n" in text and "  optim:\n    steps: 150\n# next section\n" in text
+    assert profiles.matching(load_params(path), "ugatit")[0] == "demo"
+    profiles.apply_profile(path, ["ugatit"], "reference")
+    assert "    ch: 64   # small\n" in path.read_text()
+    assert profiles.matching(load_params(path), "ugatit")[0] == "reference"
+
+
+def test_an_invalid_result_is_not_written(tmp_path):
+    """An ablation variant that no longer fits the reference sizes: nothing is written."""
+    data = PARAMS.read_text().replace("overrides: {model.light: false, model.variant: \"ugatit\"}",
+                                      "overrides: {model.light: false, data.crop_px: 64}")
+    path = tmp_path / "params.yaml"
+    path.write_text(data)
+    load_params(path)
+    with pytest.raises(ParamsError, match=r"(?s)with the reference profile \(nothing written\):"
+                       r".*ablations\.variants\.ugatit_full\.overrides: .*too deep for crop_px 64"):
+        profiles.apply_profile(path, ["ugatit"], "reference")
+    assert path.read_text() == data
+
+
+def test_unknown_family_or_profile_is_a_usage_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    shutil.copy(PARAMS, path)
+    with pytest.raises(UsageError, match="no profiles for 'stylegan'; families with profiles: cyclegan"):
+        profiles.apply_profile(path, ["stylegan"], "reference")
+    with pytest.raises(UsageError, match="no profile 'paper' for ugatit; its profiles: demo, reference"):
+        profiles.apply_profile(path, ["ugatit"], "paper")
+    with pytest.raises(UsageError, match="no profile 'soft_adalin' for cyclegan"):
+        profiles.apply_profile(path, ["all"], "soft_adalin")
+    assert path.read_bytes() == PARAMS.read_bytes()
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def toonlab(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toonlab", *args], cwd=cwd, capture_output=True, text=True,
+                          check=False, timeout=120)
+
+
+def test_cli_switch_status_and_errors(tmp_path):
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    proc = toonlab(tmp_path, "profile", "reference", "ugatit")
+    assert proc.returncode == 0, proc.stderr
+    assert "ugatit.model.ch: 16 -> 64" in proc.stdout and "ugatit.optim.steps: 150 -> 1000000" in proc.stdout
+    assert "git commit" in proc.stderr
+    proc = toonlab(tmp_path, "profile")
+    assert proc.returncode == 0, proc.stderr
+    assert "ugatit: reference\n" in proc.stdout and "cyclegan: demo\n" in proc.stdout
+    for args, message in ((["profile", "reference", "stylegan"], "no profiles for 'stylegan'"),
+                          (["profile", "paper", "ugatit"], "no profile 'paper' for ugatit"),
+                          (["profile", "reference"], "name the families to switch")):
+        proc = toonlab(tmp_path, *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith(f"toonlab: error: {message}") and "Traceback" not in proc.stderr
+
+
+def test_cli_dry_run_and_dvc_exp_write_nothing_and_load_no_torch(tmp_path):
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    script = ("import sys\nfrom toonlab.cli import main\n"
+              "assert main(['profile', 'reference', 'whitebox', '--dry-run']) == 0\n"
+              "assert main(['profile', 'reference', 'dcgan', '--dvc-exp']) == 0\n"
+              "assert main(['profile']) == 0\n"
+              "print('HEAVY', sorted(m for m in ('torch', 'cv2') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+    assert "whitebox.model.vgg_weights: random -> imagenet" in proc.stdout
+    assert "whitebox.loss.landmark: 1.0 -> 0.0" in proc.stdout
+    assert "dvc exp run -S dcgan.model.ngf=64 -S dcgan.model.ndf=64 -S dcgan.optim.steps=39000" in proc.stdout
+    assert (tmp_path / "params.yaml").read_bytes() == PARAMS.read_bytes()
+
+
+def test_profile_command_in_process(tmp_path, capsys):
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    p = str(tmp_path / "params.yaml")
+    assert main(["profile", "reference", "cyclegan", "--params", p]) == 0
+    assert "cyclegan.optim.steps_constant: 100 -> 340000" in capsys.readouterr().out
+    assert main(["--params", p, "profile", "demo", "cyclegan"]) == 0
+    assert (tmp_path / "params.yaml").read_bytes() == PARAMS.read_bytes()
