@@ -3,7 +3,9 @@
 A variant trains into `<train.out_dir>/<ablations.runs_subdir>/<name>` and is evaluated
 like any run (`toonlab evaluate ablations/<name>`); `toonlab report` puts the variants
 of a family in one table. `snakemake -c2 ablations` runs them all (or those listed in
-`ablations.run`); with DVC the same variants are experiments over the main stages,
+`ablations.run`, or the named set `ablations.set` of `ablations.sets`, e.g.
+`snakemake -c2 ablations --config ablations='{set: ugatit_paper}'`); with DVC the same
+variants are experiments over the main stages,
 `dvc exp run --queue -S <key>=<value> ...` then `dvc queue start` (see README).
 Overrides are validated at load time against the family's params class, so a typo in a
 key fails before anything trains.
@@ -45,6 +47,9 @@ class AblationVariant(Section):
 class AblationsParams(Section):
     runs_subdir: Annotated[str, Field(min_length=1)] = "ablations"
     run: list[str] = []        # variants `snakemake ablations` runs; empty: all
+    # A named set of `sets` to run instead of `run` ("": `run`), e.g. ugatit_paper.
+    set: str = ""
+    sets: dict[str, list[str]] = {}   # name -> variants (a paper's table, a comparison)
     variants: dict[str, AblationVariant] = {}
 
     @model_validator(mode="after")
@@ -55,9 +60,20 @@ class AblationsParams(Section):
         for name in self.variants:
             if not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"variant name {name!r}: use letters, digits, _ and - only")
+        for name, members in self.sets.items():
+            unknown = [v for v in members if v not in self.variants]
+            if unknown:
+                raise ValueError(f"sets.{name} lists unknown variants {unknown}; defined: {sorted(self.variants)}")
+            if not members:
+                raise ValueError(f"sets.{name} is empty")
+        if self.set and self.set not in self.sets:
+            raise ValueError(f"set {self.set!r} is not in sets ({', '.join(sorted(self.sets)) or 'none defined'})")
         return self
 
     def selected(self) -> list[str]:
+        """The variants the `ablations` stage runs: the set `set`, else `run`, else all."""
+        if self.set:
+            return list(dict.fromkeys(self.sets[self.set]))
         return list(self.run or self.variants)
 
 

@@ -2,7 +2,7 @@
 
 Sections: the curation summary (from `reports/curation/summary.json`), a metric table
 per run with the best value of each column marked, the ablation comparison (variants
-named in `params.yaml`), side-by-side evaluation grids (rows: the same test inputs,
+named in `params.yaml`, per family and per set of several families), side-by-side evaluation grids (rows: the same test inputs,
 columns: runs), each run's latest training samples and its loss curves (DVCLive TSVs,
 drawn as inline SVG). Every image is embedded as a data URI and there is no script or
 style from outside, so the page works offline and can be mailed as one file.
@@ -282,6 +282,12 @@ def build_report(params) -> Path:
             parts.append("<ul class=\"small\">" + "".join(
                 f"<li><b>{_e(v)}</b>: {_e(params.ablations.variants[v].describe())}</li>"
                 for v in vrows if v in params.ablations.variants) + "</ul>")
+        # Sets across families (e.g. ugatit_vs_cyclegan): their variants side by side.
+        for set_name, members in params.ablations.sets.items():
+            srows = {v: rows[f"{params.ablations.runs_subdir}/{v}"] for v in members
+                     if f"{params.ablations.runs_subdir}/{v}" in rows}
+            if len(srows) > 1 and len({params.ablations.variants[v].family for v in srows}) > 1:
+                parts.append(f"<h3>set {_e(set_name)}</h3>" + metric_table(srows))
 
     parts.append("<h2>Evaluation grids</h2>")
     parts.append(comparison_grid(eval_dir, [r for r in runs + ablation_runs if r in rows]))

@@ -56,14 +56,20 @@ def _short(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def compare(old: dict[str, Any], new: dict[str, Any], length_keys: tuple[str, ...]) -> Changes:
+def compare(old: dict[str, Any], new: dict[str, Any], length_keys: tuple[str, ...],
+            defaults: dict[str, Any] | None = None) -> Changes:
+    """Sort the keys that differ. `defaults`: the family section's default values; a key a
+    checkpoint predates (added to ToonLab since) is unchanged when today's value is its default."""
     a, b = flatten(old), flatten(new)
+    known = flatten({"params": defaults}) if defaults else {}
     lengths = {f"params.{k}" for k in length_keys}
     out = Changes()
     for key in sorted(set(a) | set(b)):
         if key in NOT_IDENTITY:
             continue
         va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if key not in a and key in known and known[key] == vb:
+            continue
         if va != vb:
             (out.length if key in lengths else out.other)[key] = (va, vb)
     return out

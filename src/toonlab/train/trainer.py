@@ -265,7 +265,8 @@ class Trainer:
             state = ckpt.load(path)
         if path is None:
             return None
-        changes = compare(state.get("config", {}), self.config(), self.family.length_keys)
+        changes = compare(state.get("config", {}), self.config(), self.family.length_keys,
+                          defaults=_defaults(type(self.fparams)))
         section = self.family.params_section
         if changes.other and resume != "auto":
             log.warning("%s was written with other settings (%s); resuming from it anyway", path,
@@ -573,3 +574,11 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
+
+
+def _defaults(cls: type) -> dict[str, Any] | None:
+    """A params section's default values (None when it has required keys)."""
+    try:
+        return cls().model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - a section without full defaults: no key may be absent
+        return None

@@ -26,6 +26,22 @@ light, weights adversarial 1, cycle 50, identity 10, CAM 1000, face-id 1 (lr, Ad
 discriminators as U-GAT-IT): `UGATITParams.for_variant("soft_adalin")`. The params
 defaults are U-GAT-IT's (cycle 10, face-id 0).
 
+Ablations (Kim et al. 2020, section 4 and its ablation table), switched in
+`ugatit.model` and named in params.yaml (`ablations.sets.ugatit_paper`):
+`norm` is the normalisation of the decoder's residual blocks, where the paper puts
+AdaLIN and what its ablation replaces: adalin (the paper), in, ln, gn (no gamma / beta
+from the MLP: the MLP is not built; learned per-channel gamma / beta instead), adain
+(instance norm with the MLP's gamma / beta). Our reading of the paper: "only using IN /
+LN / AdaIN / GN in the decoder" replaces AdaLIN, which the paper applies to the decoder's
+residual blocks; the up-sampling blocks keep their LIN (an architecture detail of the
+appendix table that the ablation does not name), so the variants differ from the
+baseline in one place. `cam_g: false` builds no generator attention (no CAM 1x1, no
+auxiliary classifier, no G_cam losses; the MLP reads the encoder features);
+`cam_d: false` builds no discriminator CAM branch and drops the LSGAN terms on its logits
+(in both the D and the G step). "No CAM" is both off. The defaults build the reference's
+modules with its state-dict keys; the others only drop or swap modules (parameter counts
+in tests/models/test_ugatit_ablations.py). Soft-AdaLIN needs norm adalin and cam_g.
+
 Not copied from the reference: its D step lets gradients reach the generators (here the
 translations are detached), its samples build graphs (here under no_grad), and it uses
 `iterator.next()`.
@@ -34,7 +50,9 @@ Names. Returned losses are weighted terms, grouped by generator: G_adv_A (advers
 terms of G_A: outputs and CAM logits of D_GB and D_LB on G_A(A)), G_cam_A (G_A's CAM
 loss), cycle_A = |G_B(G_A(A)) - A|, identity_A = |G_A(B) - B|, likewise for B; faceid
 (both directions) when its weight is > 0; G_total their sum; D_A / D_B (the discriminators
-of domain A / B, outputs and CAM logits, real -> 1, fake -> 0) and D_total.
+of domain A / B, outputs and CAM logits, real -> 1, fake -> 0) and D_total. Without the
+generator's CAM (`cam_g: false`) there are no G_cam_A / G_cam_B; without the
+discriminators' (`cam_d: false`) the adversarial terms are the outputs' alone.
 """
 
 from __future__ import annotations
@@ -86,7 +104,21 @@ def resolve_decay_from(optim: UGATITOptimParams, total_steps: int) -> int:
 def build_generator(m: UGATITModelParams, img_size: int) -> nn.Module:
     if m.variant == "soft_adalin":
         return SoftAdaLINGenerator(ngf=m.ch, n_blocks=m.n_res, img_size=img_size, light=m.light)
-    return UGATITGenerator(ngf=m.ch, n_blocks=m.n_res, img_size=img_size, light=m.light)
+    return UGATITGenerator(ngf=m.ch, n_blocks=m.n_res, img_size=img_size, light=m.light, norm=m.norm, cam=m.cam_g)
+
+
+def build_discriminator(m: UGATITModelParams, n_layers: int) -> UGATITDiscriminator:
+    return UGATITDiscriminator(ndf=m.ch, n_layers=n_layers, cam=m.cam_d)
+
+
+def sample_grid_rows(cam_g: bool = True, cam_d: bool = True) -> list[list[str]]:
+    """Sample-grid rows: real | generator CAM | fake | global / local D CAM | reconstruction,
+    without the heatmaps of the attention modules the ablation removed."""
+    def row(src: str, dst: str) -> list[str]:
+        return [f"real_{src}", *([f"cam_G_{src}"] if cam_g else []), f"fake_{dst}",
+                *([f"cam_DG_{dst}", f"cam_DL_{dst}"] if cam_d else []), f"rec_{src}"]
+
+    return [row("A", "B"), row("B", "A")]
 
 
 def heatmap_image(heatmap: Tensor, px: int) -> Tensor:
@@ -108,22 +140,24 @@ class UGATITRecipe(RecipeBase):
     face-identity loss is on) so the trainer can swap entries for wrapped modules; the
     rho clipping works on the unwrapped generators kept in `self.generators`."""
 
-    grid_rows = [["real_A", "cam_G_A", "fake_B", "cam_DG_B", "cam_DL_B", "rec_A"],
-                 ["real_B", "cam_G_B", "fake_A", "cam_DG_A", "cam_DL_A", "rec_B"]]
+    grid_rows = sample_grid_rows()   # per recipe: without the heatmaps of ablated CAM modules
 
     def __init__(self, params: UGATITParams, ctx: Context):
         super().__init__(ctx)
         self.params = params
         m, lp, o, d = params.model, params.loss, params.optim, params.data
         self.data = d.spec()
+        self.cam_g = m.cam_g   # soft_adalin: always true (params validation)
+        self.cam_d = m.cam_d
+        self.grid_rows = sample_grid_rows(self.cam_g, self.cam_d)
 
         nets: dict[str, nn.Module] = {
             "G_A": build_generator(m, d.crop_px),
             "G_B": build_generator(m, d.crop_px),
-            "D_GA": UGATITDiscriminator(ndf=m.ch, n_layers=m.n_dis_global),
-            "D_LA": UGATITDiscriminator(ndf=m.ch, n_layers=m.n_dis_local),
-            "D_GB": UGATITDiscriminator(ndf=m.ch, n_layers=m.n_dis_global),
-            "D_LB": UGATITDiscriminator(ndf=m.ch, n_layers=m.n_dis_local),
+            "D_GA": build_discriminator(m, m.n_dis_global),
+            "D_LA": build_discriminator(m, m.n_dis_local),
+            "D_GB": build_discriminator(m, m.n_dis_global),
+            "D_LB": build_discriminator(m, m.n_dis_local),
         }
         if lp.faceid_weight > 0:
             from toonlab.models.ugatit.faceid import FaceIDLoss
@@ -165,15 +199,21 @@ class UGATITRecipe(RecipeBase):
             B2A, A2A = out_b[:n_b], out_b[n_b:]
             A2B2A = G_B(A2B)[0]
             B2A2B = G_A(B2A)[0]
-        return {"A2B": A2B, "B2B": B2B, "B2A": B2A, "A2A": A2A, "A2B2A": A2B2A, "B2A2B": B2A2B,
-                "A2B_cam": cam_a[:n_a], "B2B_cam": cam_a[n_a:], "B2A_cam": cam_b[:n_b], "A2A_cam": cam_b[n_b:]}
+        gen = {"A2B": A2B, "B2B": B2B, "B2A": B2A, "A2A": A2A, "A2B2A": A2B2A, "B2A2B": B2A2B}
+        if self.cam_g:
+            gen.update({"A2B_cam": cam_a[:n_a], "B2B_cam": cam_a[n_a:], "B2A_cam": cam_b[:n_b],
+                        "A2A_cam": cam_b[n_b:]})
+        return gen
 
     def _d_terms(self, name: str, real: Tensor, fake: Tensor) -> Tensor:
-        """LSGAN of one discriminator on [real; fake]: outputs and CAM logits."""
+        """LSGAN of one discriminator on [real; fake]: outputs and CAM logits (without
+        the CAM branch: outputs only)."""
         n = real.shape[0]
         out, cam, _ = self.nets[name](torch.cat([real, fake]))
-        return (self.lsgan(out[:n], True) + self.lsgan(out[n:], False)
-                + self.lsgan(cam[:n], True) + self.lsgan(cam[n:], False))
+        loss = self.lsgan(out[:n], True) + self.lsgan(out[n:], False)
+        if self.cam_d:
+            loss = loss + self.lsgan(cam[:n], True) + self.lsgan(cam[n:], False)
+        return loss
 
     def update_discriminators(self, real_A: Tensor, real_B: Tensor, gen: dict[str, Tensor]) -> dict[str, Tensor]:
         """One D step on the detached translations (no gradient reaches the generators)."""
@@ -194,7 +234,9 @@ class UGATITRecipe(RecipeBase):
         total = torch.zeros((), device=fake.device)
         for name in (d_global, d_local):
             out, cam, _ = self.nets[name](fake)
-            total = total + self.lsgan(out, True) + self.lsgan(cam, True)
+            total = total + self.lsgan(out, True)
+            if self.cam_d:
+                total = total + self.lsgan(cam, True)
         return total
 
     def update_generators(self, real_A: Tensor, real_B: Tensor, gen: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -213,8 +255,9 @@ class UGATITRecipe(RecipeBase):
                 faceid = face(gen["A2B"], real_A) + face(gen["B2A"], real_B)
         losses["G_adv_A"] = w.adv_weight * adv_a
         losses["G_adv_B"] = w.adv_weight * adv_b
-        losses["G_cam_A"] = w.cam_weight * (self.bce(gen["A2B_cam"], True) + self.bce(gen["B2B_cam"], False))
-        losses["G_cam_B"] = w.cam_weight * (self.bce(gen["B2A_cam"], True) + self.bce(gen["A2A_cam"], False))
+        if self.cam_g:
+            losses["G_cam_A"] = w.cam_weight * (self.bce(gen["A2B_cam"], True) + self.bce(gen["B2B_cam"], False))
+            losses["G_cam_B"] = w.cam_weight * (self.bce(gen["B2A_cam"], True) + self.bce(gen["A2A_cam"], False))
         losses["cycle_A"] = w.cycle_weight * l1(gen["A2B2A"].float(), real_A.float())
         losses["cycle_B"] = w.cycle_weight * l1(gen["B2A2B"].float(), real_B.float())
         losses["identity_A"] = w.identity_weight * l1(gen["B2B"].float(), real_B.float())
@@ -242,7 +285,8 @@ class UGATITRecipe(RecipeBase):
     @torch.no_grad()
     def sample(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """real, translation, reconstruction and attention maps: the generator's CAM on its
-        input and the two discriminators' CAMs on the translation, N x 1 x px x px in [0, 1]."""
+        input and the two discriminators' CAMs on the translation, N x 1 x px x px in [0, 1]
+        (those of the CAM modules that are built)."""
         real_A, real_B = self._inputs(batch)
         px = real_A.shape[-1]
         modes = {k: n.training for k, n in self.nets.items()}
@@ -266,7 +310,8 @@ class UGATITRecipe(RecipeBase):
         out = {k: v.float().contiguous() for k, v in images.items()}
         for name, h in (("cam_G_A", h_ga), ("cam_DG_B", h_dgb), ("cam_DL_B", h_dlb),
                         ("cam_G_B", h_gb), ("cam_DG_A", h_dga), ("cam_DL_A", h_dla)):
-            out[name] = heatmap_image(h, px).contiguous()
+            if h is not None:
+                out[name] = heatmap_image(h, px).contiguous()
         return out
 
 
@@ -274,8 +319,11 @@ def build(params: UGATITParams, ctx: Context) -> UGATITRecipe:
     """The U-GAT-IT recipe for the generic trainer."""
     recipe = UGATITRecipe(params, ctx)
     m = params.model
-    log.info("U-GAT-IT (%s%s): G %d params x2 (ch %d, %d blocks), global D %d x2, local D %d x2; "
+    ablated = [f"norm {m.norm}"] if m.norm != "adalin" else []
+    ablated += [f"no {n}" for n, on in (("G_CAM", m.cam_g), ("D_CAM", m.cam_d)) if not on]
+    log.info("U-GAT-IT (%s%s%s): G %d params x2 (ch %d, %d blocks), global D %d x2, local D %d x2; "
              "LR decays from step %d of %d", m.variant, ", light" if m.light else "",
+             "".join(f", {a}" for a in ablated),
              count_params(recipe.nets["G_A"]), m.ch, m.n_res, count_params(recipe.nets["D_GA"]),
              count_params(recipe.nets["D_LA"]), recipe.decay_from, ctx.total_steps)
     return recipe

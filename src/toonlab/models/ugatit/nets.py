@@ -18,9 +18,30 @@ Reference parameter counts: light generator (ch 64, 4 blocks) 10,589,888, full
 generator 278,959,808 at 256 px and 77,633,216 at 128 px; global discriminator (7
 layers, ch 64) 53,130,176, local (5 layers) 3,290,560. Soft-AdaLIN light generator at
 ch 32: 3,831,079; discriminators at ch 32: 13,294,048 and 826,080.
+
+Ablation switches (the paper's section 4 and its ablation table; the defaults are the
+reference and build exactly its modules and state-dict keys):
+
+* `UGATITGenerator(norm=...)`: the normalisation of the decoder's residual blocks, the
+  place AdaLIN holds in the paper ("we apply AdaLIN only to the decoder"; the ablation
+  swaps it for IN, LN, AdaIN and GN). "adalin": AdaLIN with the MLP's gamma / beta.
+  "adain": instance norm with the MLP's gamma / beta (AdaLIN with rho fixed at 1: no rho
+  parameters). "in" / "ln" / "gn": instance, layer (over C x H x W) and group norm
+  (32 groups, Wu and He 2018; gcd(32, C) for narrow models) with a learned per-channel
+  gamma (1) / beta (0) as LIN has, and no MLP at all: nothing in the decoder depends on
+  the attention features then. The up-sampling blocks keep LIN in every variant: the
+  paper's ablation is of AdaLIN, and LIN there is part of the architecture
+  (its appendix table) that no variant names.
+* `UGATITGenerator(cam=False)`: no attention module (no gap_fc / gmp_fc / conv1x1, no
+  auxiliary classifier, so no CAM loss); the MLP reads the encoder features directly.
+  `cam_logit` and `heatmap` are None.
+* `UGATITDiscriminator(cam=False)`: no CAM branch; the last conv reads the encoder's
+  features. `cam_logit` and `heatmap` are None.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +116,52 @@ class SoftAdaLIN(nn.Module):
         return self.norm(x, gamma, beta)
 
 
+class AdaIN(nn.Module):
+    """Adaptive Instance Normalisation (Huang and Belongie 2017): instance norm (unbiased
+    variance, float32, as AdaLIN's IN part) scaled and shifted by per-sample gamma / beta
+    (N x C). AdaLIN with rho fixed at 1; no parameters of its own."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+
+    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
+        xf = x.float()
+        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True)
+        out = (xf - mean) * torch.rsqrt(var + self.eps)
+        out = out * gamma.float()[:, :, None, None] + beta.float()[:, :, None, None]
+        return out.to(x.dtype)
+
+
+class GroupNormF32(nn.GroupNorm):
+    """nn.GroupNorm (learned per-channel weight 1 / bias 0) computed in float32 whatever
+    autocast does, like the other normalisations here. groups = C: instance norm; 1: layer
+    norm over C x H x W."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps)
+        return out.to(x.dtype)
+
+
+# The decoder residual-block normalisations of the ablation (`model.norm`); the adaptive
+# ones take the MLP's gamma / beta.
+DECODER_NORMS = ("adalin", "in", "ln", "adain", "gn")
+ADAPTIVE_NORMS = ("adalin", "adain")
+GN_GROUPS = 32
+
+
+def decoder_norm(kind: str, num_features: int) -> nn.Module:
+    """The normalisation layer `kind` (one of DECODER_NORMS) for `num_features` channels."""
+    if kind == "adalin":
+        return AdaLIN(num_features)
+    if kind == "adain":
+        return AdaIN(num_features)
+    groups = {"in": num_features, "ln": 1, "gn": math.gcd(GN_GROUPS, num_features)}.get(kind)
+    if groups is None:
+        raise ValueError(f"unknown decoder norm {kind!r} ({', '.join(DECODER_NORMS)})")
+    return GroupNormF32(groups, num_features)
+
+
 @torch.no_grad()
 def clip_mixing_weights(net: nn.Module) -> None:
     """Clamp every AdaLIN / LIN rho and every Soft-AdaLIN w_gamma / w_beta of `net` to
@@ -126,21 +193,28 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetAdaLINBlock(nn.Module):
-    """x + [pad, conv3x3, AdaLIN, ReLU, pad, conv3x3, AdaLIN](x) with shared gamma / beta."""
+    """x + [pad, conv3x3, AdaLIN, ReLU, pad, conv3x3, AdaLIN](x) with shared gamma / beta.
+    `norm` (DECODER_NORMS) replaces AdaLIN for the ablations; the non-adaptive ones take
+    no gamma / beta."""
 
-    def __init__(self, dim: int, use_bias: bool = False):
+    def __init__(self, dim: int, use_bias: bool = False, norm: str = "adalin"):
         super().__init__()
+        self.adaptive = norm in ADAPTIVE_NORMS
         self.pad1 = nn.ReflectionPad2d(1)
         self.conv1 = nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias)
-        self.norm1 = AdaLIN(dim)
+        self.norm1 = decoder_norm(norm, dim)
         self.relu1 = nn.ReLU(True)
         self.pad2 = nn.ReflectionPad2d(1)
         self.conv2 = nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias)
-        self.norm2 = AdaLIN(dim)
+        self.norm2 = decoder_norm(norm, dim)
 
-    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-        out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
-        out = self.norm2(self.conv2(self.pad2(out)), gamma, beta)
+    def forward(self, x: Tensor, gamma: Tensor | None = None, beta: Tensor | None = None) -> Tensor:
+        if self.adaptive:
+            out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
+            out = self.norm2(self.conv2(self.pad2(out)), gamma, beta)
+        else:
+            out = self.relu1(self.norm1(self.conv1(self.pad1(x))))
+            out = self.norm2(self.conv2(self.pad2(out)))
         return out + x
 
 
@@ -276,16 +350,21 @@ class UGATITGenerator(nn.Module):
     blocks (IN), CAM, gamma / beta MLP (full: over the flattened img_size/4 feature map;
     light: over its global average), `n_blocks` AdaLIN residual blocks, two nearest
     up-sampling stages with LIN, c7s1-3 + tanh. No convolution biases except the CAM 1x1.
-    Inputs N x 3 x img_size x img_size in [-1, 1] (the full MLP fixes the size)."""
+    Inputs N x 3 x img_size x img_size in [-1, 1] (the full MLP fixes the size).
+    Ablations (module docstring): `norm` for the decoder's residual blocks (the
+    non-adaptive ones build no MLP), `cam=False` builds no attention module."""
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 4,
-                 img_size: int = 256, light: bool = True):
+                 img_size: int = 256, light: bool = True, norm: str = "adalin", cam: bool = True):
         super().__init__()
         if n_blocks < 0:
             raise ValueError("UGATITGenerator: n_blocks must be >= 0")
         if img_size % 4:
             raise ValueError(f"UGATITGenerator: img_size must be a multiple of 4, got {img_size}")
+        if norm not in DECODER_NORMS:
+            raise ValueError(f"UGATITGenerator: unknown norm {norm!r} ({', '.join(DECODER_NORMS)})")
         self.n_blocks, self.img_size, self.light = n_blocks, img_size, light
+        self.norm, self.cam, self.adaptive = norm, cam, norm in ADAPTIVE_NORMS
         down: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, 1, 0, bias=False),
                                  nn.InstanceNorm2d(ngf), nn.ReLU(True)]
         for i in range(2):
@@ -296,16 +375,18 @@ class UGATITGenerator(nn.Module):
         down += [ResnetBlock(dim) for _ in range(n_blocks)]
         self.DownBlock = nn.Sequential(*down)
 
-        self.gap_fc = nn.Linear(dim, 1, bias=False)
-        self.gmp_fc = nn.Linear(dim, 1, bias=False)
-        self.conv1x1 = nn.Conv2d(dim * 2, dim, 1, 1, bias=True)
-        self.relu = nn.ReLU(True)
-        fc_in = dim if light else (img_size // 4) * (img_size // 4) * dim
-        self.FC = _mlp(fc_in, dim, bias=False)
-        self.gamma = nn.Linear(dim, dim, bias=False)
-        self.beta = nn.Linear(dim, dim, bias=False)
+        if cam:
+            self.gap_fc = nn.Linear(dim, 1, bias=False)
+            self.gmp_fc = nn.Linear(dim, 1, bias=False)
+            self.conv1x1 = nn.Conv2d(dim * 2, dim, 1, 1, bias=True)
+            self.relu = nn.ReLU(True)
+        if self.adaptive:
+            fc_in = dim if light else (img_size // 4) * (img_size // 4) * dim
+            self.FC = _mlp(fc_in, dim, bias=False)
+            self.gamma = nn.Linear(dim, dim, bias=False)
+            self.beta = nn.Linear(dim, dim, bias=False)
         for i in range(n_blocks):
-            setattr(self, f"UpBlock1_{i + 1}", ResnetAdaLINBlock(dim))
+            setattr(self, f"UpBlock1_{i + 1}", ResnetAdaLINBlock(dim, norm=norm))
         up: list[nn.Module] = []
         for i in range(2):
             mult = 2 ** (2 - i)
@@ -314,14 +395,17 @@ class UGATITGenerator(nn.Module):
         up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, 1, 0, bias=False), nn.Tanh()]
         self.UpBlock2 = nn.Sequential(*up)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         x = self.DownBlock(x)
-        x, cam_logit, heatmap = _cam(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.relu)
-        if self.light:
-            h = self.FC(F.adaptive_avg_pool2d(x, 1).flatten(1))
-        else:
-            h = self.FC(x.flatten(1))
-        gamma, beta = self.gamma(h), self.beta(h)
+        cam_logit = heatmap = gamma = beta = None
+        if self.cam:
+            x, cam_logit, heatmap = _cam(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.relu)
+        if self.adaptive:
+            if self.light:
+                h = self.FC(F.adaptive_avg_pool2d(x, 1).flatten(1))
+            else:
+                h = self.FC(x.flatten(1))
+            gamma, beta = self.gamma(h), self.beta(h)
         for i in range(self.n_blocks):
             x = getattr(self, f"UpBlock1_{i + 1}")(x, gamma, beta)
         return self.UpBlock2(x), cam_logit, heatmap
@@ -401,13 +485,14 @@ class UGATITDiscriminator(nn.Module):
     """U-GAT-IT discriminator: `n_layers - 2` stride-2 4x4 convs (ch, 2ch, ...), one stride-1
     4x4 conv, CAM (spectral-normalised classifiers, LeakyReLU 0.2), and a 1-channel 4x4
     conv; reflection padding 1, spectral norm on every conv except the CAM 1x1. 7 layers:
-    the global discriminator, 5: the local one. Input side >= 3 * 2**(n_layers - 2)."""
+    the global discriminator, 5: the local one. Input side >= 3 * 2**(n_layers - 2).
+    `cam=False` (ablation): no CAM branch, the last conv reads the features directly."""
 
-    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 5):
+    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 5, cam: bool = True):
         super().__init__()
         if n_layers < 3:
             raise ValueError(f"UGATITDiscriminator: n_layers must be >= 3, got {n_layers}")
-        self.n_layers = n_layers
+        self.n_layers, self.cam = n_layers, cam
         model: list[nn.Module] = [nn.ReflectionPad2d(1), _sn(nn.Conv2d(input_nc, ndf, 4, 2, 0, bias=True)),
                                   nn.LeakyReLU(0.2, True)]
         for i in range(1, n_layers - 2):
@@ -418,17 +503,20 @@ class UGATITDiscriminator(nn.Module):
         model += [nn.ReflectionPad2d(1), _sn(nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 1, 0, bias=True)),
                   nn.LeakyReLU(0.2, True)]
         dim = ndf * 2 ** (n_layers - 2)
-        self.gap_fc = _sn(nn.Linear(dim, 1, bias=False))
-        self.gmp_fc = _sn(nn.Linear(dim, 1, bias=False))
-        self.conv1x1 = nn.Conv2d(dim * 2, dim, 1, 1, bias=True)
-        self.leaky_relu = nn.LeakyReLU(0.2, True)
+        if cam:
+            self.gap_fc = _sn(nn.Linear(dim, 1, bias=False))
+            self.gmp_fc = _sn(nn.Linear(dim, 1, bias=False))
+            self.conv1x1 = nn.Conv2d(dim * 2, dim, 1, 1, bias=True)
+            self.leaky_relu = nn.LeakyReLU(0.2, True)
         self.pad = nn.ReflectionPad2d(1)
         self.conv = _sn(nn.Conv2d(dim, 1, 4, 1, 0, bias=False))
         self.model = nn.Sequential(*model)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         x = self.model(x)
-        x, cam_logit, heatmap = _cam(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.leaky_relu)
+        cam_logit = heatmap = None
+        if self.cam:
+            x, cam_logit, heatmap = _cam(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.leaky_relu)
         return self.conv(self.pad(x)), cam_logit, heatmap
 
 

@@ -35,6 +35,12 @@ class UGATITModelParams(Section):
     n_res: Annotated[int, Field(ge=0, le=32)] = 4           # residual blocks in encoder and decoder
     n_dis_global: Annotated[int, Field(ge=3, le=10)] = 7    # layers of the global discriminators
     n_dis_local: Annotated[int, Field(ge=3, le=10)] = 5     # layers of the local discriminators
+    # Ablation switches (the paper's section 4; defaults: the paper's model). norm: the
+    # decoder residual blocks' normalisation: adalin | adain (with the MLP's gamma / beta) |
+    # in | ln | gn (learned per-channel gamma / beta, no MLP); up-sampling keeps LIN.
+    norm: Literal["adalin", "in", "ln", "adain", "gn"] = "adalin"
+    cam_g: bool = True    # false: no generator attention (no CAM module, classifier or CAM loss)
+    cam_d: bool = True    # false: no CAM branch in the discriminators (nor its loss terms)
 
 
 class UGATITLossParams(Section):
@@ -80,6 +86,9 @@ class UGATITParams(Section):
                 raise ValueError(f"model.{name} {n} is too deep for crop_px {px} "
                                  f"(needs crop_px >= {3 * 2 ** (n - 2)})")
         if m.variant == "soft_adalin":
+            if m.norm != "adalin" or not m.cam_g:
+                raise ValueError("soft_adalin: model.norm must be adalin and model.cam_g true (Soft-AdaLIN "
+                                 "blends the CAM features into AdaLIN); model.cam_d may be false")
             if px % 16:
                 raise ValueError(f"soft_adalin: crop_px must be a multiple of 16 (hourglass), got {px}")
             if m.ch % 4:

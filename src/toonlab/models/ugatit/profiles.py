@@ -12,6 +12,8 @@ reference_full: the same with the full generator (MLP over the flattened feature
 279 M parameters per generator at 256 px), the reference implementation's default.
 soft_adalin: photo2cartoon's train.py for the Soft-AdaLIN variant: ch 32, light, cycle
 50, face-ID 1 (needs model_mobilefacenet.pth), otherwise as the reference.
+Every profile sets the ablation switches to the paper's model (norm adalin, G and D
+CAM); the ablation variants are in params.yaml (`ablations.sets.ugatit_paper`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ ABOUT = {
 }
 
 _DEMO: dict[str, Any] = {
-    "model": {"variant": "ugatit", "light": True, "ch": 16, "n_res": 2, "n_dis_global": 5, "n_dis_local": 4},
+    "model": {"variant": "ugatit", "light": True, "ch": 16, "n_res": 2, "n_dis_global": 5, "n_dis_local": 4,
+              "norm": "adalin", "cam_g": True, "cam_d": True},
     "loss": {"adv_weight": 1.0, "cycle_weight": 10.0, "identity_weight": 10.0, "cam_weight": 1000.0,
              "faceid_weight": 0.0},
     "optim": {"lr": 0.0001, "beta1": 0.5, "beta2": 0.999, "weight_decay": 0.0001, "steps": 150, "decay_from": 0},
@@ -37,7 +40,8 @@ _DEMO: dict[str, Any] = {
 }
 
 _REFERENCE: dict[str, Any] = {
-    "model": {"variant": "ugatit", "light": True, "ch": 64, "n_res": 4, "n_dis_global": 7, "n_dis_local": 5},
+    "model": {"variant": "ugatit", "light": True, "ch": 64, "n_res": 4, "n_dis_global": 7, "n_dis_local": 5,
+              "norm": "adalin", "cam_g": True, "cam_d": True},
     "loss": {"adv_weight": 1.0, "cycle_weight": 10.0, "identity_weight": 10.0, "cam_weight": 1000.0,
              "faceid_weight": 0.0},
     # decay_from 0: linear decay over the second half (from 500,000 of 1,000,000).
