@@ -131,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/export)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 11 is the lowest every family needs)")
 
+    p = add("import-weights", "turn a reference implementation's checkpoint (CycleGAN, U-GAT-IT, photo2cartoon, "
+            "DCGAN AnimeGAN, White-box TensorFlow) into a ToonLab run that evaluate, cartoonize, export "
+            "and serve use like a trained one", _cmd_import_weights)
+    p.add_argument("format", choices=("cyclegan", "ugatit", "photo2cartoon", "dcgan", "whitebox"),
+                   help="the reference implementation the files come from")
+    p.add_argument("files", nargs="+", metavar="FILE", help="its checkpoint file(s), e.g. latest_net_G_A.pth "
+                   "latest_net_G_B.pth [latest_net_D_A.pth latest_net_D_B.pth]")
+    p.add_argument("--out", metavar="RUN_DIR", required=True, help="the run folder to write (new or empty)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
+                   help="set a params key of the family's section (e.g. model.ch=32, data.crop_px=128; "
+                        "repeatable); overrides what is inferred from the tensor shapes")
+
     p = add("serve", "a local web page: upload a photo, pick a trained run, see the original and the "
             "cartoon side by side (FastAPI on 127.0.0.1; JSON API at /api/cartoonize)", _cmd_serve)
     p.add_argument("--run", action="append", metavar="RUN", dest="runs",
@@ -249,6 +261,17 @@ def _cmd_export(args: argparse.Namespace, params: Any) -> int:
                           checkpoint=args.checkpoint, train_out_dir=params.train.out_dir)
     log.info("exported %s to ONNX (opset %s): %s; parity max |diff| %s", manifest["family"], manifest["opset"],
              ", ".join(manifest["files"].values()), manifest.get("parity"))
+    return 0
+
+
+def _cmd_import_weights(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.apps.import_weights import import_weights
+
+    family = {"photo2cartoon": "ugatit"}.get(args.format, args.format)
+    base = registry.get(family).section_of(params).model_dump(mode="json")
+    summary = import_weights(args.format, args.files, args.out, args.sets, base=base)
+    log.info("wrote run %s (%s, checkpoint %s); use it as --run %s", args.out, summary["family"],
+             Path(summary["checkpoint"]).name, args.out)
     return 0
 
 

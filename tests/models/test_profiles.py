@@ -282,7 +282,8 @@ def test_cli_dry_run_and_dvc_exp_write_nothing_and_load_no_torch(tmp_path):
     assert "HEAVY []" in proc.stdout
     assert "whitebox.model.vgg_weights: random -> imagenet" in proc.stdout
     assert "whitebox.loss.landmark: 1.0 -> 0.0" in proc.stdout
-    assert "dvc exp run -S dcgan.model.ngf=64 -S dcgan.model.ndf=64 -S dcgan.optim.steps=39000" in proc.stdout
+    assert ("dvc exp run -S dcgan.model.ngf=64 -S dcgan.model.ndf=64 -S dcgan.model.init=default "
+            "-S dcgan.optim.steps=39000") in proc.stdout
     assert (tmp_path / "params.yaml").read_bytes() == PARAMS.read_bytes()
 
 

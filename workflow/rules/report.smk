@@ -6,6 +6,7 @@ rule report:
         rules.evaluate.input,
         rules.ablations.input,
         f"{REPORT}/index.html",
+        "src/toonlab/eval/paper_tables.yaml",
         TL.code("report"),
     output:
         TL.params.report.out,

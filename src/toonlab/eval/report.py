@@ -2,9 +2,11 @@
 
 Sections: the curation summary (from `reports/curation/summary.json`), a metric table
 per run with the best value of each column marked, the ablation comparison (variants
-named in `params.yaml`, per family and per set of several families), side-by-side evaluation grids (rows: the same test inputs,
-columns: runs), each run's latest training samples and its loss curves (DVCLive TSVs,
-drawn as inline SVG). Every image is embedded as a data URI and there is no script or
+named in `params.yaml`, per family and per set of several families), the published
+tables of `paper_tables.yaml` (the U-GAT-IT paper's KID x100) beside the measured KID of
+the variants that reproduce their rows, with the Kendall tau of the two orderings,
+side-by-side evaluation grids (rows: the same test inputs, columns: runs), each run's
+latest training samples and its loss curves (DVCLive TSVs, drawn as inline SVG). Every image is embedded as a data URI and there is no script or
 style from outside, so the page works offline and can be mailed as one file.
 """
 
@@ -14,10 +16,13 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
 
 from toonlab.eval.params import ReportParams
 from toonlab.log import get_logger
+from toonlab.schema import Section, validate
 from toonlab.util import codec, fileio
 
 log = get_logger(__name__)
@@ -219,6 +224,209 @@ def curation_summary(summary: dict[str, Any] | None, link: str | None) -> str:
     return "".join(out)
 
 
+# ----------------------------------------------------------------------------- paper tables
+
+PAPER_TABLES = "paper_tables.yaml"   # beside this module, installed as package data
+
+
+class PaperSource(Section):
+    paper: Annotated[str, Field(min_length=1)]
+    table: Annotated[str, Field(min_length=1)]     # e.g. "Table 1"
+    metric: Annotated[str, Field(min_length=1)]    # e.g. "KID x100"
+    direction: Literal["lower-is-better", "higher-is-better"]
+
+
+class PaperColumn(Section):
+    key: Annotated[str, Field(min_length=1)]
+    label: Annotated[str, Field(min_length=1)]
+
+
+class MeasuredColumn(Section):
+    key: Annotated[str, Field(min_length=1)]               # in metrics/<run>.json, e.g. kid_x100
+    unavailable_key: Annotated[str, Field(min_length=1)]   # in its `unavailable` mapping, e.g. kid
+    label: Annotated[str, Field(min_length=1)]
+    compare_with: Annotated[str, Field(min_length=1)]      # the paper column of the same direction
+    source: str = "photo"                                  # the direction ToonLab measures
+    target: str = "anime"
+
+
+class PaperRow(Section):
+    label: Annotated[str, Field(min_length=1)]
+    variant: str = ""          # the ablations.variants entry that trains this row
+    paper_only: str = ""       # why ToonLab has no run for it (a method it cannot train)
+    values: dict[str, float]
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PaperRow:
+        if bool(self.variant) == bool(self.paper_only):
+            raise ValueError(f"row {self.label!r}: give exactly one of `variant` and `paper_only`")
+        return self
+
+
+class PaperTable(Section):
+    id: Annotated[str, Field(min_length=1)]
+    title: Annotated[str, Field(min_length=1)]
+    source: PaperSource
+    set: str = ""              # the ablations.sets entry that trains its rows
+    columns: Annotated[list[PaperColumn], Field(min_length=1)]
+    measured: MeasuredColumn
+    rows: Annotated[list[PaperRow], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _keys(self) -> PaperTable:
+        keys = [c.key for c in self.columns]
+        if self.measured.compare_with not in keys:
+            raise ValueError(f"table {self.id}: measured.compare_with {self.measured.compare_with!r} "
+                             f"is not one of its columns {keys}")
+        for row in self.rows:
+            if set(row.values) != set(keys):
+                raise ValueError(f"table {self.id}, row {row.label!r}: values for {sorted(row.values)}, "
+                                 f"columns are {keys}")
+        return self
+
+
+class PaperTables(Section):
+    tables: list[PaperTable]
+
+
+def load_paper_tables(path: str | Path | None = None) -> list[PaperTable]:
+    """The published tables (default: the package's `paper_tables.yaml`), validated."""
+    import yaml
+
+    if path is None:
+        from importlib.resources import files
+
+        text = files("toonlab.eval").joinpath(PAPER_TABLES).read_text(encoding="utf-8")
+        where = f"toonlab/eval/{PAPER_TABLES}"
+    else:
+        text, where = Path(path).read_text(encoding="utf-8"), str(path)
+    return validate(yaml.safe_load(text), PaperTables, source=where, strict=False).tables
+
+
+def check_paper_tables(tables: list[PaperTable], variants: Any, sets: Any = None) -> list[str]:
+    """Problems of the tables against params.yaml's ablations: rows naming an unknown
+    variant, sets that are missing or do not hold the table's variants."""
+    problems = []
+    for t in tables:
+        for row in t.rows:
+            if row.variant and row.variant not in variants:
+                problems.append(f"{t.id}: row {row.label!r} names variant {row.variant!r}, "
+                                "not in ablations.variants")
+        if sets is not None and t.set:
+            if t.set not in sets:
+                problems.append(f"{t.id}: set {t.set!r} is not in ablations.sets")
+            else:
+                missing = [r.variant for r in t.rows if r.variant and r.variant not in sets[t.set]]
+                if missing:
+                    problems.append(f"{t.id}: ablations.sets.{t.set} lacks {missing}")
+    return problems
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float | None:
+    """Kendall's tau-b of two paired samples (ties handled as in scipy.stats.kendalltau);
+    None when undefined (fewer than 2 pairs, or one side all tied)."""
+    if len(x) != len(y):
+        raise ValueError(f"kendall_tau: {len(x)} x values, {len(y)} y values")
+    concordant = discordant = ties_x = ties_y = 0
+    n = len(x)
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                ties_x += 1
+                ties_y += 1
+            elif dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    pairs = n * (n - 1) // 2
+    denom = math.sqrt((pairs - ties_x) * (pairs - ties_y))
+    return None if denom == 0 else (concordant - discordant) / denom
+
+
+NOT_PAPER_DATA = ("<b>Not the paper's dataset.</b> The paper's columns are its published numbers on its "
+                  "selfie2anime data; the measured column ({label}) is ToonLab's, on its own packed test split "
+                  "(the demo data unless real crawls were packed), in the paper's {direction} direction only "
+                  "(ToonLab does not measure the reverse direction). Compare the orderings, not the values.")
+
+
+def _measured(row: PaperRow, table: PaperTable, rows: dict[str, dict[str, Any]], variants: Any,
+              subdir: str) -> tuple[float | None, str]:
+    """(the measured value, or None and the reason) of one paper row."""
+    m = table.measured
+    if row.paper_only:
+        return None, f"paper only: {row.paper_only}"
+    if row.variant not in variants:
+        return None, f"variant {row.variant} is not defined in params.yaml (ablations.variants)"
+    r = rows.get(f"{subdir}/{row.variant}")
+    if r is None:
+        how = f"ablations='{{set: {table.set}}}'" if table.set else f"ablations='{{run: [{row.variant}]}}'"
+        return None, f"not evaluated yet: snakemake -c2 ablations --config {how}"
+    if (r.get("source"), r.get("target")) not in ((m.source, m.target), (None, None)):
+        return None, f"the run translates {r.get('source')}→{r.get('target')}, not {m.source}→{m.target}"
+    v = r.get(m.key)
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v), ""
+    return None, (r.get("unavailable") or {}).get(m.unavailable_key, "not measured")
+
+
+def paper_table(table: PaperTable, rows: dict[str, dict[str, Any]], variants: Any, subdir: str) -> str:
+    """One published table: the paper's columns, the measured column beside them, the
+    Kendall tau of the two orderings, the source and the not-the-paper's-data note."""
+    m, src = table.measured, table.source
+    arrow = "&darr;" if src.direction == "lower-is-better" else "&uarr;"
+    compare = next(c for c in table.columns if c.key == m.compare_with)
+    out = [(f'<h3>{_e(table.title)}</h3><p class="small">Source: {_e(src.paper)}, {_e(src.table)}; '
+            f"{_e(src.metric)}, {'lower' if src.direction == 'lower-is-better' else 'higher'} is better.</p>"),
+           f'<p class="caveat">{NOT_PAPER_DATA.format(label=_e(m.label), direction=_e(compare.label))}</p>',
+           (f'<table class="metrics paper" id="paper-{_e(table.id)}"><thead><tr><th>paper row</th>'
+            "<th>ToonLab run</th>")]
+    out += [f"<th>paper: {_e(c.label)} {_e(src.metric)} {arrow}</th>" for c in table.columns]
+    out.append(f"<th>measured: {_e(m.label)} {arrow}</th></tr></thead><tbody>")
+    notes: dict[str, int] = {}
+    pairs: list[tuple[float, float]] = []
+    for row in table.rows:
+        value, reason = _measured(row, table, rows, variants, subdir)
+        run = f"{subdir}/{row.variant}" if row.variant else "(paper only)"
+        out.append(f"<tr><td>{_e(row.label)}</td><td>{_e(run)}</td>")
+        out += [f"<td>{row.values[c.key]:.2f}</td>" for c in table.columns]
+        if value is None:
+            n = notes.setdefault(reason, len(notes) + 1)
+            out.append(f'<td class="na" title="{_e(reason)}">n/a<sup>{n}</sup></td>')
+        else:
+            pairs.append((row.values[m.compare_with], value))
+            out.append(f'<td class="measured">{value:.2f}</td>')
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    if notes:
+        out.append('<ol class="notes">' + "".join(f"<li value=\"{n}\">{_e(reason)}</li>"
+                                                   for reason, n in notes.items()) + "</ol>")
+    what = f"paper {_e(compare.label)} against measured {_e(m.label)}"
+    if len(pairs) < 2:
+        out.append(f'<p class="tau">Rank agreement (Kendall tau-b, {what}): not computed, fewer than 2 rows '
+                   f"have both numbers ({len(pairs)} so far).</p>")
+    else:
+        tau = kendall_tau([p for p, _ in pairs], [v for _, v in pairs])
+        shown = "undefined (every value of one side ties)" if tau is None else f"{tau:.3f}"
+        out.append(f'<p class="tau">Rank agreement (Kendall tau-b, {what}, over the {len(pairs)} rows with both '
+                   f"numbers): <b>{shown}</b> (1: the same ordering, &minus;1: reversed).</p>")
+    return "".join(out)
+
+
+def paper_tables_section(params, rows: dict[str, dict[str, Any]]) -> str:
+    ab = getattr(params, "ablations", None)
+    variants = ab.variants if ab is not None else {}
+    subdir = ab.runs_subdir if ab is not None else "ablations"
+    parts = [('<p class="small">Published numbers (from <code>toonlab/eval/paper_tables.yaml</code>) beside '
+              "ToonLab's measurement of the ablation variant that reproduces each row.</p>")]
+    parts += [paper_table(t, rows, variants, subdir) for t in load_paper_tables()]
+    return "".join(parts)
+
+
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{margin-bottom:4px} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
@@ -227,6 +435,7 @@ th:first-child,td:first-child{text-align:left} .best{font-weight:bold;background
 .na{color:#999} .small{color:#666;font-size:90%} .grid td{padding:2px} .grid img{width:96px;height:96px;
 image-rendering:auto;display:block} .samples img{max-width:100%} .curve text{font-size:10px;fill:#333}
 .run{display:inline-block;vertical-align:top;margin:0 24px 24px 0} ol.notes{font-size:90%;color:#666}
+.caveat{background:#fff4e0;border-left:4px solid #e0a030;padding:6px 10px;max-width:1000px}
 """
 
 
@@ -288,6 +497,8 @@ def build_report(params) -> Path:
                      if f"{params.ablations.runs_subdir}/{v}" in rows}
             if len(srows) > 1 and len({params.ablations.variants[v].family for v in srows}) > 1:
                 parts.append(f"<h3>set {_e(set_name)}</h3>" + metric_table(srows))
+
+    parts.append("<h2>Paper tables</h2>" + paper_tables_section(params, rows))
 
     parts.append("<h2>Evaluation grids</h2>")
     parts.append(comparison_grid(eval_dir, [r for r in runs + ablation_runs if r in rows]))

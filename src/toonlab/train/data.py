@@ -24,10 +24,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 class ImageSource:
-    """Images of one domain: memory-mapped packed arrays, or a folder of image files."""
+    """Images of one domain: memory-mapped packed arrays (with the matte, `alpha`), or a
+    folder of image files (no matte)."""
 
-    def __init__(self, rgb, five=None, files: list[Path] | None = None):
-        self.rgb, self.five, self.files = rgb, five, files
+    def __init__(self, rgb, five=None, files: list[Path] | None = None, alpha=None):
+        self.rgb, self.five, self.files, self.alpha = rgb, five, files, alpha
 
     @classmethod
     def packed(cls, packed_dir: str | Path, domain: str, split: str, px: int) -> "ImageSource":
@@ -40,7 +41,7 @@ class ImageSource:
                              "run `dvc repro pack` (or `snakemake -c2 preprocess`) first") from None
         if len(arrays["rgb"]) == 0:
             raise UsageError(f"the packed {domain} {split} split at {px} px is empty")
-        return cls(arrays["rgb"], arrays["five"])
+        return cls(arrays["rgb"], arrays["five"], alpha=arrays.get("alpha"))
 
     @classmethod
     def folder(cls, folder: str | Path) -> "ImageSource":
@@ -63,6 +64,18 @@ class ImageSource:
             return res.image, None
         return np.asarray(self.rgb[i]), (None if self.five is None else np.asarray(self.five[i]))
 
+    def matte(self, i: int) -> np.ndarray | None:
+        """Image i's matte (H x W uint8, 255 = face), or None without one."""
+        return None if self.alpha is None else np.asarray(self.alpha[i])
+
+
+def composite(rgb: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """`rgb` (H x W x 3 uint8) over a plain `colour` with `alpha` (H x W uint8): rounded
+    rgb * a + colour * (1 - a), a = alpha / 255."""
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    out = rgb.astype(np.float32) * a + np.asarray(colour, np.float32) * (1.0 - a)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
 
 @dataclass
 class SamplerState:
@@ -76,16 +89,21 @@ class SamplerState:
         return SamplerState(self.epoch, self.position * old_world // new_world)
 
 
+INTERPOLATION = {"bilinear": 1, "bicubic": 2}   # cv2.INTER_LINEAR, cv2.INTER_CUBIC
+
+
 class Augment:
-    """Resize to load_px, random crop to crop_px, random flip, optional colour jitter
-    (albumentations), seeded per sample."""
+    """Resize to load_px (spec.resize: bilinear or bicubic), random crop to crop_px, random
+    flip, optional colour jitter (albumentations), seeded per sample."""
 
     def __init__(self, spec: DataSpec, jitter: float = 0.0):
         import albumentations as A
 
         self.spec = spec
         load = spec.load_px or spec.crop_px
-        ops = [A.Resize(load, load, interpolation=1)]  # 1 = cv2.INTER_LINEAR
+        if spec.resize not in INTERPOLATION:
+            raise UsageError(f"unknown resize {spec.resize!r} ({', '.join(INTERPOLATION)})")
+        ops = [A.Resize(load, load, interpolation=INTERPOLATION[spec.resize])]
         if load != spec.crop_px:
             ops.append(A.RandomCrop(spec.crop_px, spec.crop_px))
         if spec.flip:
@@ -105,10 +123,17 @@ class Augment:
 
 
 class UnpairedDataset(Dataset):
-    """Item i of an epoch = one sample per key, each from its own permutation."""
+    """Item i of an epoch = one sample per key, each from its own permutation. With
+    `spec.composite` every image is first composited onto that colour with its matte."""
 
     def __init__(self, sources: dict[str, ImageSource], spec: DataSpec, seed: int, jitter: float = 0.0,
                  rank: int = 0, world: int = 1):
+        if spec.composite is not None:
+            lacking = sorted(k for k, s in sources.items() if s.alpha is None)
+            if lacking:
+                raise UsageError(f"data.composite needs the packed mattes, but {', '.join(lacking)} "
+                                 "has none (train.source: folders); use train.source: packed or "
+                                 "set data.composite \"\"")
         self.sources, self.spec, self.seed, self.rank, self.world = sources, spec, seed, rank, world
         self.jitter = jitter
         self.augment: Augment | None = None
@@ -134,6 +159,8 @@ class UnpairedDataset(Dataset):
             perm = self.perms[key]
             idx = int(perm[global_pos % len(perm)])
             rgb, five = source.get(idx)
+            if self.spec.composite is not None:
+                rgb = composite(rgb, source.matte(idx), self.spec.composite)
             seed = int(np.random.default_rng([self.seed, self.epoch, global_pos, n]).integers(2**31))
             img, pts = self.augment(rgb, five if self.spec.with_landmarks else None, seed)
             item[key] = codec.from_uint8(img[None])[0]

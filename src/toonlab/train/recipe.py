@@ -31,6 +31,10 @@ class DataSpec:
     load_px: int | None = None   # resize to this, then random crop to crop_px (e.g. 286 -> 256)
     flip: bool = True            # random horizontal flip
     with_landmarks: bool = False  # also deliver "<key>_five" (N x 5 x 2, in crop pixels)
+    resize: str = "bilinear"     # resize interpolation: bilinear | bicubic
+    # Composite each image onto this RGB colour with its packed matte before augmenting
+    # (None: as packed). Needs packed data (the matte); folders of images have none.
+    composite: tuple[int, int, int] | None = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ trained elsewhere loads as long as its family is registered.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,17 @@ class LoadedRun:
 
     def inference(self, device: torch.device | str = "cpu") -> Inference:
         """The family's inference networks on `device`, in eval mode."""
-        inf = self.family.inference(self.params, self.state["nets"])
+        nets = dict(self.state["nets"])
+        # An imported generator-only checkpoint (toonlab import-weights, e.g. photo2cartoon's
+        # genA2B): the backward network is absent; it is built from G_A's weights only to
+        # satisfy the family's constructor, then dropped (backward None: no cycle).
+        absent = set(self.state.get("imported", {}).get("absent_nets", ()))
+        no_backward = "G_B" in absent and "G_B" not in nets and "G_A" in nets
+        if no_backward:
+            nets["G_B"] = nets["G_A"]
+        inf = self.family.inference(self.params, nets)
+        if no_backward:
+            inf = dataclasses.replace(inf, backward=None)
         for net in (inf.forward, inf.backward, inf.generate):
             if net is not None:
                 net.to(device).eval()

@@ -6,8 +6,10 @@ statistics, N(0, 0.02) initialisation. Module layout (``model.<i>...``) matches 
 reference, so its generator/discriminator state dicts load into these classes.
 
 Training: LSGAN, cycle L1 x10 each way, identity L1 x0.5*10, image pools of 50 fakes,
-Adam 2e-4 (0.5, 0.999), constant learning rate then linear decay to 0. Optional extra:
-an L1 between VGG16 features of the input photo and its translation (perceptual loss).
+Adam 2e-4 (0.5, 0.999), constant learning rate then linear decay to 0. Optional extra
+(`loss.perceptual_weight > 0`): the perceptual loss, an L1 between VGG16 features of each
+input and its translation in both directions, weight x (|VGG(G_A(A)) - VGG(A)| +
+|VGG(G_B(B)) - VGG(B)|), logged as `perceptual`.
 
 Naming. The brief and this module name discriminators by the domain they judge: D_A
 judges domain A images (real A vs G_B's fakes), D_B judges domain B (real B vs G_A's

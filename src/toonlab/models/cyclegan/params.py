@@ -23,7 +23,8 @@ class CycleGANLossParams(Section):
     cycle_weight: Annotated[float, Field(ge=0)] = 10.0
     # Multiplies cycle_weight (0.5 x 10 = 5). 0 disables the identity terms.
     identity_weight: Annotated[float, Field(ge=0)] = 0.5
-    # L1 of VGG16 features between input and translation; 0 disables (the paper has none).
+    # L1 of VGG16 features between each input and its translation, both directions (A->B
+    # and B->A, summed); 0 disables (the paper has none).
     perceptual_weight: Annotated[float, Field(ge=0)] = 0.0
     perceptual_layer: Literal["relu1_2", "relu2_2", "relu3_3", "relu4_3"] = "relu2_2"
     # imagenet: torchvision's vgg16-397923af.pth from the torch hub folder; random: smoke tests only.

@@ -16,7 +16,7 @@ EPOCH_STEPS = 3_400   # selfie2anime: 3,400 training images per domain, batch 1
 
 ABOUT = {
     "demo": "small and fast: 64 px, ngf 32, 6 blocks, 100 + 100 steps",
-    "reference": "the paper: 256 px (load 286), ngf/ndf 64, 9 blocks, 100 + 100 epochs of 3,400 images",
+    "reference": "the paper: 256 px (load 286, bicubic), ngf/ndf 64, 9 blocks, 100 + 100 epochs of 3,400 images",
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -25,7 +25,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "loss": {"gan_mode": "lsgan", "cycle_weight": 10.0, "identity_weight": 0.5, "perceptual_weight": 0.0},
         "optim": {"lr": 0.0002, "beta1": 0.5, "beta2": 0.999, "steps_constant": 100, "steps_decay": 100,
                   "pool_size": 50},
-        "data": {"crop_px": 64, "load_px": 0, "batch_size": 1, "flip": True},
+        "data": {"crop_px": 64, "load_px": 0, "load_auto": "scale", "resize": "bilinear", "composite": "",
+                 "batch_size": 1, "flip": True},
     },
     "reference": {
         "model": {"ngf": 64, "ndf": 64, "n_blocks": 9, "n_layers_d": 3},
@@ -33,7 +34,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "loss": {"gan_mode": "lsgan", "cycle_weight": 10.0, "identity_weight": 0.5, "perceptual_weight": 0.0},
         "optim": {"lr": 0.0002, "beta1": 0.5, "beta2": 0.999, "steps_constant": 100 * EPOCH_STEPS,
                   "steps_decay": 100 * EPOCH_STEPS, "pool_size": 50},
-        # load_px 0: crop_px * 286/256 = 286, the reference's load_size.
-        "data": {"crop_px": 256, "load_px": 0, "batch_size": 1, "flip": True},
+        # load_px 0: crop_px * 286/256 = 286, the reference's load_size, resized bicubically
+        # (its transforms.Resize(..., Image.BICUBIC)).
+        "data": {"crop_px": 256, "load_px": 0, "load_auto": "scale", "resize": "bicubic", "composite": "",
+                 "batch_size": 1, "flip": True},
     },
 }

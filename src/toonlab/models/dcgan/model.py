@@ -11,7 +11,10 @@ output, LeakyReLU 0.2 in D, no fully connected layers, no convolution biases):
   `forward(x)` returns the probability of "real" per image (shape N), as the reference's
   sigmoid layer does; `forward(x, logits=True)` the pre-sigmoid value.
 
-Initialisation: convolution weights ~ N(0, 0.02), batch-norm weights ~ N(1, 0.02), biases 0.
+Initialisation (`model.init`): "normal", the DCGAN paper's convolution weights ~ N(0, 0.02),
+batch-norm weights ~ N(1, 0.02), biases 0; or "default", PyTorch's own init (Kaiming-uniform
+convolutions, batch-norm weight 1, bias 0), which the anime-avatar recipe leaves in place
+(its reference profile sets it, together with no flipping).
 
 Training (the reference): binary cross-entropy, Adam 2e-4 for both nets, betas (0.5, 0.999),
 batch 256, 200 epochs, the discriminator updated on every batch and the generator on every
@@ -137,7 +140,8 @@ class DCGANRecipe(RecipeBase):
         self.data = DataSpec(domains={"real": d.domain}, crop_px=IMAGE_PX, load_px=IMAGE_PX,
                              batch_size=d.batch_size, flip=d.flip)
 
-        nets: dict[str, nn.Module] = {"G": init_weights(NetG(m.nz, m.ngf)), "D": init_weights(NetD(m.ndf))}
+        init = init_weights if m.init == "normal" else (lambda net: net)   # "default": PyTorch's
+        nets: dict[str, nn.Module] = {"G": init(NetG(m.nz, m.ngf)), "D": init(NetD(m.ndf))}
         for net in nets.values():
             net.to(self.device, memory_format=self.memory_format)
         self.nets = nets
@@ -288,6 +292,12 @@ def best_samples(params: DCGANParams, nets: dict[str, Any], *, num: int, search:
     """`toonlab generate`: the `num` images of `search` draws that D scores highest
     (see `generate`), from a checkpoint's networks."""
     m = params.model
+    if "D" not in nets:
+        from toonlab.errors import UsageError
+
+        raise UsageError("this DCGAN run has no discriminator (imported from a netg_<epoch>.pth alone): "
+                         "`toonlab generate` ranks samples with D; import netd_<epoch>.pth with it "
+                         "(`toonlab import-weights dcgan netg_N.pth netd_N.pth --out ...`)")
     G, D = NetG(m.nz, m.ngf).to(device), NetD(m.ndf).to(device)
     G.load_state_dict(nets["G"])
     D.load_state_dict(nets["D"])

@@ -13,6 +13,9 @@ class DCGANModelParams(Section):
     nz: Annotated[int, Field(ge=1, le=4096)] = 100
     ngf: Annotated[int, Field(ge=1, le=1024)] = 64
     ndf: Annotated[int, Field(ge=1, le=1024)] = 64
+    # Weight init: normal (the DCGAN paper: conv ~ N(0, 0.02), batch-norm weight ~ N(1, 0.02))
+    # or default (PyTorch's own init, as the anime-avatar recipe leaves it).
+    init: Literal["normal", "default"] = "normal"
 
 
 class DCGANOptimParams(Section):

@@ -68,7 +68,9 @@ VARIANT_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "ugatit": {},
     "soft_adalin": {"model": {"variant": "soft_adalin", "ch": 32, "n_res": 4, "light": True},
                     "loss": {"adv_weight": 1.0, "cycle_weight": 50.0, "identity_weight": 10.0,
-                             "cam_weight": 1000.0, "faceid_weight": 1.0}},
+                             "cam_weight": 1000.0, "faceid_weight": 1.0},
+                    # photo2cartoon trains on faces matted onto white.
+                    "data": {"composite": "white"}},
 }
 
 

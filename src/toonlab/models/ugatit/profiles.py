@@ -7,11 +7,12 @@ residual blocks, 7-layer global and 5-layer local discriminators, weights adv 1,
 10, identity 10, CAM 1000, Adam 1e-4 (0.5, 0.999) with weight decay 1e-4, 1,000,000
 iterations at batch 1, the learning rate decaying linearly from iteration 500,000
 (`decay_from: 0` is half of the steps, the reference's iteration // 2), 256 px crops of
-286 px resizes, flipped.
+crop + 30 = 286 px bilinear resizes (`load_auto: plus30`), flipped.
 reference_full: the same with the full generator (MLP over the flattened feature map,
 279 M parameters per generator at 256 px), the reference implementation's default.
 soft_adalin: photo2cartoon's train.py for the Soft-AdaLIN variant: ch 32, light, cycle
-50, face-ID 1 (needs model_mobilefacenet.pth), otherwise as the reference.
+50, face-ID 1 (needs model_mobilefacenet.pth), faces composited onto white with their
+packed mattes (`data.composite: white`, as photo2cartoon's data), otherwise as the reference.
 Every profile sets the ablation switches to the paper's model (norm adalin, G and D
 CAM); the ablation variants are in params.yaml (`ablations.sets.ugatit_paper`).
 """
@@ -25,9 +26,10 @@ from toonlab.models.ugatit.params import VARIANT_SETTINGS
 
 ABOUT = {
     "demo": "small and short: light, ch 16, 2 blocks, 64 px, 150 steps",
-    "reference": "the paper, light: ch 64, 4 blocks, D 7/5 layers, 256 px, 1,000,000 steps (decay from 500,000)",
+    "reference": "the paper, light: ch 64, 4 blocks, D 7/5 layers, 256 px (load 286), 1,000,000 steps (decay from 500,000)",
     "reference_full": "the paper's full generator (279 M parameters at 256 px), otherwise as reference",
-    "soft_adalin": "photo2cartoon's Soft-AdaLIN variant: ch 32, light, cycle 50, face-ID 1, otherwise as reference",
+    "soft_adalin": "photo2cartoon's Soft-AdaLIN variant: ch 32, light, cycle 50, face-ID 1, faces on white, "
+                   "otherwise as reference",
 }
 
 _DEMO: dict[str, Any] = {
@@ -36,7 +38,8 @@ _DEMO: dict[str, Any] = {
     "loss": {"adv_weight": 1.0, "cycle_weight": 10.0, "identity_weight": 10.0, "cam_weight": 1000.0,
              "faceid_weight": 0.0},
     "optim": {"lr": 0.0001, "beta1": 0.5, "beta2": 0.999, "weight_decay": 0.0001, "steps": 150, "decay_from": 0},
-    "data": {"crop_px": 64, "load_px": 0, "batch_size": 1, "flip": True},
+    "data": {"crop_px": 64, "load_px": 0, "load_auto": "scale", "resize": "bilinear", "composite": "",
+             "batch_size": 1, "flip": True},
 }
 
 _REFERENCE: dict[str, Any] = {
@@ -47,8 +50,10 @@ _REFERENCE: dict[str, Any] = {
     # decay_from 0: linear decay over the second half (from 500,000 of 1,000,000).
     "optim": {"lr": 0.0001, "beta1": 0.5, "beta2": 0.999, "weight_decay": 0.0001, "steps": 1_000_000,
               "decay_from": 0},
-    # load_px 0: crop_px * 286/256 = 286, the reference's Resize(img_size + 30).
-    "data": {"crop_px": 256, "load_px": 0, "batch_size": 1, "flip": True},
+    # load_px 0 with load_auto plus30: crop_px + 30 (286 at 256, 158 at 128), the reference's
+    # Resize((img_size + 30, img_size + 30)) (bilinear, torchvision's default).
+    "data": {"crop_px": 256, "load_px": 0, "load_auto": "plus30", "resize": "bilinear", "composite": "",
+             "batch_size": 1, "flip": True},
 }
 
 

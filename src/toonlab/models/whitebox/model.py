@@ -15,9 +15,16 @@ Networks
     287,137 parameters on the 3-channel surface images, 286,561 on the 1-channel texture
     images (the texture discriminator sees the colour-shifted grey image).
   * `VGG19Features`: torchvision's VGG19 up to conv4_4 before its ReLU (10,585,152
-    parameters), ImageNet weights `vgg19-dcbb9e9d.pth` from the torch hub folder, ImageNet
-    normalisation (the reference uses the Caffe VGG19 in BGR with mean subtraction, so
-    feature magnitudes, and the effective content/structure weights, differ somewhat).
+    parameters), ImageNet weights `vgg19-dcbb9e9d.pth` from the torch hub folder. Its input
+    convention (`model.vgg_input`): "torchvision" (default), RGB in [0, 1] with ImageNet
+    mean/std normalisation; "caffe" (the reference profile), the reference's: BGR in
+    0..255 minus the Caffe mean [103.939, 116.779, 123.68] (its vgg19.py). The content and
+    structure weights (200) are tuned to the Caffe feature scale: caffe inputs are about
+    255 * std ~ 57 times larger than torchvision's, and with random (bias-free) weights
+    conv4_4 features and hence those L1 terms grow by the same factor (56-57, measured; see
+    README); with ImageNet weights the factor depends on the weights' biases. Note that
+    torchvision's weights were trained on normalised RGB: under "caffe" input they are not
+    the Caffe VGG19 (the reference's vgg19.npy), only its input convention and scale.
 
 Training
   * Pretrain (`whitebox_pretrain`): pixel L1 between the photo and the raw generator output
@@ -187,6 +194,8 @@ class PatchDiscriminator(nn.Module):
 # torchvision's VGG19 ("E") feature stack up to conv4_4 (features index 25, before its ReLU).
 _VGG19_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512)
 VGG19_CONV4_4 = 25
+# The Caffe VGG's input mean (B, G, R) in 0..255, as the reference's vgg19.py subtracts it.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 class VGG19Features(FrozenVGG):
@@ -198,11 +207,25 @@ class VGG19Features(FrozenVGG):
     eval mode; gradients flow to the input only.
     """
 
-    def __init__(self, weights: Literal["imagenet", "random"] = "imagenet"):
+    def __init__(self, weights: Literal["imagenet", "random"] = "imagenet",
+                 input: Literal["torchvision", "caffe"] = "torchvision"):
         super().__init__(_VGG19_CFG, VGG19_CONV4_4, weights, hub_name="vgg19", file_name=VGG19_FILE,
                          owner="VGG19Features", arch="VGG19", bad_file_error=ToonlabError, logger=log,
                          random_note="White-box VGG19 with random weights: content and structure losses "
                                      "are meaningless")
+        if input not in ("torchvision", "caffe"):
+            raise ValueError(f"VGG19Features: input must be 'torchvision' or 'caffe', got {input!r}")
+        self.input = input
+        if input == "caffe":
+            # x in [-1, 1] RGB -> BGR, (x + 1) * 127.5 - mean == x * 127.5 + (127.5 - mean).
+            # Non-persistent buffers: the state dict (and its keys) is the same either way.
+            self.scale = torch.full((1, 3, 1, 1), 127.5)
+            self.shift = 127.5 - torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        if self.input == "caffe":
+            x = x.flip(1)   # RGB -> BGR
+        return super().normalize(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features_of(x)
@@ -324,7 +347,7 @@ class WhiteboxRecipe(_Base):
         for net in nets.values():
             net.to(self.device, memory_format=self.memory_format)
         self.nets = nets
-        self.vgg = VGG19Features(m.vgg_weights).to(self.device, memory_format=self.memory_format)
+        self.vgg = VGG19Features(m.vgg_weights, m.vgg_input).to(self.device, memory_format=self.memory_format)
         self.landmarker: nn.Module | None = None
         if lp.landmark > 0:
             load_landmarker, self._landmark_loss, self._heatmaps = _landmarker_api()

@@ -20,6 +20,10 @@ class WhiteboxModelParams(Section):
     gf_eps_test: Annotated[float, Field(gt=0)] = 5e-3
     # imagenet: torchvision's vgg19-dcbb9e9d.pth in the torch hub folder; random: smoke tests only.
     vgg_weights: Literal["imagenet", "random"] = "imagenet"
+    # VGG19 input convention: torchvision (RGB, ImageNet mean/std) or caffe (the reference's:
+    # BGR 0..255 minus the Caffe mean; its content/structure weights 200 are tuned to that
+    # scale, ~57x larger features). torchvision's weights stay torchvision's either way.
+    vgg_input: Literal["torchvision", "caffe"] = "torchvision"
 
 
 class WhiteboxLossParams(Section):

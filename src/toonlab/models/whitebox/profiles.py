@@ -7,7 +7,8 @@ pretrain.py and train.py at their defaults): U-Net generator ch 32 with 4 residu
 blocks, spectral-norm patch discriminators ch 32, output guided filter r 1 / eps 1e-2
 (5e-3 at inference), surface blur r 5 / eps 0.2, loss weights surface 0.1, texture 1,
 structure 200, content 200, TV 1e4, SLIC with 200 segments filled with the mean colour
-(its `simple_superpixel`), ImageNet VGG19, batch 16 of 256 px without flipping, Adam
+(its `simple_superpixel`), ImageNet VGG19 fed the Caffe input convention (BGR, 0..255
+minus the mean: `model.vgg_input: caffe`, the scale its weights 200 are tuned to), batch 16 of 256 px without flipping, Adam
 2e-4 (0.5, 0.99), 50,000 pretraining and 100,000 adversarial iterations, no schedule.
 The landmark loss is this project's addition, so the reference sets it to 0; add it
 back with `whitebox.loss.landmark: 1` (the `whitebox_landmark` ablation compares both).
@@ -26,7 +27,7 @@ ABOUT = {
 PROFILES: dict[str, dict[str, Any]] = {
     "demo": {
         "model": {"ch": 16, "n_res": 2, "d_ch": 16, "gf_r": 1, "gf_eps": 0.01, "gf_eps_test": 0.005,
-                  "vgg_weights": "random"},
+                  "vgg_weights": "random", "vgg_input": "torchvision"},
         "loss": {"surface": 0.1, "texture": 1.0, "structure": 200.0, "content": 200.0, "tv": 10000.0,
                  "landmark": 1.0, "surface_r": 5, "surface_eps": 0.2},
         "structure": {"method": "slic", "segments": 50, "fill": "mean"},
@@ -36,7 +37,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "reference": {
         "model": {"ch": 32, "n_res": 4, "d_ch": 32, "gf_r": 1, "gf_eps": 0.01, "gf_eps_test": 0.005,
-                  "vgg_weights": "imagenet"},
+                  "vgg_weights": "imagenet", "vgg_input": "caffe"},
         "loss": {"surface": 0.1, "texture": 1.0, "structure": 200.0, "content": 200.0, "tv": 10000.0,
                  "landmark": 0.0, "surface_r": 5, "surface_eps": 0.2},
         "structure": {"method": "slic", "segments": 200, "fill": "mean"},
