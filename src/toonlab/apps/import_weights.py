@@ -24,7 +24,7 @@ Formats (the first argument):
   genA2B alone the run translates photo -> cartoon only (no backward network).
 * `dcgan`: chenyuntc/pytorch-book chapter 7 (AnimeGAN), `netg_<epoch>.pth` [, `netd_<epoch>.pth`].
 * `whitebox`: SystemErrors/White-box-Cartoonization, the TensorFlow checkpoint
-  (`saved_models/model-99999` or the `saved_models` folder); needs TensorFlow (`pip install
+  (`saved_models/model-33999` or the `saved_models` folder); needs TensorFlow (`pip install
   tensorflow-cpu`), which only reads the variables: the mapping (`whitebox_state_dict`) is
   plain numpy.
 
@@ -381,10 +381,14 @@ def whitebox_state_dict(variables: Mapping[str, Any], scope: str = "generator") 
 
 def read_tf_checkpoint(path: Path) -> tuple[str, dict[str, Any]]:
     """(the checkpoint prefix, every variable) of a TensorFlow checkpoint (a prefix such as
-    saved_models/model-99999, or a folder holding a `checkpoint` file); needs TensorFlow."""
+    saved_models/model-33999, or a folder holding a `checkpoint` file); needs TensorFlow."""
     try:
         import tensorflow as tf  # optional extra
-    except ImportError:
+    except ImportError as exc:
+        if not (isinstance(exc, ModuleNotFoundError) and exc.name == "tensorflow"):
+            # installed but broken (e.g. a protobuf or numpy of another version beside it)
+            raise ToonlabError(f"reading the White-box TensorFlow checkpoint needs TensorFlow, which is "
+                               f"installed but does not import ({type(exc).__name__}: {exc})") from None
         raise ToonlabError(f"reading the White-box TensorFlow checkpoint needs TensorFlow, which is not "
                            f"installed: {TF_EXTRA} (only to import; ToonLab itself does not use it)") from None
     prefix = str(path)
@@ -394,16 +398,18 @@ def read_tf_checkpoint(path: Path) -> tuple[str, dict[str, Any]]:
             raise UsageError(f"{path}: no TensorFlow checkpoint in this folder (no 'checkpoint' file)")
     try:
         reader = tf.train.load_checkpoint(prefix)
+        # the values are read here: a missing or truncated .data-* file fails now, not at load_checkpoint
+        variables = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
     except Exception as exc:  # noqa: BLE001 - TF's own error types
         raise ToonlabError(f"{path}: not a readable TensorFlow checkpoint ({type(exc).__name__}: {exc})") from None
-    return prefix, {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    return prefix, variables
 
 
 def read_whitebox(files: list[Path]) -> _Pending:
     from toonlab.models.whitebox import model as wb
 
     if len(files) != 1:
-        raise UsageError("whitebox: give one checkpoint (saved_models/model-99999, or the saved_models folder)")
+        raise UsageError("whitebox: give one checkpoint (saved_models/model-33999, or the saved_models folder)")
     path = files[0]
     prefix, variables = read_tf_checkpoint(path)
     sd, hp = whitebox_state_dict(variables)
@@ -497,9 +503,19 @@ def convert(fmt: str, files: list[str | Path], sets: list[str] | None = None,
 
 
 def _sha256(path: Path) -> str:
+    """Of a file; of a TensorFlow checkpoint prefix (model-N: its .index and .data-* files) or
+    folder (every .index and .data-* file in it): over the names and contents, in order."""
     h = hashlib.sha256()
     if path.is_file():
-        with path.open("rb") as fh:
+        parts = [path]
+    elif path.is_dir():
+        parts = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix == ".index" or ".data-" in p.name))
+    else:
+        parts = sorted(p for p in path.parent.glob(path.name + ".*") if p.is_file())
+    for part in parts:
+        if len(parts) > 1 or part != path:
+            h.update(part.name.encode() + b"\0")
+        with part.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
