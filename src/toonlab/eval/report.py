@@ -49,6 +49,17 @@ def _png_uri(path: Path) -> str:
     return codec.png_uri(path.read_bytes())
 
 
+def _na_cell(notes: dict[str, int], reason: str) -> str:
+    """An "n/a" cell pointing at its reason, numbered once per table in `notes`."""
+    n = notes.setdefault(reason, len(notes) + 1)
+    return f'<td class="na" title="{_e(reason)}">n/a<sup>{n}</sup></td>'
+
+
+def _notes_list(notes: dict[str, int]) -> str:
+    return ('<ol class="notes">' + "".join(f'<li value="{n}">{_e(reason)}</li>' for reason, n in notes.items())
+            + "</ol>") if notes else ""
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -82,13 +93,10 @@ def metric_table(rows: dict[str, dict[str, Any]]) -> str:
                 out.append(f'<td class="best">{_fmt(v)} &#9733;</td>' if mark else f"<td>{_fmt(v)}</td>")
             else:
                 reason = r.get("unavailable", {}).get(UNAVAILABLE_KEYS.get(key, key), "not measured")
-                n = notes.setdefault(reason, len(notes) + 1)
-                out.append(f'<td class="na" title="{_e(reason)}">n/a<sup>{n}</sup></td>')
+                out.append(_na_cell(notes, reason))
         out.append("</tr>")
     out.append("</tbody></table>")
-    if notes:
-        out.append('<ol class="notes">' + "".join(f"<li value=\"{n}\">{_e(reason)}</li>"
-                                                   for reason, n in notes.items()) + "</ol>")
+    out.append(_notes_list(notes))
     out.append('<p class="small">&#9733; best value of the column (arrows: which way is better).</p>')
     return "".join(out)
 
@@ -395,16 +403,13 @@ def paper_table(table: PaperTable, rows: dict[str, dict[str, Any]], variants: An
         out.append(f"<tr><td>{_e(row.label)}</td><td>{_e(run)}</td>")
         out += [f"<td>{row.values[c.key]:.2f}</td>" for c in table.columns]
         if value is None:
-            n = notes.setdefault(reason, len(notes) + 1)
-            out.append(f'<td class="na" title="{_e(reason)}">n/a<sup>{n}</sup></td>')
+            out.append(_na_cell(notes, reason))
         else:
             pairs.append((row.values[m.compare_with], value))
             out.append(f'<td class="measured">{value:.2f}</td>')
         out.append("</tr>")
     out.append("</tbody></table>")
-    if notes:
-        out.append('<ol class="notes">' + "".join(f"<li value=\"{n}\">{_e(reason)}</li>"
-                                                   for reason, n in notes.items()) + "</ol>")
+    out.append(_notes_list(notes))
     what = f"paper {_e(compare.label)} against measured {_e(m.label)}"
     if len(pairs) < 2:
         out.append(f'<p class="tau">Rank agreement (Kendall tau-b, {what}): not computed, fewer than 2 rows '
