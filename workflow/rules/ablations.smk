@@ -11,14 +11,13 @@ rule train_variant:
         family=lambda wildcards: TL.params.ablations.variants[wildcards.variant].family,
         ablations=config["ablations"],
         train=config["train"],
-        params_file=TL.params_file,
     log:
         "logs/ablations/{variant}.log",
     threads: TL.params.runtime.workers
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} train {params.family} --variant {wildcards.variant} "
+        "toonlab --params {TL.params_file} train {params.family} --variant {wildcards.variant} "
         "2>&1 | tee {log}"
 
 

@@ -12,14 +12,13 @@ rule align_domain:
         align=config["align"],
         preprocess=config["preprocess"],
         decode=config["decode"],
-        params_file=TL.params_file,
     log:
         "logs/align_{domain}.log",
     threads: TL.params.runtime.workers
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} align --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} align --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule align:

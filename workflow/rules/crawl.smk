@@ -13,14 +13,13 @@ rule demo_data:
     params:
         demo=config["demo"],
         out=lambda wildcards, output: os.path.dirname(output[0]),
-        params_file=TL.params_file,
     log:
         "logs/demo_data.log",
     threads: 1
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} demo-data --out {params.out} 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} demo-data --out {params.out} 2>&1 | tee {log}"
 
 
 rule fetch_urls:
@@ -32,14 +31,13 @@ rule fetch_urls:
     params:
         crawl=config["crawl"],
         out=lambda wildcards, output: os.path.dirname(output[0]),
-        params_file=TL.params_file,
     log:
         "logs/crawl.log",
     threads: 1
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} crawl --out {params.out} --log {output} 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} crawl --out {params.out} --log {output} 2>&1 | tee {log}"
 
 
 rule crawl:

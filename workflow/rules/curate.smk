@@ -10,11 +10,10 @@ rule curate:
         f"{REPORT}/index.html",
     params:
         curate=config["curate"],
-        params_file=TL.params_file,
     log:
         "logs/curate.log",
     threads: 1
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} curate 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} curate 2>&1 | tee {log}"

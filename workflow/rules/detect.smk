@@ -11,14 +11,13 @@ rule detect_domain:
         detect=config["detect"],
         preprocess=config["preprocess"],
         decode=config["decode"],
-        params_file=TL.params_file,
     log:
         "logs/detect_{domain}.log",
     threads: TL.params.runtime.workers
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} detect --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} detect --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule detect:

@@ -12,14 +12,13 @@ rule evaluate_run:
     params:
         evaluate=config["evaluate"],
         detect=config["detect"],
-        params_file=TL.params_file,
     log:
         "logs/evaluate/{run}.log",
     threads: 1
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} evaluate {wildcards.run} 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} evaluate {wildcards.run} 2>&1 | tee {log}"
 
 
 rule evaluate:

@@ -14,11 +14,10 @@ for _family in TL.families_of("unconditional"):
         params:
             section=TL.family_config(_family),
             run_dir=lambda wildcards, input: os.path.dirname(input[0]),
-            params_file=TL.params_file,
         log:
             f"logs/generate_{_family.name}.log",
         threads: 1
         conda:
             "../envs/toonlab.yaml"
         shell:
-            "toonlab --params {params.params_file} generate --run {params.run_dir} 2>&1 | tee {log}"
+            "toonlab --params {TL.params_file} generate --run {params.run_dir} 2>&1 | tee {log}"

@@ -12,14 +12,13 @@ rule ingest_domain:
     params:
         decode=config["decode"],
         ingest=config["ingest"],
-        params_file=TL.params_file,
     log:
         "logs/ingest_{domain}.log",
     threads: TL.params.runtime.workers
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} ingest --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} ingest --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule ingest:

@@ -10,14 +10,13 @@ rule matte_domain:
     params:
         matte=config["matte"],
         decode=config["decode"],
-        params_file=TL.params_file,
     log:
         "logs/matte_{domain}.log",
     threads: TL.params.runtime.workers
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} matte --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} matte --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule matte:

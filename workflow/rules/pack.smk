@@ -9,11 +9,10 @@ rule pack:
         packed(DOMAINS),
     params:
         pack=config["pack"],
-        params_file=TL.params_file,
     log:
         "logs/pack.log",
     threads: 1
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} pack 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} pack 2>&1 | tee {log}"

@@ -12,11 +12,10 @@ rule report:
         TL.params.report.out,
     params:
         report=config["report"],
-        params_file=TL.params_file,
     log:
         "logs/report.log",
     threads: 1
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {params.params_file} report 2>&1 | tee {log}"
+        "toonlab --params {TL.params_file} report 2>&1 | tee {log}"

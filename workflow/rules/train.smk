@@ -21,11 +21,10 @@ for _family in TL.families:
             section=TL.family_config(_family),
             train=config["train"],
             run_dir=lambda wildcards, output: os.path.dirname(output[0]),
-            params_file=TL.params_file,
         log:
             f"logs/train_{_family.name}.log",
         threads: TL.params.runtime.workers
         conda:
             "../envs/toonlab.yaml"
         shell:
-            "toonlab --params {params.params_file} train {params.family} --run-dir {params.run_dir} 2>&1 | tee {log}"
+            "toonlab --params {TL.params_file} train {params.family} --run-dir {params.run_dir} 2>&1 | tee {log}"
