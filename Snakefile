@@ -11,6 +11,14 @@ configfile: "params.yaml"
 
 
 TL = prepare(config)
+# The rules' commands read the effective params file from the environment (`toonlab
+# --params "$TOONLAB_PARAMS_FILE"`): a --config override changes that path, and a path in
+# `params:` would make every rule look changed; each rule's own settings are its params.
+os.environ["TOONLAB_PARAMS_FILE"] = TL.params_file
+
+
+envvars:
+    "TOONLAB_PARAMS_FILE",
 
 
 include: "workflow/rules/common.smk"

@@ -5,8 +5,9 @@ Snakemake merges `--config` overrides into `params.yaml`'s values; the `toonlab`
 commands the rules call must see the same values. When there is no override the rules
 read `params.yaml` itself; otherwise the merged config is written (atomically) to
 `.snakemake/toonlab/params-override.yaml` and the rules read that. The rules put the
-path in their command (`toonlab --params {TL.params_file} ...`), not in their `params:`,
-so an override reruns only the rules whose own settings changed, not every rule.
+path to their command through the environment (`toonlab --params "$TOONLAB_PARAMS_FILE"`,
+set by the Snakefile), not through `params:`, so an override reruns only the rules whose
+own settings changed, not every rule.
 """
 
 from __future__ import annotations

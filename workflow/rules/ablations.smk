@@ -17,7 +17,7 @@ rule train_variant:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} train {params.family} --variant {wildcards.variant} "
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" train {params.family} --variant {wildcards.variant} "
         "2>&1 | tee {log}"
 
 

@@ -18,7 +18,7 @@ rule align_domain:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} align --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" align --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule align:

@@ -19,7 +19,7 @@ rule demo_data:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} demo-data --out {params.out} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" demo-data --out {params.out} 2>&1 | tee {log}"
 
 
 rule fetch_urls:
@@ -37,7 +37,7 @@ rule fetch_urls:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} crawl --out {params.out} --log {output} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" crawl --out {params.out} --log {output} 2>&1 | tee {log}"
 
 
 rule crawl:

@@ -16,4 +16,4 @@ rule curate:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} curate 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" curate 2>&1 | tee {log}"

@@ -17,7 +17,7 @@ rule detect_domain:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} detect --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" detect --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule detect:

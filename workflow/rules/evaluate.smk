@@ -18,7 +18,7 @@ rule evaluate_run:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} evaluate {wildcards.run} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" evaluate {wildcards.run} 2>&1 | tee {log}"
 
 
 rule evaluate:

@@ -20,4 +20,4 @@ for _family in TL.families_of("unconditional"):
         conda:
             "../envs/toonlab.yaml"
         shell:
-            "toonlab --params {TL.params_file} generate --run {params.run_dir} 2>&1 | tee {log}"
+            "toonlab --params \"$TOONLAB_PARAMS_FILE\" generate --run {params.run_dir} 2>&1 | tee {log}"

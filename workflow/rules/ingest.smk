@@ -18,7 +18,7 @@ rule ingest_domain:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} ingest --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" ingest --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule ingest:

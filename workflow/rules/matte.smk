@@ -16,7 +16,7 @@ rule matte_domain:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} matte --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" matte --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule matte:

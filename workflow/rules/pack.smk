@@ -15,4 +15,4 @@ rule pack:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} pack 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" pack 2>&1 | tee {log}"

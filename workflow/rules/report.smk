@@ -18,4 +18,4 @@ rule report:
     conda:
         "../envs/toonlab.yaml"
     shell:
-        "toonlab --params {TL.params_file} report 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" report 2>&1 | tee {log}"

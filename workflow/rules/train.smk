@@ -27,4 +27,4 @@ for _family in TL.families:
         conda:
             "../envs/toonlab.yaml"
         shell:
-            "toonlab --params {TL.params_file} train {params.family} --run-dir {params.run_dir} 2>&1 | tee {log}"
+            "toonlab --params \"$TOONLAB_PARAMS_FILE\" train {params.family} --run-dir {params.run_dir} 2>&1 | tee {log}"
