@@ -15,7 +15,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 install: $(STAMP)
 
 # Headless Chromium and its WebDriver (Debian packages, the same version) for the report
-# and web-page tests.
+# and web-page tests; MUNGE and Slurm (munged, slurmctld, slurmd and the client commands)
+# for the tests that start a one-node Slurm cluster on localhost (tests/slurm.py).
 system-deps:
 	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
 	  && command -v chromedriver >/dev/null 2>&1 || { \
@@ -23,6 +24,12 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends chromium chromium-driver >/dev/null; }
+	@PATH="$$PATH:/usr/sbin:/sbin"; command -v munged >/dev/null 2>&1 && command -v slurmctld >/dev/null 2>&1 \
+	  && command -v slurmd >/dev/null 2>&1 || { \
+	  echo "installing munge and slurm-wlm (Debian packages, for the Slurm executor tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends munge slurm-wlm >/dev/null; }
 
 $(STAMP): requirements.in requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ToonLab needs Python 3.11, found " + sys.version.split()[0]'
@@ -44,10 +51,13 @@ test: install system-deps
 test-fast: install
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
-# The Snakefile's own lint, and dvc.yaml against the stage table (run `.venv/bin/toonlab
-# pipeline --write` after adding a module, an import or a model family).
+# Snakemake's lint, which may say one thing only: no rule names a conda environment or
+# container (the rules run the project's virtualenv; README, "Run on a cluster"); and
+# dvc.yaml against the stage table (run `.venv/bin/toonlab pipeline --write` after adding
+# a module, an import or a model family).
 lint: install
-	$(BIN)/snakemake --lint
+	@out=$$($(BIN)/snakemake --lint 2>&1); echo "$$out" | grep -q -E 'Lints for|Congratulations' || { echo "$$out"; exit 1; }; \
+	  ! echo "$$out" | grep -E '^\s+\* ' | grep -v 'Specify a conda environment or container for each rule'
 	$(BIN)/toonlab pipeline --check
 
 bench: install

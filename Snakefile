@@ -10,7 +10,7 @@ from toonlab.snake import prepare
 configfile: "params.yaml"
 
 
-TL = prepare(config)
+TL = prepare(config, main_process=workflow.is_main_process)
 # The rules' commands read the effective params file from the environment (`toonlab
 # --params "$TOONLAB_PARAMS_FILE"`): a --config override changes that path, and a path in
 # `params:` would make every rule look changed; each rule's own settings are its params.

@@ -45,6 +45,9 @@ def _common() -> argparse.ArgumentParser:
                    default=argparse.SUPPRESS, help="warnings and errors only")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show full tracebacks on errors")
+    p.add_argument("--workers", type=int, metavar="N", default=argparse.SUPPRESS,
+                   help="worker processes for per-image work (overrides runtime.workers; the "
+                        "Snakemake rules pass their {threads})")
     return p
 
 
@@ -198,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--write", action="store_true", help="write dvc.yaml")
     g.add_argument("--check", action="store_true", help="fail when dvc.yaml differs from what --write writes")
     g.add_argument("--markdown", action="store_true", help="print the README's stage table")
+
+    p = add("snakemake", "do one DVC stage's work with Snakemake (the command of every dvc.yaml stage): only "
+            "the stage's own rules, forced when Snakemake has no record of its outputs (a fresh clone, an "
+            "experiment's temporary clone), under the profile in $SNAKEMAKE_PROFILE or profiles/local",
+            _cmd_snakemake)
+    p.add_argument("stage", help="a stage as DVC names it (toonlab pipeline lists them; evaluate@<run>)")
+    p.add_argument("--dry-run", action="store_true", help="print the Snakemake command, run nothing")
+    p.set_defaults(snakemake_args=[])
+    p.epilog = "More Snakemake options go after --, e.g. toonlab snakemake pack -- --profile profiles/slurm"
     return parser
 
 
@@ -231,6 +243,31 @@ def _cmd_pipeline(args: argparse.Namespace, params: Any) -> int:
             print(f"{s.name:<26} {s.command:<40} {len(pipeline.code_deps(s.name)):>3} code files  "
                   f"{', '.join(s.entry[:2])}")
     return 0
+
+
+def _cmd_snakemake(args: argparse.Namespace, params: Any) -> int:
+    import os
+    import shlex
+    import shutil
+
+    from toonlab import drivers
+
+    stage, _, item = args.stage.partition("@")
+    run = drivers.stage_run(stage, params, item=item or None, extra=args.snakemake_args)
+    if getattr(args, "params", None):
+        raise UsageError("toonlab snakemake runs the Snakefile, which reads params.yaml: "
+                         "give Snakemake overrides after -- (--config key=value) instead of --params")
+    why = ("forced: Snakemake has no record of making its outputs, and DVC found it stale" if run.forced
+           else "Snakemake's records decide what is stale")
+    print(f"toonlab: stage {args.stage}: {shlex.join(run.argv)}  ({why})", file=sys.stderr, flush=True)
+    if args.dry_run:
+        return 0
+    local = Path(sys.executable).parent / "snakemake"
+    exe = str(local) if local.is_file() else shutil.which("snakemake")
+    if exe is None:
+        raise ToonlabError("snakemake is not installed here (make install puts it in .venv/bin)")
+    os.execv(exe, [exe, *run.argv[1:]])
+    return 0  # not reached
 
 
 def command_table() -> str:
@@ -299,8 +336,11 @@ def _cmd_serve(args: argparse.Namespace, params: Any) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, params: Any) -> int:
-    from toonlab.train.launch import train_family
+    from toonlab.train.launch import cli_argv, train_family, train_under_torchrun, wants_torchrun
 
+    if wants_torchrun(params):   # train.gpus x train.nodes > 1: this command again, under torchrun
+        return train_under_torchrun(params, args.model, cli_argv(args), variant=args.variant, steps=args.steps,
+                                    run_dir=args.run_dir, device=args.device)
     train_family(params, args.model, variant=args.variant, steps=args.steps, resume=args.resume,
                  run_dir=args.run_dir, device=args.device, restart=args.restart)
     return 0
@@ -460,14 +500,27 @@ def _cmd_profile(args: argparse.Namespace, params: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # After `--`: options handed on untouched (`toonlab snakemake STAGE -- --profile X`).
+    passed = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     try:
         args = parser.parse_args(argv)
+        if passed and not hasattr(args, "snakemake_args"):
+            parser.error(f"unrecognized arguments: -- {' '.join(passed)}")
     except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for bad usage
         return int(exc.code or 0)
+    if hasattr(args, "snakemake_args"):
+        args.snakemake_args = passed
     debug = getattr(args, "debug", False)
     setup_logging(getattr(args, "log_level", "INFO"))
     try:
         params = load_params(getattr(args, "params", None))
+        if hasattr(args, "workers"):
+            if not 0 <= args.workers <= 256:
+                raise UsageError(f"--workers must be 0 to 256, not {args.workers}")
+            params = params.model_copy(update={"runtime": params.runtime.model_copy(
+                update={"workers": args.workers})})
         if not hasattr(args, "log_level"):
             setup_logging(params.runtime.log_level)
         return int(args.func(args, params) or 0)

@@ -12,6 +12,7 @@ own settings changed, not every rule.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,22 @@ from typing import Any
 
 import yaml
 
-from toonlab import pipeline
+from toonlab import drivers, pipeline
 from toonlab.errors import ParamsError
 from toonlab.models import registry
 from toonlab.params import DEFAULT_PARAMS, load_params, validate_params
 from toonlab.util import fileio
 
 OVERRIDE_FILE = Path(".snakemake/toonlab/params-override.yaml")
+
+# What each kind of rule asks a cluster for: memory (MB) and walltime (minutes). These are
+# defaults; a profile's `set-resources` overrides them per rule (profiles/slurm/). GPUs and
+# nodes come from params.yaml (train.gpus, train.nodes; none with runtime.device: cpu).
+RESOURCES: dict[str, tuple[int, int]] = {
+    "crawl": (2000, 60), "ingest": (4000, 60), "detect": (8000, 120), "matte": (8000, 120),
+    "align": (8000, 120), "curate": (4000, 60), "pack": (4000, 60), "train": (16000, 1440),
+    "generate": (8000, 60), "evaluate": (16000, 240), "report": (4000, 30),
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,25 @@ class Workflow:
             out[key] = node
         return out
 
+    def resources(self, kind: str) -> dict[str, int | str]:
+        """The `resources:` of a rule of this kind (a key of RESOURCES): `mem_mb`, `runtime`
+        and, unless runtime.device is cpu, the GPUs: a training asks train.gpus per node
+        (`gpu`, or `gres: gpu:N` per node with train.nodes > 1, plus `nodes`), an
+        evaluation or generation one GPU. Threads are the rule's `threads:` (Slurm:
+        --cpus-per-task), passed on to toonlab as --workers."""
+        mem_mb, runtime = RESOURCES[kind]
+        res: dict[str, int | str] = {"mem_mb": mem_mb, "runtime": runtime}
+        on_gpu = self.params.runtime.device != "cpu"
+        if kind == "train":
+            gpus, nodes = self.params.train.gpus, self.params.train.nodes
+            if nodes > 1:
+                res["nodes"] = nodes
+            if on_gpu:
+                res.update({"gres": f"gpu:{gpus}"} if nodes > 1 else {"gpu": gpus})
+        elif kind in ("evaluate", "generate") and on_gpu:
+            res["gpu"] = 1
+        return res
+
     def raw_inputs(self) -> list[str]:
         """What stands for the raw crawl: the demo manifest or the crawl log when a rule
         writes the raw folder, else every file in the raw domain folders (so new or changed
@@ -103,7 +132,11 @@ class Workflow:
         return files
 
 
-def prepare(config: dict, params_path: str = DEFAULT_PARAMS) -> Workflow:
+def prepare(config: dict, params_path: str = DEFAULT_PARAMS, main_process: bool = True) -> Workflow:
+    """The validated config and the params file the rules read. In the main Snakemake
+    process (not a cluster job's, not under `dvc repro`, which decides by itself), a
+    workspace whose DVC outputs Snakemake has no records of (a fresh clone after `dvc
+    pull`, an experiment's temporary clone) first takes DVC's view (`drivers.adopt`)."""
     try:
         params = validate_params(config, source="snakemake config", strict=False)
         on_disk = load_params(params_path) if Path(params_path).is_file() else None
@@ -112,6 +145,23 @@ def prepare(config: dict, params_path: str = DEFAULT_PARAMS) -> Workflow:
         print(f"toonlab: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if on_disk == params:
-        return Workflow(params, params_path)
-    fileio.write_text(OVERRIDE_FILE, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
-    return Workflow(params, str(OVERRIDE_FILE))
+        flow = Workflow(params, params_path)
+    else:
+        fileio.write_text(OVERRIDE_FILE, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+        flow = Workflow(params, str(OVERRIDE_FILE))
+    if main_process and not os.environ.get("DVC_STAGE"):
+        _adopt(flow.params_file)
+    return flow
+
+
+def _adopt(params_file: str) -> None:
+    try:
+        done = drivers.adopt(params_file)
+    except Exception as exc:  # DVC missing or busy: Snakemake decides by file times, as usual
+        print(f"toonlab: warning: could not ask DVC which results are current ({exc}); "
+              "Snakemake decides by file times", file=sys.stderr)
+        return
+    if done.current or done.changed:
+        print(f"toonlab: Snakemake had no records of this workspace's DVC outputs (a fresh clone?): "
+              f"took DVC's view: {len(done.current)} stage(s) up to date"
+              + (f", changed and to rerun: {', '.join(done.changed)}" if done.changed else ""), file=sys.stderr)

@@ -9,15 +9,16 @@ rule train_variant:
         f"{MODELS}/{ABL}/{{variant}}/summary.json",
     params:
         family=lambda wildcards: TL.params.ablations.variants[wildcards.variant].family,
+        section=_variant_section,
         ablations=config["ablations"],
         train=config["train"],
     log:
         "logs/ablations/{variant}.log",
     threads: TL.params.runtime.workers
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("train"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" train {params.family} --variant {wildcards.variant} "
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} train {params.family} --variant {wildcards.variant} "
         "2>&1 | tee {log}"
 
 

@@ -15,10 +15,10 @@ rule align_domain:
     log:
         "logs/align_{domain}.log",
     threads: TL.params.runtime.workers
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("align"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" align --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} align --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule align:

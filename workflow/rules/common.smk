@@ -45,3 +45,10 @@ def _variant_inputs(wildcards):
     variant = TL.params.ablations.variants[wildcards.variant]
     family = TL.family(variant.family)
     return [*TL.family_inputs(family), *TL.code("ablations")]
+
+
+def _variant_section(wildcards):
+    """The settings of a variant's family (a variant is its family's section plus its own
+    overrides): a change there re-runs the variant, as it re-runs the ablations stage."""
+    variant = TL.params.ablations.variants[wildcards.variant]
+    return TL.family_config(TL.family(variant.family))

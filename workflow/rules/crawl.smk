@@ -16,10 +16,10 @@ rule demo_data:
     log:
         "logs/demo_data.log",
     threads: 1
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("crawl"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" demo-data --out {params.out} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} demo-data --out {params.out} 2>&1 | tee {log}"
 
 
 rule fetch_urls:
@@ -34,10 +34,10 @@ rule fetch_urls:
     log:
         "logs/crawl.log",
     threads: 1
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("crawl"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" crawl --out {params.out} --log {output} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} crawl --out {params.out} --log {output} 2>&1 | tee {log}"
 
 
 rule crawl:

@@ -13,7 +13,7 @@ rule curate:
     log:
         "logs/curate.log",
     threads: 1
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("curate"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" curate 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} curate 2>&1 | tee {log}"

@@ -14,10 +14,10 @@ rule detect_domain:
     log:
         "logs/detect_{domain}.log",
     threads: TL.params.runtime.workers
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("detect"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" detect --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} detect --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule detect:

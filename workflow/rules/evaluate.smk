@@ -15,10 +15,10 @@ rule evaluate_run:
     log:
         "logs/evaluate/{run}.log",
     threads: 1
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("evaluate"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" evaluate {wildcards.run} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} evaluate {wildcards.run} 2>&1 | tee {log}"
 
 
 rule evaluate:

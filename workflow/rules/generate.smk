@@ -17,7 +17,7 @@ for _family in TL.families_of("unconditional"):
         log:
             f"logs/generate_{_family.name}.log",
         threads: 1
-        conda:
-            "../envs/toonlab.yaml"
+        resources:
+            **TL.resources("generate"),
         shell:
-            "toonlab --params \"$TOONLAB_PARAMS_FILE\" generate --run {params.run_dir} 2>&1 | tee {log}"
+            "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} generate --run {params.run_dir} 2>&1 | tee {log}"

@@ -15,10 +15,10 @@ rule ingest_domain:
     log:
         "logs/ingest_{domain}.log",
     threads: TL.params.runtime.workers
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("ingest"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" ingest --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} ingest --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule ingest:

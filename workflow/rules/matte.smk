@@ -13,10 +13,10 @@ rule matte_domain:
     log:
         "logs/matte_{domain}.log",
     threads: TL.params.runtime.workers
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("matte"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" matte --domain {wildcards.domain} 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} matte --domain {wildcards.domain} 2>&1 | tee {log}"
 
 
 rule matte:

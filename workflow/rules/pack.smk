@@ -12,7 +12,7 @@ rule pack:
     log:
         "logs/pack.log",
     threads: 1
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("pack"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" pack 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} pack 2>&1 | tee {log}"

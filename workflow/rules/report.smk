@@ -15,7 +15,7 @@ rule report:
     log:
         "logs/report.log",
     threads: 1
-    conda:
-        "../envs/toonlab.yaml"
+    resources:
+        **TL.resources("report"),
     shell:
-        "toonlab --params \"$TOONLAB_PARAMS_FILE\" report 2>&1 | tee {log}"
+        "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} report 2>&1 | tee {log}"

@@ -24,7 +24,7 @@ for _family in TL.families:
         log:
             f"logs/train_{_family.name}.log",
         threads: TL.params.runtime.workers
-        conda:
-            "../envs/toonlab.yaml"
+        resources:
+            **TL.resources("train"),
         shell:
-            "toonlab --params \"$TOONLAB_PARAMS_FILE\" train {params.family} --run-dir {params.run_dir} 2>&1 | tee {log}"
+            "toonlab --params \"$TOONLAB_PARAMS_FILE\" --workers {threads} train {params.family} --run-dir {params.run_dir} 2>&1 | tee {log}"

@@ -30,4 +30,11 @@ class TrainParams(Section):
     folders: dict[str, str] = {}             # with source: folders, batch key -> folder, e.g. {A: ..., B: ...}
     split: Literal["train", "val", "test"] = "train"
     grid_images: Annotated[int, Field(ge=1, le=64)] = 4
+    # Scale-out: with gpus x nodes > 1, `toonlab train` re-runs itself under torchrun
+    # (`toonlab.train.torchrun`): gpus processes per node (one per GPU on CUDA, gloo
+    # processes on CPU); nodes > 1 only inside a Slurm allocation (srun + torchrun, c10d
+    # rendezvous on the allocation's first node at rdzv_port).
+    gpus: Annotated[int, Field(ge=1, le=1024)] = 1
+    nodes: Annotated[int, Field(ge=1, le=4096)] = 1
+    rdzv_port: Annotated[int, Field(ge=1, le=65535)] = 29500
 
