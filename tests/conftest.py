@@ -19,6 +19,27 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["DVC_NO_ANALYTICS"] = "1"
 
 
+# The longest end-to-end tests start first, each on its own worker: `make test` runs
+# pytest-xdist with --maxschedchunk 1 (a worker holds two tests and takes the next when
+# one ends), and the collection puts one short test after each long one, so the first
+# two long ones land on different workers and the rest of the suite fills in around them.
+LONGEST_FIRST = (
+    "tests/test_drivers.py::test_dvc_first_then_snakemake_has_nothing_to_do",
+    "tests/test_slurm.py::test_readme_cluster_example_on_a_real_slurm_equals_a_local_run",
+    "tests/test_drivers.py::test_snakemake_first_then_dvc_does_no_work",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    long = [next((it for it in items if it.nodeid == name), None) for name in LONGEST_FIRST]
+    long = [it for it in long if it is not None]
+    rest = [it for it in items if it not in long]
+    ordered = []
+    for it in long:
+        ordered += [it] + ([rest.pop(0)] if rest else [])
+    items[:] = ordered + rest
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)

@@ -4,6 +4,7 @@ paste-back that leaves every pixel outside the face masks byte-identical, and ba
 in which bad files are reported and skipped."""
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -207,3 +208,54 @@ def test_matte_limits_the_blend(tmp_path):
     assert np.all(res.mask <= np.clip(res.alpha, 0, 1) + 1e-6)
     outside = ~(res.mask > 0)
     assert np.array_equal(res.pasted[outside], rgb[outside])
+
+
+def test_invalid_utf8_name_keeps_the_summary(tmp_path, run_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with open(os.fsencode(folder) + b"/bad\xff\xfe.png", "wb") as fh:  # a good photo, a non-UTF-8 name
+        fh.write(_astronaut().read_bytes())
+    with open(os.fsencode(folder) + b"/cut\xff.png", "wb") as fh:  # a broken one: its detail names it
+        fh.write(_astronaut().read_bytes()[:400])
+    out = tmp_path / "out"
+    assert _cli(tmp_path, "--run", "invert", str(folder), "--out", str(out)) == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    by_name = {Path(e["path"]).name: e for e in summary["files"]}
+    assert set(by_name) == {"bad\\xff\\xfe.png", "cut\\xff.png"}
+    ok = by_name["bad\\xff\\xfe.png"]
+    assert ok["status"] == "ok" and ok["outputs"] == ["bad___face0.png"]
+    assert (out / "bad___face0.png").is_file()
+    assert by_name["cut\\xff.png"]["reason"] == "truncated"
+    from toonlab.data.decode import path_from_text
+
+    assert os.fsencode(path_from_text(ok["path"])) == os.fsencode(folder) + b"/bad\xff\xfe.png"
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_unusable_out_path_is_a_usage_error_before_any_work(tmp_path, run_dir, capsys, monkeypatch, where):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    out = blocker if where == "file" else blocker / "sub" / "out"
+    from toonlab.apps import cartoonize
+
+    def no_work(*a, **k):
+        raise AssertionError("an input was processed")
+
+    monkeypatch.setattr(cartoonize.Cartoonizer, "run_file", no_work)
+    monkeypatch.setattr(cartoonize, "load_inference", no_work)
+    assert _cli(tmp_path, "--run", "invert", str(_astronaut()), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "internal error" not in err
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_empty_folder_beside_other_inputs_is_named_in_a_warning(tmp_path, run_dir, caplog):
+    empty = tmp_path / "empty_folder"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no images here")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    assert _cli(tmp_path, "--run", "invert", str(empty), str(bad), "--out", str(tmp_path / "out")) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(empty) in m and "skipped" in m for m in warnings), warnings
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"] == 1

@@ -9,7 +9,10 @@ Gaussian-blurred (the usual face-swap / GFPGAN-style paste-back), optionally tim
 background matte. Pixels outside every face's mask keep their input bytes.
 
 One bad file never stops a batch: each failure is recorded with its reason (the decode
-reason codes, `no_face`, `error`) in `<out>/summary.json`.
+reason codes, `no_face`, `error`) in `<out>/summary.json`. Paths there are
+`toonlab.data.decode.path_text` (lossless for any file name, even invalid UTF-8); output
+names replace a name's undecodable bytes with `_`. An `--out` that is not a folder, or
+cannot be created, is a usage error before any work.
 """
 
 from __future__ import annotations
@@ -227,17 +230,22 @@ def expand_inputs(inputs: list[str], skip: Path | None = None) -> tuple[list[Pat
             seen.add(key)
             files.append(p)
 
-    def scan(folder: Path) -> None:
+    def scan(folder: Path) -> int:
+        found = 0
         for p in sorted(folder.rglob("*")):
             if skip is not None and skip in p.resolve().parents:
                 continue
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
                 add(p)
+                found += 1
+        return found
 
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            scan(p)
+            if not scan(p):
+                log.warning("%s: a folder without image files (%s); skipped",
+                            _display(raw), ", ".join(sorted(IMAGE_SUFFIXES)))
         elif p.exists() or p.is_symlink():
             add(p)
         elif glob.has_magic(raw):
@@ -257,20 +265,61 @@ def expand_inputs(inputs: list[str], skip: Path | None = None) -> tuple[list[Pat
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, n = path.stem, 2
+    base = path.stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\ufffd", "_")
+    stem, n = base, 2
     while stem in used:
-        stem, n = f"{path.stem}_{n}", n + 1
+        stem, n = f"{base}_{n}", n + 1
     used.add(stem)
     return stem
+
+
+def _display(text: str | os.PathLike) -> str:
+    from toonlab.data.decode import display_text
+
+    return display_text(os.fspath(text))
+
+
+def _storable(entry: dict[str, Any]) -> dict[str, Any]:
+    """A summary entry as JSON can hold for any file name: `path` as lossless `path_text`,
+    other text with undecodable bytes shown as `\\xNN`."""
+    from toonlab.data.decode import path_text
+
+    out = {k: _display(v) if isinstance(v, str) else v for k, v in entry.items()}
+    out["path"] = path_text(os.fspath(entry["path"]))
+    return out
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """UsageError, naming the path, when `out_dir` is not a folder and cannot be created
+    as one (no side effects: nothing is created)."""
+    out_dir = Path(out_dir)
+    p = out_dir
+    while not os.path.lexists(p) and p.parent != p:
+        p = p.parent
+    if not p.is_dir():
+        raise UsageError(f"--out {_display(out_dir)}: " + ("exists and is not a folder" if p == out_dir
+                         else f"cannot be created, {_display(p)} is not a folder"))
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {_display(out_dir)}: cannot be written ({_display(p)} is not writable)")
+
+
+def _make_out_dir(out_dir: Path) -> None:
+    check_out_dir(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {_display(out_dir)}: cannot create the folder ({exc.strerror or exc})") from None
 
 
 def cartoonize_files(cartoonizer: Cartoonizer, inputs: list[str], out_dir: str | Path,
                      source: str = "") -> dict[str, Any]:
     """Cartoonize every input into `out_dir`; write and return the summary."""
     out_dir = Path(out_dir)
-    files, entries = expand_inputs(inputs, skip=out_dir)
-    if not files and not entries:
-        raise UsageError(f"no image files found in {', '.join(inputs)}")
+    _make_out_dir(out_dir)  # before any work
+    files, missing = expand_inputs(inputs, skip=out_dir)
+    if not files and not missing:
+        raise UsageError(f"no image files found in {', '.join(_display(i) for i in inputs)}")
+    entries = [_storable(e) for e in missing]
     used: set[str] = set()
     for path in progress(files, desc="cartoonize", unit="img"):
         try:
@@ -279,8 +328,9 @@ def cartoonize_files(cartoonizer: Cartoonizer, inputs: list[str], out_dir: str |
             log.debug("cartoonize %s failed", path, exc_info=True)
             entry = {"path": str(path), "status": "failed", "reason": "error",
                      "detail": f"{path}: {type(exc).__name__}: {exc}"}
+        entry = _storable(entry)
         if entry["status"] != "ok":
-            log.warning("%s: %s (%s)", path, entry["reason"], entry["detail"])
+            log.warning("%s: %s (%s)", entry["path"], entry["reason"], entry["detail"])
         entries.append(entry)
     ok = [e for e in entries if e["status"] == "ok"]
     failed = [e for e in entries if e["status"] != "ok"]
@@ -324,6 +374,7 @@ def run_cartoonize(params, run: str | None, inputs: list[str], out: str | Path,
     """The `toonlab cartoonize` command: returns the summary; ToonlabError when every file failed."""
     if not inputs:
         raise UsageError("give at least one INPUT (image files, folders or globs)")
+    check_out_dir(out)
     inf, source = load_inference(run, params.train.out_dir, device, onnx)
     car = Cartoonizer(inf, settings, detect_params=params.detect, decode_params=params.decode,
                       matte_params=params.matte, device="cpu" if onnx else device)

@@ -71,6 +71,9 @@ __all__ = [
     "REASONS",
     "decode_bytes",
     "decode_file",
+    "display_text",
+    "path_from_text",
+    "path_text",
     "sniff_format",
 ]
 
@@ -172,6 +175,57 @@ class _Reject(Exception):
         self.reason = reason
         self.detail = detail
         self.known = known
+
+
+# ----------------------------------------------------------------------------- path text
+
+_PATH_ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
+
+
+def path_text(path: str | os.PathLike | bytes) -> str:
+    """A file path as lossless, valid UTF-8 text (what manifests and summaries store).
+
+    A path whose bytes are valid UTF-8 and hold no backslash is its own text (the usual
+    case: unchanged). Otherwise every backslash is written `\\\\` and every byte that is
+    not valid UTF-8 `\\xNN`, so any byte sequence survives; `path_from_text` inverts it.
+    """
+    raw = os.fsencode(path)
+    try:
+        text = raw.decode("utf-8")
+        if "\\" not in text:
+            return text
+    except UnicodeDecodeError:
+        pass
+    out = []
+    for ch in raw.decode("utf-8", "surrogateescape"):  # encoded surrogates are invalid: escaped too
+        if ch == "\\":
+            out.append("\\\\")
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def path_from_text(text: str) -> str:
+    """The real path (a str for `os` calls, surrogate-escaped where the bytes are not
+    UTF-8) of text written by `path_text`."""
+    if "\\" not in text:
+        return text
+    out = bytearray()
+    pos = 0
+    for m in _PATH_ESCAPE.finditer(text):
+        out += text[pos:m.start()].encode("utf-8", "surrogateescape")
+        code = m.group(1)
+        out += b"\\" if code == "\\" else bytes([int(code[1:], 16)])
+        pos = m.end()
+    out += text[pos:].encode("utf-8", "surrogateescape")
+    return os.fsdecode(bytes(out))
+
+
+def display_text(text: str) -> str:
+    """`text` made encodable (for messages and logs): undecodable bytes shown as `\\xNN`."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # ----------------------------------------------------------------------------- public API

@@ -4,7 +4,16 @@ For every file under `<raw_dir>/<domain>/` (recursively, any extension) one row:
 path, sha256, size in bytes, width/height (after EXIF orientation), mode, format,
 orientation, flags, perceptual hash, status (`ok` / `rejected`) and a
 machine-readable reason (see `toonlab.data.decode.REASONS` plus the duplicate reasons
-below). Raw files are only ever read.
+below). Raw files are only ever read, and only regular files are opened: a FIFO, a
+device node or a socket is rejected as `not_regular_file` from its `lstat` (checked
+again with `fstat` on the descriptor, opened with O_NONBLOCK|O_NOFOLLOW), a file larger
+than `ingest.max_file_mb` as `too_large` without being read, and a symbolic link (a
+loop included) as `symlink`, never followed.
+
+Paths: the `path` and `duplicate_of` columns hold `toonlab.data.decode.path_text` of the
+path relative to the domain folder: the name itself when it is valid UTF-8 without a
+backslash, else with backslashes doubled and undecodable bytes as `\\xNN`, so any name
+survives the manifest exactly; readers get the real path back with `path_from_text`.
 
 Duplicates: files with the same sha256 are exact duplicates; files whose perceptual
 hashes (64-bit DCT pHash) differ in at most `ingest.phash_threshold` bits are near
@@ -22,6 +31,7 @@ and paths: an incremental run writes the same bytes as a full run.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -34,7 +44,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from toonlab.data.decode import DecodeResult, decode_bytes
+from toonlab.data.decode import DecodeResult, decode_bytes, display_text, path_text
 from toonlab.data.params import DecodeParams, IngestParams
 from toonlab.errors import UsageError
 from toonlab.log import get_logger, progress
@@ -46,8 +56,11 @@ CACHE_VERSION = 1
 DUPLICATE_REASONS = {
     "exact_duplicate": "same bytes (sha256) as the group's representative",
     "near_duplicate": "perceptually the same image (pHash within the threshold) as the group's representative",
-    "symlink": "a symbolic link; crawls are read as regular files only",
+    "symlink": "a symbolic link (a loop included); crawls are read as regular files only",
+    "not_regular_file": "a FIFO, device node, socket or other non-regular file; never opened for reading",
+    "too_large": "larger than ingest.max_file_mb; refused without being read",
 }
+CHUNK = 1 << 20
 
 COLUMNS: list[tuple[str, str]] = [  # name, arrow type
     ("path", "string"), ("domain", "string"), ("sha256", "string"), ("bytes", "int64"),
@@ -105,16 +118,77 @@ def near_pairs(hashes: list[int], threshold: int) -> list[tuple[int, int]]:
 # ----------------------------------------------------------------------------- per file
 
 
-def _analyse(job: tuple[str, dict]) -> dict[str, Any]:
-    """Worker: read one file, hash it, decode it safely. Only picklable data crosses back."""
-    path, decode_params = job
+def _rejected(reason: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"status": "rejected", "reason": reason, "detail": detail, **extra}
+
+
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _check_stat(st: os.stat_result, max_bytes: int) -> dict[str, Any] | None:
+    """The rejection an `lstat`/`fstat` result already decides (no file is opened), or None."""
+    if stat.S_ISLNK(st.st_mode):
+        return _rejected("symlink", "symbolic link, not followed")
+    if not stat.S_ISREG(st.st_mode):
+        return _rejected("not_regular_file", f"{_kind(st.st_mode)}, not opened")
+    if st.st_size > max_bytes:
+        return _rejected("too_large", f"{st.st_size} bytes, over the limit of {max_bytes} (ingest.max_file_mb)",
+                         bytes=st.st_size)
+    return None
+
+
+def read_regular(path: str, max_bytes: int) -> tuple[bytes, str] | dict[str, Any]:
+    """(content, sha256) of a regular file of at most `max_bytes`, or a rejection row.
+
+    Checked with `lstat` before opening and with `fstat` on the descriptor; opened with
+    O_NONBLOCK (a FIFO swapped in meanwhile cannot block) and O_NOFOLLOW; read and hashed
+    in chunks, never more than `max_bytes` + 1 bytes (a file growing meanwhile).
+    """
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        st = os.lstat(path)
     except OSError as exc:
-        return {"status": "rejected", "reason": "unreadable", "detail": f"read failed: {exc.strerror or exc}"}
+        return _rejected("unreadable", f"stat failed: {exc.strerror or exc}")
+    if (rejected := _check_stat(st, max_bytes)) is not None:
+        return rejected
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # became a symbolic link meanwhile
+            return _rejected("symlink", "symbolic link, not followed")
+        return _rejected("unreadable", f"open failed: {exc.strerror or exc}")
+    try:
+        if (rejected := _check_stat(os.fstat(fd), max_bytes)) is not None:
+            return rejected
+        h, data = hashlib.sha256(), bytearray()
+        while chunk := os.read(fd, min(CHUNK, max_bytes + 1 - len(data))):
+            h.update(chunk)
+            data += chunk
+            if len(data) > max_bytes:
+                return _rejected("too_large", f"grew past the limit of {max_bytes} bytes (ingest.max_file_mb) "
+                                 "while being read")
+        return bytes(data), h.hexdigest()
+    except OSError as exc:
+        return _rejected("unreadable", f"read failed: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
+
+
+def _analyse(job: tuple[str, dict, int]) -> dict[str, Any]:
+    """Worker: read one file, hash it, decode it safely. Only picklable data crosses back."""
+    path, decode_params, max_bytes = job
+    got = read_regular(path, max_bytes)
+    if isinstance(got, dict):
+        return got
+    data, sha = got
     result = decode_bytes(data, DecodeParams.model_validate(decode_params))
-    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), **_content_fields(result)}
+    return {"sha256": sha, "bytes": len(data), **_content_fields(result)}
 
 
 def _content_fields(r: DecodeResult) -> dict[str, Any]:
@@ -171,21 +245,32 @@ def _read_json(path: Path) -> dict:
 # ----------------------------------------------------------------------------- scanning
 
 
-def scan(root: Path) -> list[tuple[str, os.stat_result]]:
+def scan(root: Path) -> list[tuple[str, os.stat_result | None]]:
     """Every entry below `root` that is not a folder (links included, not followed), as
-    sorted (POSIX relative path, lstat) pairs."""
-    found = []
+    sorted (POSIX relative path, lstat) pairs; the lstat is None for a sub-folder that
+    cannot be listed. Names are `os.fsdecode` strings (surrogate-escaped when not UTF-8)."""
+    found: list[tuple[str, os.stat_result | None]] = []
     stack = [(str(root), "")]
     while stack:
         folder, prefix = stack.pop()
-        with os.scandir(folder) as it:
-            for entry in it:
-                rel = prefix + entry.name
+        try:
+            with os.scandir(folder) as it:
+                listed = list(it)
+        except OSError:
+            if not prefix:
+                raise
+            found.append((prefix.rstrip("/"), None))
+            continue
+        for entry in listed:
+            rel = prefix + entry.name
+            try:
                 st = entry.stat(follow_symlinks=False)
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, rel + "/"))
-                else:
-                    found.append((rel, st))
+            except FileNotFoundError:
+                continue  # vanished meanwhile
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((entry.path, rel + "/"))
+            else:
+                found.append((rel, st))
     return sorted(found, key=lambda item: item[0])
 
 
@@ -237,7 +322,7 @@ def mark_duplicates(rows: list[dict], near: bool, threshold: int) -> None:
                 same = rows[i]["sha256"] == rows[rep]["sha256"]
                 rows[i].update(status="rejected", reason="exact_duplicate" if same else "near_duplicate",
                                duplicate_of=rows[rep]["path"],
-                               detail=f"duplicate of {rows[rep]['path']}")
+                               detail=f"duplicate of {path_text(rows[rep]['path'])}")
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -249,10 +334,22 @@ def _blank_row(rel: str, domain: str) -> dict[str, Any]:
     return row
 
 
+def _manifest_row(row: dict) -> dict:
+    """`row` as stored: paths as lossless `path_text`, any other text made encodable."""
+    out = {k: display_text(v) if isinstance(v, str) else v for k, v in row.items()}
+    out["path"] = path_text(row["path"])
+    if row.get("duplicate_of"):
+        out["duplicate_of"] = path_text(row["duplicate_of"])
+    return out
+
+
 def write_manifest(rows: list[dict], out: Path) -> None:
-    """manifest.parquet (for the pipeline) and manifest.csv (for people), atomically."""
+    """manifest.parquet (for the pipeline) and manifest.csv (for people), atomically.
+
+    `rows` hold real paths (`os.fsdecode` strings); they are stored as `path_text`."""
     import pyarrow as pa
 
+    rows = [_manifest_row(r) for r in rows]
     tables.write_parquet(rows, out / "manifest.parquet", [(name, getattr(pa, kind)()) for name, kind in COLUMNS])
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -263,6 +360,7 @@ def write_manifest(rows: list[dict], out: Path) -> None:
 
 
 def read_manifest(path: str | Path) -> list[dict]:
+    """The manifest's rows; `path` / `duplicate_of` are `path_text` (see `path_from_text`)."""
     return tables.read_rows(path, "ingest manifest", "run `toonlab ingest` first")
 
 
@@ -288,6 +386,32 @@ class IngestStats:
     summary: dict
 
 
+def _analyse_all(rows: list[dict], to_hash: list[int], jobs: list[tuple], root: Path, domain: str,
+                 workers: int, caches: Caches, new_stat: dict[str, list]) -> None:
+    """Run `_analyse` on the jobs; record results in the rows and the caches as they come."""
+    results: Iterable[dict]
+    if workers > 1 and len(jobs) > 8:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_analyse, jobs, chunksize=max(1, min(32, len(jobs) // (workers * 8))))
+    else:
+        pool, results = None, map(_analyse, jobs)
+    try:
+        for i, res in zip(to_hash, progress(results, f"ingest {domain}", total=len(jobs), unit="file")):
+            row = rows[i]
+            if "sha256" not in res:  # rejected before decoding (unreadable, not regular, too large)
+                row.update(res)
+                continue
+            caches.content[res["sha256"]] = {k: v for k, v in res.items() if k != "sha256"}
+            row["sha256"] = res["sha256"]
+            try:
+                new_stat[row["path"]] = _stat_key(os.lstat(root / row["path"])) + [res["sha256"]]
+            except OSError:
+                pass  # vanished meanwhile: hashed again next time
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
 def ingest_domain(raw_root: str | Path, domain: str, params: IngestParams, decode: DecodeParams,
                   workers: int = 2) -> IngestStats:
     root = Path(raw_root) / domain
@@ -295,6 +419,7 @@ def ingest_domain(raw_root: str | Path, domain: str, params: IngestParams, decod
         raise UsageError(f"no raw folder for domain '{domain}': {root} does not exist "
                          f"(put files there, run `toonlab crawl`, or `toonlab demo-data`)")
     caches = Caches.load(Path(params.cache_dir), domain, decode)
+    max_bytes = int(params.max_file_mb * 1024 * 1024)
     entries = scan(root)
     rows: list[dict] = []
     to_hash: list[int] = []
@@ -302,8 +427,11 @@ def ingest_domain(raw_root: str | Path, domain: str, params: IngestParams, decod
     for rel, st in entries:
         row = _blank_row(rel, domain)
         rows.append(row)
-        if stat.S_ISLNK(st.st_mode):
-            row.update(status="rejected", reason="symlink", detail="symbolic link, not followed")
+        if st is None:
+            row.update(status="rejected", reason="unreadable", detail="a folder that cannot be listed")
+            continue
+        if (rejected := _check_stat(st, max_bytes)) is not None:  # never opened
+            row.update(rejected)
             continue
         key = _stat_key(st)
         cached = caches.stat.get(rel)
@@ -314,44 +442,34 @@ def ingest_domain(raw_root: str | Path, domain: str, params: IngestParams, decod
             to_hash.append(len(rows) - 1)
 
     # Files not known from the stat cache: hash (and, if the content is new, decode) them.
-    jobs = [(str(root / rows[i]["path"]), decode.model_dump(mode="json")) for i in to_hash]
-    results: Iterable[dict]
-    if workers > 1 and len(jobs) > 8:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_analyse, jobs, chunksize=max(1, min(32, len(jobs) // (workers * 8))))
-    else:
-        pool, results = None, map(_analyse, jobs)
+    jobs = [(str(root / rows[i]["path"]), decode.model_dump(mode="json"), max_bytes) for i in to_hash]
+    done = False
     try:
-        for i, res in zip(to_hash, progress(results, f"ingest {domain}", total=len(jobs), unit="file")):
-            row = rows[i]
-            if "sha256" not in res:  # unreadable
-                row.update(res)
-                continue
-            caches.content[res["sha256"]] = {k: v for k, v in res.items() if k != "sha256"}
-            row["sha256"] = res["sha256"]
-            try:
-                new_stat[row["path"]] = _stat_key(os.stat(root / row["path"])) + [res["sha256"]]
-            except OSError:
-                pass  # vanished meanwhile: hashed again next time
+        _analyse_all(rows, to_hash, jobs, root, domain, workers, caches, new_stat)
+        for row in rows:
+            if row["sha256"] and row["status"] == "":
+                row.update(caches.content[row["sha256"]])
+        for row in rows:  # rows rejected before hashing
+            if row["status"] == "":
+                row.update(status="rejected", reason="unreadable")
+        mark_duplicates(rows, params.near_duplicates, params.phash_threshold)
+
+        out = Path(params.out_dir) / domain
+        write_manifest(rows, out)
+        summary = summarize(rows)
+        fileio.write_json(out / "summary.json", summary)
+        done = True
     finally:
-        if pool is not None:
-            pool.shutdown()
-
-    for row in rows:
-        if row["sha256"] and row["status"] == "":
-            row.update(caches.content[row["sha256"]])
-    for row in rows:  # rows rejected before hashing
-        if row["status"] == "":
-            row.update(status="rejected", reason="unreadable")
-    mark_duplicates(rows, params.near_duplicates, params.phash_threshold)
-
-    out = Path(params.out_dir) / domain
-    write_manifest(rows, out)
-    summary = summarize(rows)
-    fileio.write_json(out / "summary.json", summary)
-    if jobs or new_stat != caches.stat:
-        caches.stat = new_stat
-        caches.save(domain)
+        # The work done so far is kept even when a later step (the manifest write) fails.
+        stat_cache = new_stat if done else {**caches.stat, **new_stat}
+        if jobs or stat_cache != caches.stat:
+            caches.stat = stat_cache
+            try:
+                caches.save(domain)
+            except OSError as exc:
+                if done:
+                    raise
+                log.warning("ingest %s: cannot save the cache (%s)", domain, exc)
     log.info("ingest %s: %d files, %d ok, %d rejected %s (%d decoded, %d from cache)", domain, len(rows),
              summary["ok"], summary["rejected"], summary["rejected_by_reason"], len(jobs), len(rows) - len(jobs))
     return IngestStats(domain, len(rows), len(jobs), summary)

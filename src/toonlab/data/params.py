@@ -72,4 +72,5 @@ class IngestParams(Section):
     near_duplicates: bool = True
     # Max Hamming distance (of 64 bits) between perceptual hashes of near duplicates.
     phash_threshold: Annotated[int, Field(ge=0, le=16)] = 4
-
+    # Larger files are rejected (`too_large`) without being read.
+    max_file_mb: Annotated[float, Field(gt=0)] = 200

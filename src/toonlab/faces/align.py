@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from toonlab.data.decode import decode_file
+from toonlab.data.decode import decode_file, path_from_text
 from toonlab.data.params import DecodeParams
 from toonlab.errors import ToonlabError
 from toonlab.faces import jobs
@@ -173,8 +173,8 @@ def run_align(params: Any, domain: str) -> dict:
         faces = {k: {"five": r["five"], "landmarks": r["landmarks"]} for k, r in by_image[sha].items()}
         m = mattes.get(sha)
         matte_png = (matte_root / m["matte"]).read_bytes() if m else b""
-        work.append((str(raw_root / next(iter(by_image[sha].values()))["raw_path"]), decode_json, matte_png,
-                     domain, faces))
+        rel = path_from_text(next(iter(by_image[sha].values()))["raw_path"])
+        work.append((str(raw_root / rel), decode_json, matte_png, domain, faces))
     for sha, result in zip(todo, jobs.run_jobs(_align_one, work, params.runtime.workers, f"align {domain}")):
         if "error" in result:
             raise ToonlabError(f"align {domain}: {result['detail']}")

@@ -74,6 +74,13 @@ class Thumbs:
                     t.uri = _thumb_uri(_crop_thumb(base, self.px, t.five))
 
 
+def _raw_file(raw_root: Path, rel: str) -> Path:
+    """The raw file a manifest path (`path_text`, lossless for any name) refers to."""
+    from toonlab.data.decode import path_from_text
+
+    return raw_root / path_from_text(rel)
+
+
 def _load_raw(path: Path):
     """The raw image as ingest decoded it (EXIF orientation applied), or None."""
     from PIL import Image
@@ -326,7 +333,7 @@ def plan_domain(domain: str, stats: dict, ingest_rows: list[dict], processed_row
             fi = int(r["face_index"])
             cap = _file_name(r["raw_path"]) + (f" #{fi}" if fi >= 0 else "")
             title = f"{r['raw_path']}: {r.get('detail') or reason}"
-            sheet.append(thumbs.raw(raw_root / r["raw_path"], cap, title, r.get("box") or None))
+            sheet.append(thumbs.raw(_raw_file(raw_root, r["raw_path"]), cap, title, r.get("box") or None))
         rejected[reason] = (sheet, len(rows))
 
     groups_rows: dict[str, list[dict]] = defaultdict(list)
@@ -342,7 +349,7 @@ def plan_domain(domain: str, stats: dict, ingest_rows: list[dict], processed_row
             rep = not r.get("duplicate_of")
             cap = ("\u2605 " if rep else "") + _file_name(r["path"])
             title = f"{r['path']}: " + ("representative" if rep else f"{r.get('reason')} of {r.get('duplicate_of')}")
-            sheet.append(thumbs.raw(raw_root / r["path"], cap, title))
+            sheet.append(thumbs.raw(_raw_file(raw_root, r["path"]), cap, title))
             reps.append(rep)
         groups.append((gid, sheet, reps))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from toonlab.data.decode import decode_file
+from toonlab.data.decode import decode_file, path_from_text
 from toonlab.data.params import DecodeParams
 from toonlab.faces import jobs
 from toonlab.faces.params import DetectParams, PreprocessParams
@@ -102,7 +102,7 @@ def run_detect(params: Any, domain: str) -> dict:
     stage = jobs.BackendStage.open(params, "detect", face_backend, domain)
     cache = stage.cache
     todo = [r for r in images if cache.get_json(r["sha256"]) is None]
-    work = [(str(stage.raw_root / r["path"]), stage.decode, domain, stage.settings) for r in todo]
+    work = [(str(stage.raw_root / path_from_text(r["path"])), stage.decode, domain, stage.settings) for r in todo]
     for r, result in zip(todo, jobs.run_jobs(_detect_one, work, params.runtime.workers, f"detect {domain}")):
         cache.put_json(r["sha256"], result)
 

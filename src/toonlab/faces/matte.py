@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from toonlab.data.decode import decode_file
+from toonlab.data.decode import decode_file, path_from_text
 from toonlab.data.params import DecodeParams
 from toonlab.errors import ToonlabError
 from toonlab.faces import jobs
@@ -52,7 +52,7 @@ def run_matte(params: Any, domain: str) -> dict:
     stage = jobs.BackendStage.open(params, "matte", matte_backend, domain)
     cache = stage.cache
     todo = [(sha, rel) for sha, rel in shas if not cache.has(sha, ".png")]
-    work = [(str(stage.raw_root / rel), stage.decode, domain, stage.settings) for _, rel in todo]
+    work = [(str(stage.raw_root / path_from_text(rel)), stage.decode, domain, stage.settings) for _, rel in todo]
     for (sha, _), result in zip(todo, jobs.run_jobs(_matte_one, work, params.runtime.workers, f"matte {domain}")):
         if isinstance(result, dict):
             raise ToonlabError(f"matte {domain}: {result['detail']}")
