@@ -44,10 +44,10 @@ demo: install
 	$(BIN)/dvc repro
 	@echo "demo done: open reports/index.html (metrics, grids, loss curves of every run)"
 
-# Two workers (pytest-xdist), handed one test at a time (--maxschedchunk 1), the longest
-# end-to-end tests first (tests/conftest.py): they overlap with the rest.
+# Two workers (pytest-xdist, work stealing), the longest end-to-end tests first, one per
+# worker (tests/conftest.py): they overlap with the rest.
 test: install system-deps
-	$(BIN)/python -m pytest -q -n 2 --maxschedchunk 1 --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"

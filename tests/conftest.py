@@ -19,10 +19,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["DVC_NO_ANALYTICS"] = "1"
 
 
-# The longest end-to-end tests start first, each on its own worker: `make test` runs
-# pytest-xdist with --maxschedchunk 1 (a worker holds two tests and takes the next when
-# one ends), and the collection puts one short test after each long one, so the first
-# two long ones land on different workers and the rest of the suite fills in around them.
+# The longest end-to-end tests start first, on different workers. `make test` runs
+# pytest-xdist with --dist worksteal: worker i first gets the i-th contiguous share of the
+# collection (so module fixtures are mostly built once), and an idle worker steals from
+# the end of a busy one's queue. The first long test heads the first share, the others
+# head the second, and the rest keeps its order.
 LONGEST_FIRST = (
     "tests/test_drivers.py::test_dvc_first_then_snakemake_has_nothing_to_do",
     "tests/test_slurm.py::test_readme_cluster_example_on_a_real_slurm_equals_a_local_run",
@@ -31,13 +32,14 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    long = [next((it for it in items if it.nodeid == name), None) for name in LONGEST_FIRST]
-    long = [it for it in long if it is not None]
+    long = [it for name in LONGEST_FIRST for it in items if it.nodeid == name]
     rest = [it for it in items if it not in long]
-    ordered = []
-    for it in long:
-        ordered += [it] + ([rest.pop(0)] if rest else [])
-    items[:] = ordered + rest
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    if workers < 2 or len(long) < 2:
+        items[:] = long + rest
+        return
+    first_share = len(items) // workers
+    items[:] = long[:1] + rest[:first_share - 1] + long[1:] + rest[first_share - 1:]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600,
