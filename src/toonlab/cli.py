@@ -252,11 +252,11 @@ def _cmd_snakemake(args: argparse.Namespace, params: Any) -> int:
 
     from toonlab import drivers
 
-    stage, _, item = args.stage.partition("@")
-    run = drivers.stage_run(stage, params, item=item or None, extra=args.snakemake_args)
-    if getattr(args, "params", None):
+    if getattr(args, "params", None) and Path(args.params).resolve() != Path(DEFAULT_PARAMS).resolve():
         raise UsageError("toonlab snakemake runs the Snakefile, which reads params.yaml: "
                          "give Snakemake overrides after -- (--config key=value) instead of --params")
+    stage, _, item = args.stage.partition("@")
+    run = drivers.stage_run(stage, params, item=item or None, extra=args.snakemake_args)
     why = ("forced: Snakemake has no record of making its outputs, and DVC found it stale" if run.forced
            else "Snakemake's records decide what is stale")
     print(f"toonlab: stage {args.stage}: {shlex.join(run.argv)}  ({why})", file=sys.stderr, flush=True)
