@@ -87,6 +87,16 @@ def has_records(outs: list[str], recorded: set[str]) -> bool:
 _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
 
 
+def _lookup(values: dict[str, Any], key: str, template: str) -> Any:
+    """The value of a dotted params key (`train.out_dir`) named in a dvc.yaml template."""
+    node: Any = values
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise UsageError(f"{template!r}: no parameter {key!r}")
+        node = node[part]
+    return node
+
+
 def resolve(template: str, values: dict[str, Any], item: str | None = None) -> str:
     """A dvc.yaml template (`${train.out_dir}/${item}`) with the params' values."""
     def one(m: re.Match) -> str:
@@ -95,12 +105,7 @@ def resolve(template: str, values: dict[str, Any], item: str | None = None) -> s
             if item is None:
                 raise UsageError(f"{template!r} needs an item (a run name)")
             return item
-        node: Any = values
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise UsageError(f"{template!r}: no parameter {key!r}")
-            node = node[part]
-        return str(node)
+        return str(_lookup(values, key, template))
     return _TEMPLATE.sub(one, template)
 
 
@@ -130,10 +135,7 @@ def stage_run(stage_name: str, params: Any, *, item: str | None = None, extra: l
         raise UsageError(str(exc.args[0])) from None
     values = params.model_dump(mode="json")
     if s.foreach and item is None:
-        node: Any = values
-        for part in s.foreach[2:-1].split("."):
-            node = node[part]
-        runs = ", ".join(map(str, node))
+        runs = ", ".join(map(str, _lookup(values, s.foreach[2:-1], s.foreach)))
         raise UsageError(f"stage {s.name!r} runs once per run ({s.foreach}): name one, e.g. "
                          f"'toonlab snakemake {s.name}@cyclegan' (runs: {runs})")
     target = resolve(s.target or s.name, values, item)
