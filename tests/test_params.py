@@ -132,3 +132,25 @@ def test_lax_mode_for_snakemake_config_strings():
     with pytest.raises(ParamsError) as info:
         validate_params({"demo": {"anime_count": "lots"}}, strict=False)
     assert info.value.problems[0].startswith("demo.anime_count: expected an integer")
+
+
+def test_serve_limits_are_validated_and_documented():
+    """The serve section's hostile-input limits: typed, ranged, named in the message, and
+    written out with a comment in the repo's params.yaml."""
+    found = problems({"serve": {"max_concurrent_uploads": "many", "upload_timeout_s": 0, "idle_timeout_s": "slow",
+                                "max_loaded_mb": -1, "max_connections": 0}})
+    assert sorted(found) == sorted([
+        "serve.max_concurrent_uploads: expected an integer >= 1 and <= 1024, got 'many'",
+        "serve.upload_timeout_s: expected a number > 0.0 and <= 3600.0, got 0",
+        "serve.idle_timeout_s: expected a number > 0.0 and <= 3600.0, got 'slow'",
+        "serve.max_loaded_mb: expected a number > 0.0 and <= 1048576.0, got -1",
+        "serve.max_connections: expected an integer >= 1 and <= 100000, got 0"])
+    serve = validate_params({"serve": {"max_concurrent_uploads": 2, "upload_timeout_s": 5, "idle_timeout_s": 1.5,
+                                       "max_loaded_mb": 64}}).serve
+    assert (serve.max_concurrent_uploads, serve.upload_timeout_s, serve.idle_timeout_s, serve.max_loaded_mb) == \
+        (2, 5.0, 1.5, 64.0)
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    section = lines[lines.index(next(ln for ln in lines if ln.startswith("serve:"))):]
+    for key in ("max_loaded_mb", "max_concurrent_uploads", "upload_timeout_s", "idle_timeout_s", "max_connections"):
+        line = next(ln for ln in section if ln.strip().startswith(key + ":"))
+        assert "#" in line, f"params.yaml: serve.{key} has no comment"

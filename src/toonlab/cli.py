@@ -400,7 +400,7 @@ def _cmd_crawl(args: argparse.Namespace, params: Any) -> int:
     if missing:
         raise UsageError(f"URL list not found: {', '.join(missing)}")
     log_path = Path(args.log) if args.log else out / "crawl_log.jsonl"
-    summary = crawl(lists, out, log_path, params.crawl, domains=params.data.domains)
+    summary = crawl(lists, out, log_path, params.crawl, domains=params.data.domains, decode=params.decode)
     log.info("crawl log written to %s: %s", log_path, summary)
     return 0
 

@@ -107,7 +107,8 @@ def stages() -> list[Stage]:
     needs = [f"${{{f.params_section}.{k}}}/summary.json" for f in inference for k in _need_keys(f)]
     out: list[Stage] = [
         Stage("crawl", "toonlab demo-data / toonlab crawl", ("toonlab.data.crawl", "toonlab.data.demo"), "crawl.smk",
-              deps=("data/urls",), params=("data", "demo", "crawl"), outs=("${data.raw_dir}",),
+              deps=("data/urls",), params=("data", "demo", "crawl", "decode"),
+              outs=("${data.raw_dir}",),
               snakemake_rules=("demo_data", "fetch_urls")),
         Stage("ingest", "toonlab ingest", ("toonlab.data.ingest",), "ingest.smk",
               deps=("${data.raw_dir}",), params=("data", "decode", "ingest"), outs=("${ingest.out_dir}",),

@@ -1,18 +1,24 @@
 """`toonlab serve`: the real command in a subprocess (uvicorn on loopback), tiny runs of
 real families (CycleGAN, White-box; a DCGAN run that must not be offered), real photos
 shipped in installed packages, uploads over real HTTP and through headless Chromium
-(Debian `chromium` + `chromium-driver`, driven by Selenium)."""
+(Debian `chromium` + `chromium-driver`, driven by Selenium), and hostile clients on raw
+sockets (stalled and trickling uploads, unfinished request heads, more uploads than the
+cap) against small configured deadlines."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import logging
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -33,6 +39,12 @@ from toonlab.models.whitebox import model as whitebox
 PX = 64
 LIMIT_MB = 1.0             # serve.max_upload_mb in these tests (the astronaut PNG is 0.79 MB)
 MAX_PIXELS = 2_000_000     # serve.max_pixels (t1.jpg is 1280 x 886)
+# The server fixture's deadlines and upload cap: small, so that the hostile-client tests
+# take seconds (the defaults are 30 s, 180 s and 4).
+IDLE_S = 2.0               # serve.idle_timeout_s
+UPLOAD_S = 5.0             # serve.upload_timeout_s
+CAP = 5                    # serve.max_concurrent_uploads
+MARGIN_S = 6.0             # allowed lateness of a close (a loaded 2-core machine)
 
 
 def _photo(pkg: str, rel: str) -> Path:
@@ -75,7 +87,7 @@ def server(tmp_path_factory):
     """`toonlab serve --port 0` in a subprocess: (base URL, process)."""
     root = tmp_path_factory.mktemp("serve")
     _write_runs(root / "models")
-    params = _params(root)
+    params = _params(root, idle_timeout_s=IDLE_S, upload_timeout_s=UPLOAD_S, max_concurrent_uploads=CAP)
     proc = subprocess.Popen([sys.executable, "-m", "toonlab", "serve", "--params", str(params), "--port", "0"],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -279,6 +291,193 @@ def test_still_serves_good_uploads_after_the_bad_ones(server):
     assert status == 200 and res["faces"] == 1, res
     assert proc.poll() is None
     assert not any("Traceback" in line for line in lines), "".join(lines)
+
+
+# ----------------------------------------------------------------------------- hostile clients
+
+
+def _connect(url: str) -> socket.socket:
+    parts = urllib.parse.urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=30)
+
+
+def _upload_head(url: str, length: int, boundary: str = "b0undary") -> bytes:
+    host = urllib.parse.urlsplit(url).netloc
+    return (f"POST /api/cartoonize HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {length}\r\n\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; filename="a.png"\r\n\r\n').encode()
+
+
+def _until_closed(sock: socket.socket, t0: float, limit: float, trickle: bytes = b"") -> tuple[float, bytes]:
+    """Read (sending `trickle` every 0.4 s while the server reads) until the server closes:
+    (seconds since t0, bytes received). inf when still open after `limit` seconds."""
+    got = b""
+    sock.settimeout(0.4)
+    while time.monotonic() - t0 < limit:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            if trickle:
+                try:
+                    sock.sendall(trickle)
+                except OSError:      # closed under us: read what came before
+                    trickle = b""
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - t0, got
+        if not chunk:
+            return time.monotonic() - t0, got
+        got += chunk
+    return float("inf"), got
+
+
+def _answer(raw: bytes) -> tuple[int, dict[str, str], dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, json.loads(body) if body else {}
+
+
+def test_stalled_and_trickling_clients_are_closed_and_others_served(server):
+    """Content-Lengths larger than what is sent, a client trickling bytes, an unfinished
+    request head and a silent connection: each is closed by its deadline (408 where it
+    can still be answered) while a normal upload is served meanwhile."""
+    url, proc, _ = server
+    results: dict[str, tuple[float, bytes]] = {}
+
+    def client(name: str, first: bytes, limit: float, trickle: bytes = b"") -> None:
+        with _connect(url) as sock:
+            if first:
+                sock.sendall(first)
+            t0 = time.monotonic()
+            results[name] = _until_closed(sock, t0, limit, trickle)
+
+    stalled = _upload_head(url, 100_000) + b"\x89PNG\r\n\x1a\n" + b"\0" * 100
+    plans = {**{f"stalled{i}": (stalled, IDLE_S, b"") for i in range(3)},
+             "trickle": (_upload_head(url, 100_000), UPLOAD_S, b"abc"),
+             "head": (f"POST /api/cartoonize HTTP/1.1\r\nHost: {urllib.parse.urlsplit(url).netloc}\r\n".encode(),
+                      IDLE_S, b""),
+             "silent": (b"", IDLE_S, b"")}
+    threads = [threading.Thread(target=client, args=(name, first, deadline + MARGIN_S, trickle))
+               for name, (first, deadline, trickle) in plans.items()]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    # Meanwhile (4 uploads held open, under the cap of 5): a real upload gets its cartoon.
+    status, res = _upload(url, _photo(*ASTRONAUT).read_bytes(), "astronaut.png", run="cyclegan")
+    assert status == 200 and res["faces"] == 1, res
+    assert _image(res["cartoon"]).shape == (512, 512, 3)
+    for t in threads:
+        t.join()
+    for name, (_, deadline, _) in plans.items():
+        waited, raw = results[name]
+        assert deadline - 0.5 <= waited <= deadline + MARGIN_S, (name, waited, raw[:200])
+        if name == "silent":
+            assert raw == b"", raw
+            continue
+        status, headers, body = _answer(raw)
+        assert status == 408 and headers.get("connection") == "close", (name, raw[:300])
+        if name == "head":
+            assert body["reason"] == "request_timeout" and "serve.idle_timeout_s" in body["error"], body
+        elif name == "trickle":
+            assert body["reason"] == "upload_timeout" and "serve.upload_timeout_s" in body["error"], body
+        else:
+            assert body["reason"] == "upload_timeout" and "serve.idle_timeout_s" in body["error"], body
+    assert proc.poll() is None
+    assert _get(url + "healthz") == (200, b'{"status":"ok"}')
+
+
+def test_uploads_over_the_cap_get_503_with_retry_after(server):
+    url, proc, _ = server
+    socks = []
+    try:
+        for _ in range(CAP):             # CAP slow uploads, admitted: their bodies are being read
+            sock = _connect(url)
+            sock.sendall(_upload_head(url, 50_000) + b"\x89PNG")
+            socks.append(sock)
+        time.sleep(0.3)
+        with _connect(url) as extra:      # one more: refused from its headers
+            first = _upload_head(url, 50_000) + b"\x89PNG"
+            extra.sendall(first)
+            extra.settimeout(10)
+            raw = b""
+            while b"}" not in raw:
+                chunk = extra.recv(65536)
+                assert chunk, raw
+                raw += chunk
+            status, headers, body = _answer(raw)
+            # Answered early, it may go on sending: the rest of its body is drained and
+            # dropped (no reset), then the idle connection is closed by the head deadline.
+            for _ in range(3):
+                time.sleep(0.5)
+                extra.sendall(b"\0" * 16_000)
+            extra.sendall(b"\0" * (50_000 - 48_000 - len(first.partition(b"\r\n\r\n")[2])))
+            t0 = time.monotonic()
+            waited, rest = _until_closed(extra, t0, IDLE_S + MARGIN_S)
+            assert rest == b"" and IDLE_S - 0.5 <= waited <= IDLE_S + MARGIN_S, (waited, rest)
+        assert status == 503 and int(headers["retry-after"]) > 0, raw
+        assert body["reason"] == "busy" and "serve.max_concurrent_uploads" in body["error"], body
+        assert headers["content-type"] == "application/json"
+    finally:
+        for sock in socks:
+            sock.close()
+    # The slow uploads gone, the cap is free again.
+    for _ in range(20):
+        status, res = _upload(url, _photo(*ASTRONAUT).read_bytes(), "astronaut.png", run="cyclegan")
+        if status != 503:
+            break
+        time.sleep(0.2)
+    assert status == 200 and res["faces"] == 1, res
+    assert proc.poll() is None
+
+
+def test_loaded_runs_are_bounded_in_bytes(tmp_path):
+    import torch
+
+    from toonlab.apps.serve import Studio, select_runs
+    from toonlab.params import load_params
+
+    _write_runs(tmp_path / "models")
+    cpu = torch.device("cpu")
+
+    def studio(max_loaded_mb: float) -> Studio:
+        params = load_params(_params(tmp_path, max_loaded_mb=max_loaded_mb))
+        return Studio(params, select_runs([], params.train.out_dir), cpu)
+
+    cg, wb = "cyclegan", "ablations/whitebox_small"
+    roomy = studio(1024)
+    roomy.load(cg)
+    roomy.load(wb)
+    sizes = roomy.loaded_runs()
+    roomy.close()
+    assert list(sizes) == [cg, wb] and all(v > 0 for v in sizes.values())
+    # Room for either run, not both: loading the second drops the first.
+    tight = studio((max(sizes.values()) + min(sizes.values()) / 2) / 2**20)
+    tight.load(cg)
+    assert tight.loaded_runs() == {cg: sizes[cg]}
+    tight.load(wb)
+    assert tight.loaded_runs() == {wb: sizes[wb]}
+    tight.load(cg)
+    assert tight.loaded_runs() == {cg: sizes[cg]}
+    tight.close()
+
+    # A run larger than the limit still loads, alone, with a warning.
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("toonlab.apps.serve")
+    logger.addHandler(handler)
+    try:
+        small = studio(min(sizes.values()) / 2 / 2**20)
+        assert small.load(cg) is not None
+        assert small.loaded_runs() == {cg: sizes[cg]}
+        small.load(wb)
+        assert small.loaded_runs() == {wb: sizes[wb]}
+        small.close()
+    finally:
+        logger.removeHandler(handler)
+    warned = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and "serve.max_loaded_mb" in warned[0] and cg in warned[0], warned
 
 
 # ----------------------------------------------------------------------------- the page in Chromium

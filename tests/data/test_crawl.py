@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import email.utils
 import hashlib
 import io
 import json
+import logging
+import os
 import re
 import socket
 import threading
 import time
+import zlib
 from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,6 +54,7 @@ class Server(ThreadingHTTPServer):
         self.hits: Counter[str] = Counter()
         self.times: dict[str, list[float]] = defaultdict(list)
         self.lock = threading.Lock()
+        self.auth_seen: list[str | None] = []
 
     def handle_error(self, request, client_address):  # clients hang up on purpose in these tests
         pass
@@ -155,8 +161,94 @@ class Handler(BaseHTTPRequestHandler):
             self._redirect("file:///etc/passwd")
         elif path == "/to-js":
             self._redirect("javascript:alert(1)")
+        elif path in HOSTILE:
+            HOSTILE[path](self)
         else:
             self._send(404, b"", "text/plain")
+
+
+# ----------------------------------------------------------------------------- hostile servers
+
+
+def _raw(data: bytes):
+    """An answer written byte for byte (malformed framing, odd status lines)."""
+    def answer(h: Handler) -> None:
+        h.wfile.write(data)
+        h.wfile.flush()
+    return answer
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height (a decompression bomb's header)."""
+    png = bytearray(_image("PNG", px=8))
+    ihdr = png.index(b"IHDR")
+    png[ihdr + 4:ihdr + 12] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    png[ihdr + 17:ihdr + 21] = zlib.crc32(bytes(png[ihdr:ihdr + 17])).to_bytes(4, "big")
+    return bytes(png)
+
+
+def _retry_after(value: str):
+    def answer(h: Handler) -> None:
+        h._send(503, b"busy", "text/plain", headers={"Retry-After": value})
+    return answer
+
+
+def _retry_after_once(h: Handler) -> None:  # 503 with Retry-After: 1, then the image
+    if h.server.hits[h.path] == 1:
+        h._send(503, b"busy", "text/plain", headers={"Retry-After": "1"})
+    else:
+        h._send(200, PNG)
+
+
+def _slow_503(h: Handler) -> None:  # always fails, slowly: only the URL deadline ends it
+    time.sleep(0.3)
+    h._send(503, b"down", "text/plain")
+
+
+def _auth(h: Handler) -> None:  # basic auth user:s3cr@t
+    expected = "Basic " + base64.b64encode(b"user:s3cr@t").decode()
+    if h.headers.get("Authorization") == expected:
+        h._send(200, JPEG, "image/jpeg")
+    else:
+        h._send(401, b"who?", "text/plain", headers={"WWW-Authenticate": 'Basic realm="x"'})
+
+
+def _record_auth(h: Handler) -> None:
+    with h.server.lock:
+        h.server.auth_seen.append(h.headers.get("Authorization"))
+    h._send(200, PNG)
+
+
+def _chunked(parts: list[bytes], tail: bytes = b"0\r\n\r\n"):
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in parts)
+    return _raw(head + body + tail)
+
+
+JPEG_BIG = _image("JPEG", color=(90, 140, 30), px=96)
+HOSTILE = {
+    "/retry-after-60": _retry_after("60"),
+    "/retry-after-date": _retry_after(email.utils.formatdate(time.time() + 3600, usegmt=True)),
+    "/retry-after-1": _retry_after_once,
+    "/slow-503": _slow_503,
+    # Content-Length shorter than the image: the body is cut at the announced length
+    "/short-cl": lambda h: h._send(200, JPEG_BIG, "image/jpeg", length=len(JPEG_BIG) // 2),
+    "/jpeg-then-html": lambda h: h._send(200, b"\xff\xd8\xff" + HTML, "image/jpeg"),
+    "/png-bomb": lambda h: h._send(200, _bomb_png(30000, 30000)),
+    "/auth.jpg": _auth,
+    "/auth-to-other-host": lambda h: h._redirect(f"http://localhost:{h.server.server_address[1]}/seen-auth"),
+    "/auth-same-origin": lambda h: h._redirect("/seen-auth"),
+    "/seen-auth": _record_auth,
+    "/to-loopback-ip": lambda h: h._redirect(f"http://127.0.0.1:{h.server.server_address[1]}/img.png"),
+    "/to-metadata": lambda h: h._redirect("http://169.254.169.254/latest/meta-data/"),
+    "/to-private": lambda h: h._redirect("http://10.255.255.1/x.png"),
+    "/chunked-ok": _chunked([PNG[:100], PNG[100:333], PNG[333:]]),
+    "/chunked-bad-size": _chunked([PNG[:100]], tail=b"zz\r\n" + PNG[100:] + b"\r\n0\r\n\r\n"),
+    "/chunked-bad-end": _raw(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + b"%x\r\n" % len(PNG) + PNG + b"XY0\r\n\r\n"),
+    "/chunked-cut": _chunked([PNG[:100]], tail=b"%x\r\n" % (len(PNG) - 100) + PNG[100:150]),
+    "/status-799": _raw(b"HTTP/1.1 799 Odd\r\nContent-Type: image/png\r\nContent-Length: 0\r\n\r\n"),
+}
 
 
 @pytest.fixture
@@ -170,8 +262,8 @@ def server():
 
 
 def fast_params(**kw) -> CrawlParams:
-    base = dict(concurrency=8, per_host_rate=1000.0, timeout_s=0.5, total_timeout_s=1.0, retries=2,
-                backoff_s=0.05, max_bytes=MAX_BYTES, max_redirects=5)
+    base = dict(concurrency=8, per_host_rate=1000.0, timeout_s=0.5, total_timeout_s=2.0, retries=2,
+                backoff_s=0.05, max_bytes=MAX_BYTES, max_redirects=5, allow_private=True)
     base.update(kw)
     return CrawlParams(**base)
 
@@ -311,7 +403,7 @@ def test_crawl_statuses_files_and_resume(server: Server, tmp_path: Path):
         "/403": ("failed", "http_403", 1),
         "/always500": ("failed", "http_503", 3),
         "/slow": ("failed", "timeout", 3),
-        "/trickle": ("failed", "timeout", 3),
+        "/trickle": ("failed", "timeout", 1),  # the URL deadline (2 s) passes during the first attempt
         "/big-cl": ("failed", "too_large", 1),
         "/big-stream": ("failed", "too_large", 1),
         "/truncated": ("failed", "truncated", 3),
@@ -497,3 +589,167 @@ def test_empty_lists_write_an_empty_log(tmp_path: Path):
     summary = crawl([lst], tmp_path / "raw", tmp_path / "crawl.jsonl", fast_params())
     assert summary == {"ok": 0, "failed": 0, "rejected": 0, "skipped": 0, "total": 0, "downloaded": 0, "resumed": 0}
     assert (tmp_path / "crawl.jsonl").read_text() == ""
+
+
+# ----------------------------------------------------------------------------- hostile servers (issue 19)
+
+
+def _one(server: Server, tmp_path: Path, paths: list[str], name: str = "urls", **kw) -> tuple[dict, dict, float]:
+    """Crawl `paths` of the server; returns (records by path, summary, seconds)."""
+    urls = [p if "://" in p else server.base + p for p in paths]
+    lst = write_list(tmp_path / f"{name}.txt", urls)
+    t0 = time.monotonic()
+    summary = crawl([lst], tmp_path / name / "raw", tmp_path / name / "log.jsonl", fast_params(**kw))
+    elapsed = time.monotonic() - t0
+    recs = read_log(tmp_path / name / "log.jsonl")
+    by_path = {p: recs[re.sub(r"://[^/@]*@", "://***@", u)] for p, u in zip(paths, urls)}  # credentials redacted
+    return by_path, summary, elapsed
+
+
+def test_retry_after_is_bounded_by_the_url_deadline(server: Server, tmp_path: Path):
+    # Before: Retry-After held each URL up to 60 s per retry whatever total_timeout_s said.
+    recs, _, elapsed = _one(server, tmp_path, ["/retry-after-60", "/retry-after-date", "/retry-after-1"],
+                            total_timeout_s=5.0, retries=3)
+    for path in ("/retry-after-60", "/retry-after-date"):
+        r = recs[path]
+        assert (r["status"], r["reason"], r["http_status"], r["attempts"]) == (
+            "failed", "retry_after_too_long", 503, 1), r
+        assert "total_timeout_s" in r["detail"]
+        assert server.hits[path] == 1
+    ok = recs["/retry-after-1"]  # a short Retry-After is honoured: one wait of about 1 s, then the image
+    assert (ok["status"], ok["attempts"]) == ("ok", 2)
+    t = server.times["/retry-after-1"]
+    assert t[1] - t[0] >= 0.95
+    assert elapsed < 4.0
+
+
+def test_the_url_deadline_covers_every_attempt_and_wait(server: Server, tmp_path: Path):
+    # 0.3 s per failing answer, 20 retries allowed: only the 1.5 s deadline ends it.
+    recs, _, elapsed = _one(server, tmp_path, ["/slow-503"], total_timeout_s=1.5, retries=20, backoff_s=0.05)
+    r = recs["/slow-503"]
+    assert r["status"] == "failed" and r["reason"] in ("http_503", "timeout")  # the last may be cut short
+    assert 2 <= r["attempts"] <= 5 and server.hits["/slow-503"] == r["attempts"]
+    t = server.times["/slow-503"]
+    assert t[-1] - t[0] < 1.5
+    assert elapsed < 3.0
+
+
+def test_downloads_are_decoded_before_they_are_kept(server: Server, tmp_path: Path):
+    recs, summary, _ = _one(server, tmp_path, ["/short-cl", "/jpeg-then-html", "/png-bomb", "/img.png"])
+    expect = {"/short-cl": "truncated", "/jpeg-then-html": "corrupt", "/png-bomb": "too_many_pixels"}
+    for path, reason in expect.items():
+        r = recs[path]
+        assert (r["status"], r["reason"], r["path"]) == ("rejected", reason, None), r
+        assert r["detail"] and r["bytes"] > 0 and r["attempts"] == 1
+    assert recs["/short-cl"]["bytes"] == len(JPEG_BIG) // 2
+    assert recs["/img.png"]["status"] == "ok"  # 48 px: below ingest's min_side, kept (ingest says why)
+    files = check_out_root(tmp_path / "urls" / "raw")
+    assert [f.name for f in files] == [f"{hashlib.sha256(PNG).hexdigest()}.png"]
+    assert summary["ok"] == 1 and summary["rejected"] == 3
+
+
+def test_address_policy_refuses_private_hosts_by_default(server: Server, tmp_path: Path):
+    port = server.server_address[1]
+    paths = [f"http://127.0.0.1:{port}/img.png", f"http://localhost:{port}/img.png",
+             f"http://[::ffff:127.0.0.1]:{port}/img.png", f"http://0.0.0.0:{port}/img.png",
+             "http://10.255.255.1/x.png", "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/x.png",
+             "http://224.0.0.1/x.png", "http://100.64.0.1/x.png"]
+    recs, summary, elapsed = _one(server, tmp_path, paths, allow_private=False)
+    kinds = ["loopback", "loopback", "loopback", "unspecified", "private", "link-local", "link-local",
+             "multicast", "reserved"]
+    for path, kind in zip(paths, kinds):
+        r = recs[path]
+        assert (r["status"], r["reason"], r["attempts"]) == ("rejected", "blocked_address", 1), r
+        assert f"a {kind} address" in r["detail"] and "crawl.allow_private" in r["detail"], r["detail"]
+    assert server.hits["/img.png"] == 0  # refused before connecting, resolved names included
+    assert summary["rejected"] == len(paths) and elapsed < 5
+
+
+def test_allow_hosts_and_cross_host_redirects(server: Server, tmp_path: Path):
+    port = server.server_address[1]
+    local = f"http://localhost:{port}"
+    paths = [f"{local}/img.png", f"{local}/to-loopback-ip", f"{local}/to-metadata", f"{local}/to-private",
+             f"http://127.0.0.1:{port}/img.jpg"]
+    # Only the host name "localhost" is allowed: its redirects to other hosts are checked again.
+    recs, _, _ = _one(server, tmp_path, paths, allow_private=False, allow_hosts=["localhost"])
+    assert recs[f"{local}/img.png"]["status"] == "ok"
+    for path in paths[1:]:
+        r = recs[path]
+        assert (r["status"], r["reason"]) == ("rejected", "blocked_address"), r
+    assert server.hits["/to-loopback-ip"] == 1 and server.hits["/img.png"] == 1 and server.hits["/img.jpg"] == 0
+    assert "127.0.0.1" in recs[f"{local}/to-loopback-ip"]["detail"]
+    assert "169.254.169.254" in recs[f"{local}/to-metadata"]["detail"]
+    # A network in allow_hosts matches the address, whatever the name.
+    recs, _, _ = _one(server, tmp_path, [f"http://127.0.0.1:{port}/img.jpg", f"{local}/anime.png"], name="net",
+                      allow_private=False, allow_hosts=["127.0.0.0/8"])
+    assert all(r["status"] == "ok" for r in recs.values()), recs
+    with pytest.raises(ValidationError, match="allow_hosts"):
+        fast_params(allow_hosts=["10.0.0.0/33"])
+
+
+def test_address_policy_classes():
+    from toonlab.data.crawl import AddressPolicy
+    p = AddressPolicy()
+    assert p.refuses("example.com", "93.184.216.34") is None
+    assert p.refuses("example.com", "2606:2800:220:1:248:1893:25c8:1946") is None
+    for addr, kind in [("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"),
+                       ("fc00::1", "private"), ("127.0.0.1", "loopback"), ("::1", "loopback"),
+                       ("::ffff:10.0.0.1", "private"), ("169.254.169.254", "link-local"), ("fe80::1%eth0", "link-local"),
+                       ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"),
+                       ("::", "unspecified"), ("100.64.0.1", "reserved"), ("64:ff9b::a00:1", "translated")]:
+        assert f"a {kind} address" in (p.refuses("h", addr) or ""), addr
+    assert AddressPolicy(allow_private=True).refuses("h", "10.1.2.3") is None
+    assert AddressPolicy(allow_hosts=["nas.local", "192.168.0.0/16"]).refuses("NAS.local.", "10.1.2.3") is None
+    assert AddressPolicy(allow_hosts=["192.168.0.0/16"]).refuses("h", "192.168.4.4") is None
+    assert AddressPolicy(allow_hosts=["192.168.0.0/16"]).refuses("h", "10.1.2.3") is not None
+
+
+def test_credentials_are_sent_to_their_origin_only_and_never_logged(server: Server, tmp_path: Path, caplog):
+    base = server.base
+    cred = base.replace("http://", "http://user:s3cr%40t@")
+    paths = [f"{cred}/auth.jpg", f"{cred}/auth-same-origin", f"{cred}/auth-to-other-host", f"{base}/auth.jpg",
+             "ftp://user:s3cr%40t@example.com/a.png"]
+    caplog.set_level(logging.DEBUG, logger="toonlab")
+    recs, _, _ = _one(server, tmp_path, paths)
+    assert recs[f"{cred}/auth.jpg"]["status"] == "ok"
+    assert recs[f"{base}/auth.jpg"]["reason"] == "http_401"
+    assert recs[f"{cred}/auth-same-origin"]["status"] == "ok" and recs[f"{cred}/auth-to-other-host"]["status"] == "ok"
+    # Same origin: the credentials go along; another origin (localhost): they do not.
+    assert sorted(server.auth_seen, key=str) == sorted(["Basic " + base64.b64encode(b"user:s3cr@t").decode(), None],
+                                                      key=str)
+    log_text = (tmp_path / "urls" / "log.jsonl").read_text()
+    assert "s3cr" not in log_text and "***@" in log_text
+    assert recs["ftp://user:s3cr%40t@example.com/a.png"]["url"] == "ftp://***@example.com/a.png"
+    assert "s3cr" not in caplog.text
+    # A second run finds the redacted records and fetches nothing again.
+    before = server.hits.copy()
+    _one(server, tmp_path, paths)
+    assert server.hits["/auth.jpg"] == before["/auth.jpg"] + 1  # only the 401 one is tried again
+
+
+def test_errors_that_cannot_heal_are_not_retried(server: Server, tmp_path: Path):
+    paths = ["/chunked-ok", "/chunked-bad-size", "/chunked-bad-end", "/chunked-cut", "/status-799"]
+    recs, _, _ = _one(server, tmp_path, paths, retries=2)
+    assert recs["/chunked-ok"]["status"] == "ok" and recs["/chunked-ok"]["bytes"] == len(PNG)
+    for path, reason, attempts in [("/chunked-bad-size", "bad_chunked", 1), ("/chunked-bad-end", "bad_chunked", 1),
+                                   ("/status-799", "bad_status", 1), ("/chunked-cut", "truncated", 3)]:
+        r = recs[path]
+        assert (r["status"], r["reason"], r["attempts"]) == ("failed", reason, attempts), r
+        assert server.hits[path] == attempts
+    assert recs["/status-799"]["http_status"] == 799
+
+
+def test_crawl_log_keeps_list_files_with_undecodable_names(server: Server, tmp_path: Path):
+    from toonlab.data.decode import path_from_text
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    raw_name = os.fsencode(folder) + b"/urls-\xff\xfe.txt"
+    with open(raw_name, "wb") as f:
+        f.write(f"{server.base}/img.png\nnot a url\n".encode())
+    log_path = tmp_path / "log.jsonl"
+    summary = crawl([folder], tmp_path / "raw", log_path, fast_params())
+    assert summary["ok"] == 1 and summary["rejected"] == 1
+    recs = read_log(log_path)
+    for r in recs.values():
+        text, line = r["source"].rsplit(":", 1)
+        assert os.fsencode(path_from_text(text)) == raw_name and line in ("1", "2")

@@ -65,7 +65,7 @@ def test_crawl_source_through_dvc_and_snakemake(project, server):
         f"{base}/missing.jpg,photo,\nfile:///etc/passwd,photo,\n")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"]["source"] = "crawl"
-    params["crawl"].update(timeout_s=5.0, retries=0, per_host_rate=50.0)
+    params["crawl"].update(timeout_s=5.0, retries=0, per_host_rate=50.0, allow_private=True)  # a loopback server
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     run(["dvc", "repro", "ingest"], project)

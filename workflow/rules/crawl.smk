@@ -30,6 +30,7 @@ rule fetch_urls:
         f"{RAW}/crawl_log.jsonl",
     params:
         crawl=config["crawl"],
+        decode=config["decode"],
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         "logs/crawl.log",

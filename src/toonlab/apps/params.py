@@ -22,6 +22,17 @@ class ServeParams(Section):
     formats: Annotated[list[Literal[UPLOAD_FORMATS]], Field(min_length=1)] = ["JPEG", "PNG", "WEBP"]  # type: ignore[valid-type]
     runs: list[str] = []          # offered runs; empty: every trained run under train.out_dir that translates photos
     max_loaded: Annotated[int, Field(ge=1, le=16)] = 2        # runs kept in memory (least recently used dropped)
+    # MiB of parameters + buffers of the loaded runs: the least recently used runs are
+    # dropped until a new one fits (a larger run still loads, alone, with a warning).
+    max_loaded_mb: Annotated[float, Field(gt=0.0, le=1_048_576.0)] = 1024.0
+    # Uploads in flight (body being read, waiting or being cartoonized); one more is
+    # answered 503 with Retry-After before its body is read.
+    max_concurrent_uploads: Annotated[int, Field(ge=1, le=1024)] = 4
+    # A whole upload body must arrive within upload_timeout_s, and some byte within every
+    # idle_timeout_s (which also bounds a request head): else 408 and the connection closed.
+    upload_timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 180.0
+    idle_timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 100   # uvicorn limit_concurrency: beyond, 503
     display_px: Annotated[int, Field(ge=64, le=8192)] = 1600  # long side of the images sent back to the page
 
 

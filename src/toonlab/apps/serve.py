@@ -15,19 +15,47 @@ Uploads are checked cheapest first, before any pixel is decoded: the request siz
 rules of `decode`: 413 / 400). A photo without a face is 422. Every error is a JSON
 ``{"error": message, "reason": code}``; nothing a client sends stops the server.
 
+Hostile or broken clients are bounded in time and memory:
+
+* At most `serve.max_concurrent_uploads` uploads are in flight (body being read, waiting
+  for or in the cartoonize work); one more is answered 503 with ``Retry-After`` before
+  its body is read. Beyond `serve.max_connections` open connections, uvicorn itself
+  answers 503 (`limit_concurrency`).
+* An accepted upload's body is read into one bytes object (at most the request limit)
+  under two deadlines: no byte for `serve.idle_timeout_s`, or the whole body not there
+  after `serve.upload_timeout_s` (a Content-Length larger than what is sent, a client
+  trickling bytes): 408 ``upload_timeout`` and the connection is closed.
+* Outside the app, the connection's protocol (uvicorn's h11 protocol, subclassed: uvicorn
+  has no header timeout) closes a connection whose request head is not complete within
+  `serve.idle_timeout_s` (408 when part of a head arrived), and drains and drops the body
+  of a request answered early (411, 413, 503, ...) only while bytes keep coming and for
+  at most `serve.upload_timeout_s`, so that the client reads the answer instead of a
+  reset. Idle keep-alive connections close after 5 s (uvicorn `timeout_keep_alive`);
+  request heads are limited to 64 KiB (h11).
+* Nothing blocks the event loop: bodies are read asynchronously, and the decode, face
+  detection, translation and encoding run in a worker thread, one photo at a time behind
+  one lock (CPU inference and the detectors are not re-entrant), so at most one decoded
+  photo exists at a time; uploads waiting for the lock hold only their bytes.
+
 The server binds 127.0.0.1 by default (a warning is logged for any other address: the
-page has no authentication). One photo is processed at a time (CPU inference and the
-detectors are not re-entrant); at most `serve.max_loaded` runs stay in memory.
+page has no authentication). At most `serve.max_loaded` runs and `serve.max_loaded_mb`
+MiB of their parameters and buffers stay in memory (least recently used dropped first; a
+larger run still loads, alone, with a warning).
 """
 
 
+import asyncio
+import ctypes
+import functools
 import html
+import itertools
 import json
 import socket
 import string
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -47,9 +75,13 @@ from toonlab.util import codec
 log = get_logger(__name__)
 
 _FORM_OVERHEAD = 64 * 1024    # bytes allowed on top of the photo for the other form fields
-# A refused upload's body is read and dropped (never stored) up to this size before the
-# answer, so that a client still sending gets the 413 instead of a broken connection.
+# The body of an upload refused from its headers (413, 503, ...) is drained and dropped
+# (never stored) after the answer, up to this size (larger: the connection is closed), so
+# that a client still sending reads the answer instead of a reset connection.
 _DISCARD_MAX = 512 * 2**20
+_RETRY_AFTER_S = 5            # the Retry-After of a 503 (too many uploads in flight)
+_MAX_HEAD_BYTES = 64 * 1024   # request line + headers (h11_max_incomplete_event_size)
+_KEEP_ALIVE_S = 5             # idle keep-alive connections are closed after this (uvicorn)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -165,16 +197,38 @@ def _fit(img: np.ndarray, long_side: int) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
+def _malloc_trim():
+    """glibc's malloc_trim, or None: freed heap pages are handed back to the system after
+    each photo, so that the server's RSS falls back after a large one."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):      # not glibc
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
 class Studio:
-    """The trained runs on offer and the loaded ones, behind one lock: one photo at a time."""
+    """The trained runs on offer and the loaded ones, behind one lock: one photo at a time.
+
+    The work runs on one worker thread of its own (`submit`): the decoded photos and the
+    tensors of every upload are allocated by that one thread (one malloc arena, trimmed
+    after each photo) and uploads waiting for their turn hold no thread."""
 
     def __init__(self, params, runs: list[RunInfo], device: torch.device):
         self.params = params
         self.settings: ServeParams = params.serve
         self.runs = {r.name: r for r in runs}
         self.device = device
-        self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._loaded: OrderedDict[str, tuple[Any, int]] = OrderedDict()   # name -> (Cartoonizer, bytes)
+        self._sizes: dict[str, int] = {}      # bytes of every run loaded once (to make room before reloading)
         self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toonlab-serve")
+        self._trim = _malloc_trim()
+
+    async def submit(self, fn, *args):
+        """fn(*args) on the worker thread, awaited without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
 
     @property
     def max_bytes(self) -> int:
@@ -191,15 +245,43 @@ class Studio:
         d = self.params.decode
         return d.model_copy(update={"max_pixels": min(d.max_pixels, self.settings.max_pixels)})
 
+    @property
+    def max_loaded_bytes(self) -> int:
+        return int(self.settings.max_loaded_mb * 2**20)
+
+    def loaded_runs(self) -> dict[str, int]:
+        """The runs in memory, least recently used first: name -> parameter + buffer bytes."""
+        with self._lock:
+            return {name: size for name, (_, size) in self._loaded.items()}
+
+    def load(self, name: str):
+        """The run's Cartoonizer, loaded if needed (as an upload would)."""
+        with self._lock:
+            return self._cartoonizer(name)
+
+    def _make_room(self, incoming: int) -> None:
+        """Drop the least recently used runs until one more run of `incoming` bytes fits
+        under max_loaded and max_loaded_mb. Caller holds the lock."""
+        while self._loaded and (len(self._loaded) + 1 > self.settings.max_loaded
+                                or sum(size for _, size in self._loaded.values()) + incoming
+                                > self.max_loaded_bytes):
+            old_name, (old, size) = self._loaded.popitem(last=False)
+            old.close()
+            log.info("serve: dropped %s from memory (%.1f MiB)", old_name, size / 2**20)
+
     def _cartoonizer(self, name: str):
-        """The loaded run (least recently used one dropped beyond max_loaded). Caller holds the lock."""
+        """The loaded run; the least recently used ones are dropped beyond max_loaded runs or
+        max_loaded_mb MiB. Caller holds the lock."""
         from toonlab.apps.cartoonize import Cartoonizer
         from toonlab.train.runs import read_run
 
         if name in self._loaded:
             self._loaded.move_to_end(name)
-            return self._loaded[name]
+            return self._loaded[name][0]
         info = self.runs[name]
+        # Room first when the run's size is known (loaded before), so that old and new do not
+        # coexist; otherwise room is made as soon as the new run is measured.
+        self._make_room(self._sizes.get(name, 0))
         t0 = time.perf_counter()
         try:
             inf = read_run(info.ref).inference(self.device)
@@ -207,11 +289,14 @@ class Studio:
                               matte_params=self.params.matte, device=self.device)
         except ToonlabError as exc:
             raise UploadError(500, "run_unavailable", f"run {name} cannot be loaded: {exc}") from None
-        self._loaded[name] = car
-        while len(self._loaded) > self.settings.max_loaded:
-            _, old = self._loaded.popitem(last=False)
-            old.close()
-        log.info("serve: loaded %s in %.1f s", info.label(), time.perf_counter() - t0)
+        size = run_bytes(inf)
+        self._sizes[name] = size
+        if size > self.max_loaded_bytes:
+            log.warning("serve: run %s needs %.1f MiB of parameters and buffers, more than serve.max_loaded_mb "
+                        "(%g MiB): it is loaded alone", name, size / 2**20, self.settings.max_loaded_mb)
+        self._make_room(size)
+        self._loaded[name] = (car, size)
+        log.info("serve: loaded %s (%.1f MiB) in %.1f s", info.label(), size / 2**20, time.perf_counter() - t0)
         return car
 
     def check_type(self, data: bytes) -> None:
@@ -231,9 +316,6 @@ class Studio:
     def cartoonize(self, data: bytes, filename: str, run: str, faces: str, paste_back: bool,
                    matte: bool) -> dict[str, Any]:
         """One uploaded photo -> the page's JSON answer; UploadError for anything refused."""
-        from toonlab.apps.params import CartoonizeParams
-        from toonlab.data.decode import decode_bytes
-
         if run not in self.runs:
             raise UploadError(404, "unknown_run", f"no run {run!r} is served here (choose one of: "
                               f"{', '.join(self.runs)})")
@@ -245,6 +327,20 @@ class Studio:
             raise UploadError(413, "too_large", f"the photo is {len(data) / 2**20:.1f} MB; the limit is "
                               f"{self.settings.max_upload_mb:g} MB (serve.max_upload_mb)")
         self.check_type(data)
+        # Everything that holds decoded pixels runs behind the lock: uploads waiting for
+        # their turn hold only their bytes, never a decoded copy.
+        with self._lock:
+            try:
+                return self._cartoonize_locked(data, filename, run, faces, paste_back, matte)
+            finally:
+                if self._trim is not None:
+                    self._trim(0)
+
+    def _cartoonize_locked(self, data: bytes, filename: str, run: str, faces: str, paste_back: bool,
+                           matte: bool) -> dict[str, Any]:
+        from toonlab.apps.params import CartoonizeParams
+        from toonlab.data.decode import decode_bytes
+
         t0 = time.perf_counter()
         dec = decode_bytes(data, self._decode_params(), name=filename)
         if not dec.ok:
@@ -255,17 +351,18 @@ class Studio:
                                   f"{limit / 1e6:g} megapixels (serve.max_pixels)")
             raise UploadError(400, dec.reason, f"cannot use this photo: {dec.detail}")
         rgb = np.asarray(dec.image)
+        flags = list(dec.flags)
+        del dec
         t_decode = time.perf_counter() - t0
-        with self._lock:
-            car = self._cartoonizer(run)
-            car.settings = CartoonizeParams(faces=faces, paste_back=paste_back, matte=matte)
-            t1 = time.perf_counter()
-            found = car.detect(rgb)
-            if not found:
-                raise UploadError(422, "no_face", "no face was found in this photo: try one where a face "
-                                  "is clearly visible and at least ~40 pixels wide")
-            res = car.process(rgb, found)
-            t_total = time.perf_counter() - t1
+        car = self._cartoonizer(run)
+        car.settings = CartoonizeParams(faces=faces, paste_back=paste_back, matte=matte)
+        t1 = time.perf_counter()
+        found = car.detect(rgb)
+        if not found:
+            raise UploadError(422, "no_face", "no face was found in this photo: try one where a face "
+                              "is clearly visible and at least ~40 pixels wide")
+        res = car.process(rgb, found)
+        t_total = time.perf_counter() - t1
         px = self.settings.display_px
         if res.pasted is not None:
             cartoon = res.pasted
@@ -274,7 +371,7 @@ class Studio:
         return {
             "run": run, "family": car.inf.family, "filename": filename,
             "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "faces": len(found),
-            "paste_back": bool(paste_back), "flags": list(dec.flags),
+            "paste_back": bool(paste_back), "flags": flags,
             "ms": {"decode": round(t_decode * 1000, 1), "faces": round(t_total * 1000, 1)},
             "original": codec.jpeg_uri(_fit(rgb, px), quality=92),
             "cartoon": codec.png_uri(_fit(cartoon, px), compress_level=3),
@@ -283,10 +380,26 @@ class Studio:
         }
 
     def close(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
         with self._lock:
-            for car in self._loaded.values():
+            for car, _ in self._loaded.values():
                 car.close()
             self._loaded.clear()
+
+
+def run_bytes(inf) -> int:
+    """Parameter + buffer bytes of a run's inference networks (shared tensors counted once)."""
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    for net in (inf.forward, inf.backward, inf.generate):
+        if not isinstance(net, torch.nn.Module):
+            continue
+        for t in itertools.chain(net.parameters(), net.buffers()):
+            key = (str(t.device), t.data_ptr())
+            if key not in seen:
+                seen.add(key)
+                total += t.numel() * t.element_size()
+    return total
 
 
 # ----------------------------------------------------------------------------- the app
@@ -296,12 +409,50 @@ def create_app(studio: Studio):
     """The FastAPI application around a Studio."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="ToonLab", docs_url=None, redoc_url=None, openapi_url=None)
+    settings = studio.settings
+    in_flight = [0]      # uploads admitted and not yet answered (one event loop: no lock needed)
 
-    def error(status: int, reason: str, message: str) -> JSONResponse:
-        return JSONResponse({"error": message, "reason": reason}, status_code=status)
+    def error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": message, "reason": reason}, status_code=status, headers=headers)
+
+    async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
+        """The request body as one bytes object, or the answer to give instead: 408 (and the
+        connection closed) when no byte comes for idle_timeout_s or the whole body is not
+        there after upload_timeout_s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.upload_timeout_s
+        chunks: list[bytes] = []
+        got = 0
+        while True:
+            left = deadline - loop.time()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(request.receive(), min(settings.idle_timeout_s, left))
+            except TimeoutError:
+                if left <= settings.idle_timeout_s:
+                    why = (f"the upload was not complete after {settings.upload_timeout_s:g} s "
+                           "(serve.upload_timeout_s)")
+                else:
+                    why = f"the upload stalled: nothing received for {settings.idle_timeout_s:g} s (serve.idle_timeout_s)"
+                log.info("serve: %s (%d bytes of %s received)", why, got, request.headers.get("content-length"))
+                return error(408, "upload_timeout", f"{why}; {got} bytes received", headers={"Connection": "close"})
+            if message["type"] == "http.disconnect":
+                return error(400, "disconnected", "the client closed the connection before the upload was complete")
+            chunk = message.get("body", b"")
+            got += len(chunk)
+            if got > limit:     # h11 holds the body to its Content-Length; a safeguard all the same
+                return error(413, "too_large", f"the upload is over {limit / 2**20:.1f} MB",
+                             headers={"Connection": "close"})
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        chunks.clear()
+        return body
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -317,6 +468,8 @@ def create_app(studio: Studio):
 
     @app.post("/api/cartoonize")
     async def cartoonize(request: Request):
+        # Everything up to the cap is decided from the headers, before any body byte is
+        # read; the body of a request answered here is drained and dropped by the protocol.
         length = request.headers.get("content-length")
         if length is None:
             return error(411, "length_required", "send the upload with a Content-Length header")
@@ -324,20 +477,39 @@ def create_app(studio: Studio):
             n = int(length)
         except ValueError:
             return error(400, "bad_request", f"Content-Length is not a number: {length!r}")
-        if n > studio.max_bytes + _FORM_OVERHEAD:
-            if n <= _DISCARD_MAX:
-                async for _ in request.stream():
-                    pass
+        limit = studio.max_bytes + _FORM_OVERHEAD
+        if n > limit:
             return error(413, "too_large", f"the upload is {n / 2**20:.1f} MB; the limit is "
-                         f"{studio.settings.max_upload_mb:g} MB (serve.max_upload_mb)")
+                         f"{settings.max_upload_mb:g} MB (serve.max_upload_mb)",
+                         headers={"Connection": "close"} if n > _DISCARD_MAX else None)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return error(400, "bad_request", "send the photo as a multipart/form-data upload "
                          "(field 'photo'), as the page's form does")
+        if in_flight[0] >= settings.max_concurrent_uploads:
+            return error(503, "busy", f"the server is busy with {in_flight[0]} uploads (serve.max_concurrent_uploads); "
+                         f"try again in {_RETRY_AFTER_S} s", headers={"Retry-After": str(_RETRY_AFTER_S)})
+        in_flight[0] += 1
         try:
-            form = await request.form(max_files=1, max_fields=16)
+            return await _admitted(request, limit)
+        finally:
+            in_flight[0] -= 1
+
+    async def _admitted(request: Request, limit: int):
+        body = await read_body(request, limit)
+        if isinstance(body, JSONResponse):
+            return body
+        box = [body]
+        del body
+
+        async def replay() -> dict[str, Any]:     # the body once, then the form parser's end
+            return {"type": "http.request", "body": box.pop() if box else b"", "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
         except Exception as exc:  # noqa: BLE001 - malformed multipart bodies of every kind
             detail = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
             return error(400, "malformed_upload", f"the upload is not a readable multipart form ({detail})")
+        box.clear()     # the parsed form holds the photo (spooled to a file beyond 1 MB); the body goes
         try:
             photo = form.get("photo")
             if photo is None or isinstance(photo, str):
@@ -353,8 +525,8 @@ def create_app(studio: Studio):
                 matte = flag[(fields["matte"] or "0").lower()]
             except KeyError:
                 return error(400, "bad_field", "paste_back and matte must be 0 or 1")
-            result = await run_in_threadpool(studio.cartoonize, data, photo.filename or "upload", run,
-                                             fields["faces"] or "all", paste_back, matte)
+            result = await studio.submit(studio.cartoonize, data, photo.filename or "upload", run,
+                                         fields["faces"] or "all", paste_back, matte)
             return JSONResponse(result)
         except UploadError as exc:
             return error(exc.status, exc.reason, exc.message)
@@ -365,6 +537,83 @@ def create_app(studio: Studio):
             await form.close()
 
     return app
+
+
+def http_protocol(settings: ServeParams):
+    """uvicorn's h11 protocol with deadlines for the time the server waits on a client
+    outside the app (uvicorn has none: its keep-alive timer is cancelled by the first byte
+    of a request and not re-armed):
+
+    * a request head must be complete within idle_timeout_s (of the connection, or of the
+      previous answer): else 408 when part of a head arrived, and the connection closed;
+    * the unread body of a request answered early (411, 413, 503, ...) is drained and
+      dropped by h11 while bytes keep coming (idle_timeout_s) and for at most
+      upload_timeout_s after the answer; then the connection is closed.
+
+    While the app has the request, the app's own deadlines apply (`read_body`)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    idle_s, total_s = settings.idle_timeout_s, settings.upload_timeout_s
+    body = json.dumps({"error": f"the request headers did not arrive within {idle_s:g} s (serve.idle_timeout_s)",
+                       "reason": "request_timeout"}).encode()
+    timeout_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                   b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    class DeadlineProtocol(H11Protocol):
+        _timer: asyncio.TimerHandle | None = None
+        _phase: Any = None
+        _deadline = 0.0
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._watch()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._watch()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._unwatch()
+            super().connection_lost(exc)
+
+        def _unwatch(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _app_has_it(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def _watch(self) -> None:
+            self._unwatch()
+            if self.transport.is_closing() or self._app_has_it():
+                self._phase = None
+                return
+            now = self.loop.time()
+            phase = self.conn.their_state      # IDLE: a request head to come; SEND_BODY: a body to drop
+            if phase is not h11.IDLE:
+                # uvicorn's keep-alive timer (armed by the answer) would close a connection
+                # still sending its body after a pause of 5 s: a reset instead of the answer.
+                self._unset_keepalive_if_required()
+            if phase is not self._phase:
+                self._phase = phase
+                self._deadline = now + (idle_s if phase is h11.IDLE else total_s)
+            self._timer = self.loop.call_at(min(self._deadline, now + idle_s), self._expired)
+
+        def _expired(self) -> None:
+            self._timer = None
+            if self.transport.is_closing() or self._app_has_it():
+                return
+            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+                self.transport.write(timeout_408)      # a head begun and not finished
+            self.transport.close()
+
+    return DeadlineProtocol
 
 
 # ----------------------------------------------------------------------------- running
@@ -412,7 +661,10 @@ def serve(params, runs: list[str], device: torch.device, host: str | None = None
         log.warning("serve: listening on %s: anyone who can reach this address can upload photos "
                     "(the page has no authentication)", host)
     sock = bind(host, port)
-    config = uvicorn.Config(create_app(studio), log_level="warning", access_log=False, timeout_keep_alive=5)
+    st = params.serve
+    config = uvicorn.Config(create_app(studio), log_level="warning", access_log=False, http=http_protocol(st),
+                            ws="none", timeout_keep_alive=_KEEP_ALIVE_S, limit_concurrency=st.max_connections,
+                            h11_max_incomplete_event_size=_MAX_HEAD_BYTES)
     server = uvicorn.Server(config)
     on_ready(f"ToonLab serving {len(chosen)} run(s) ({', '.join(r.name for r in chosen)}) on "
              f"{url_of(sock)}  (Ctrl+C to stop)")

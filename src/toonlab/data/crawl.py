@@ -7,30 +7,47 @@ ignored) or CSV with a header holding a `url` column and optional `domain` and
 Each URL is fetched at most once per run, by a pool of `concurrency` threads, with:
 
 * a per-host rate limit (`per_host_rate` requests per second, shared by all threads);
-* a socket timeout for connecting and for each read (`timeout_s`) and a total deadline
-  per request (`total_timeout_s`), so a server that trickles bytes is also stopped;
+* a socket timeout for connecting and for each read (`timeout_s`) and one deadline per
+  URL (`total_timeout_s`) covering every attempt, redirect and retry wait, so a server
+  that trickles bytes or asks for long `Retry-After` waits is also stopped (a
+  Retry-After beyond the deadline ends the URL with `retry_after_too_long`);
 * retries with exponential backoff (`backoff_s * 2**n`) on connection errors, timeouts,
-  5xx and 429 answers; never on other 4xx;
+  truncated bodies, 5xx and 429 answers; never on other 4xx, on status codes outside
+  100-599 (`bad_status`) or on a malformed chunked body (`bad_chunked`);
+* an address policy (`AddressPolicy`): hosts resolving to loopback, private,
+  link-local, multicast, unspecified or reserved addresses are refused
+  (`blocked_address`) unless `allow_private` or `allow_hosts` says otherwise; it is
+  checked on the address actually connected to, for the listed URL and every redirect;
 * redirects followed by hand, at most `max_redirects`, to http/https only, loops detected;
+* credentials in a URL (`user:secret@host`) sent as HTTP basic auth to that URL's own
+  origin only (never across a redirect to another origin) and redacted (`***`) in
+  every log record and message;
 * a size cap (`max_bytes`) checked on Content-Length and while streaming;
 * a Content-Type check (image/* or application/octet-stream) and a magic-byte check
-  (JPEG, PNG, GIF, WebP, BMP, TIFF). The file extension comes from the magic bytes
-  only; nothing from the URL or the headers ever reaches a file name.
+  (JPEG, PNG, GIF, WebP, BMP, TIFF); then ingest's safe decoder (`decode` rules): a
+  truncated, corrupt or oversized (`decode.max_pixels`) image is logged `rejected` with
+  the decoder's reason and never written. The file extension comes from the magic bytes only; nothing from
+  the URL or the headers ever reaches a file name.
 
 The crawl log is JSON Lines, one record per input URL, sorted by URL, written
 atomically at the end and periodically during the run (URLs not fetched yet appear as
 `skipped`/`pending`). A second run reads it and fetches only URLs whose last status is
 not `ok` or whose file is gone; `ok` records are carried over.
 
-Record fields: url, domain, license, status (ok | failed | rejected | skipped), reason
-(None for ok), http_status, bytes, sha256, path (relative to out_root), attempts,
-source (list file and line of the URL's first occurrence).
+Record fields: url (credentials redacted), domain, license, status (ok | failed |
+rejected | skipped), reason (None for ok), detail (one line for people, or None),
+http_status, bytes, sha256, path (relative to out_root), attempts, source (list file,
+as `decode.path_text`, and line of the URL's first occurrence).
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import datetime
+import email.utils
 import http.client
+import ipaddress
 import json
 import re
 import socket
@@ -41,9 +58,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
-from toonlab.data.params import CrawlParams
+from toonlab.data.decode import decode_bytes, display_text, path_text
+from toonlab.data.params import CrawlParams, DecodeParams
 from toonlab.errors import ToonlabError
 from toonlab.log import get_logger, progress
 from toonlab.util.fileio import sha256_bytes, write_bytes, write_text
@@ -58,7 +76,7 @@ ALLOWED_SCHEMES = ("http", "https")
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 OK_CODES = (200, 203)
 RETRY_CODES = (408, 429)  # plus every 5xx
-MAX_RETRY_AFTER_S = 60.0
+MAX_CHUNK_LINE = 1024
 CHUNK = 64 * 1024
 LIST_SUFFIXES = (".txt", ".csv")
 EXTENSIONS = ("jpg", "png", "gif", "webp", "bmp", "tif")
@@ -135,12 +153,13 @@ def _list_files(paths: Iterable[str | Path]) -> list[Path]:
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in LIST_SUFFIXES
                            and not f.name.startswith("."))
             if not found:
-                log.warning("URL list folder %s holds no .txt or .csv file", p)
+                log.warning("URL list folder %s holds no .txt or .csv file", display_text(path_text(p)))
             files.extend(found)
         elif p.is_file():
             files.append(p)
         else:
-            raise ToonlabError(f"URL list {p} not found (crawl.url_lists names files or folders of .txt/.csv lists)")
+            raise ToonlabError(f"URL list {display_text(path_text(p))} not found (crawl.url_lists names files or "
+                               "folders of .txt/.csv lists)")
     return files
 
 
@@ -149,9 +168,9 @@ def _read_rows(path: Path) -> Iterable[tuple[int, str, str | None, str | None]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise ToonlabError(f"URL list {path} is not a UTF-8 text file") from None
+        raise ToonlabError(f"URL list {display_text(path_text(path))} is not a UTF-8 text file") from None
     except OSError as exc:
-        raise ToonlabError(f"cannot read URL list {path}: {exc.strerror or exc}") from None
+        raise ToonlabError(f"cannot read URL list {display_text(path_text(path))}: {exc.strerror or exc}") from None
     if path.suffix.lower() != ".csv":
         for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
@@ -168,7 +187,7 @@ def _read_rows(path: Path) -> Iterable[tuple[int, str, str | None, str | None]]:
     if header is None:
         return
     if "url" not in header:
-        raise ToonlabError(f"URL list {path}: CSV header {header!r} has no 'url' column")
+        raise ToonlabError(f"URL list {display_text(path_text(path))}: CSV header {header!r} has no 'url' column")
     iu = header.index("url")
     idom = header.index("domain") if "domain" in header else None
     ilic = header.index("license") if "license" in header else None
@@ -204,7 +223,7 @@ def read_url_lists(
     duplicates = 0
     for path in _list_files(paths):
         for line_no, raw, dom, lic in _read_rows(path):
-            source = f"{path}:{line_no}"
+            source = f"{path_text(path)}:{line_no}"
             domain = (dom or default_domain).strip().lower()
             url, reason = normalize_url(raw)
             if reason is None:
@@ -213,7 +232,7 @@ def read_url_lists(
                 elif allowed is not None and domain not in allowed:
                     reason = "unknown_domain"
             if reason is not None:
-                key = url or _clip(raw)
+                key = redact(url or _clip(raw))
                 rejected.setdefault(key, _record(
                     key, _clip(domain, 64) if DOMAIN_RE.match(domain) else None, lic, "rejected", reason,
                     source=source))
@@ -224,11 +243,12 @@ def read_url_lists(
                 prev = entries[url]
                 if prev.domain != domain:
                     log.warning("%s: %s listed again with domain '%s'; keeping '%s' from %s",
-                                source, url, domain, prev.domain, prev.source)
+                                display_text(source), redact(url), domain, prev.domain,
+                                display_text(prev.source))
                 continue
             entries[url] = UrlEntry(url, domain, lic, source)
     for url in entries:  # a URL accepted somewhere is not also reported as rejected
-        rejected.pop(url, None)
+        rejected.pop(redact(url), None)
     if duplicates:
         log.info("dropped %d duplicate URL(s) from the lists", duplicates)
     return list(entries.values()), [rejected[k] for k in sorted(rejected)]
@@ -291,10 +311,10 @@ class _Fail(Exception):
     """A fetch outcome other than ok. `retry` marks transient failures."""
 
     def __init__(self, status: str, reason: str, http_status: int | None = None,
-                 retry: bool = False, retry_after: float | None = None):
+                 retry: bool = False, retry_after: float | None = None, detail: str | None = None):
         super().__init__(reason)
         self.status, self.reason, self.http_status = status, reason, http_status
-        self.retry, self.retry_after = retry, retry_after
+        self.retry, self.retry_after, self.detail = retry, retry_after, detail
 
 
 @dataclass(frozen=True)
@@ -304,10 +324,186 @@ class _Redirect:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None when
+    absent or unreadable (the backoff applies)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
     try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value else None
-    except ValueError:
-        return None  # HTTP-date form: fall back to the backoff
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
+
+# ----------------------------------------------------------------------------- credentials
+
+_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the user:password part of every URL in it replaced by `***`."""
+    return _USERINFO_RE.sub(r"\1***@", text)
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or ""), parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _basic_auth(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+
+
+# ----------------------------------------------------------------------------- address policy
+
+
+class AddressPolicy:
+    """Which addresses a crawl may connect to.
+
+    By default only global unicast addresses: loopback, private (RFC 1918, fc00::/7,
+    100.64/10), link-local (169.254/16, fe80::/10, cloud metadata services), multicast,
+    unspecified and reserved addresses are refused. `allow_private` lifts that;
+    `allow_hosts` names exceptions: host names (matched exactly) or networks (matched
+    against the address)."""
+
+    def __init__(self, allow_private: bool = False, allow_hosts: Iterable[str] = ()):
+        self.allow_private = allow_private
+        self.names: set[str] = set()
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for item in allow_hosts:
+            item = item.strip().lower()
+            try:
+                self.networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self.names.add(item.rstrip("."))
+
+    @classmethod
+    def of(cls, params: CrawlParams) -> AddressPolicy:
+        return cls(params.allow_private, params.allow_hosts)
+
+    def refuses(self, host: str, address: str) -> str | None:
+        """None when `host` at `address` may be fetched, else why not (one line)."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return f"{address} is not an IP address"
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if self.allow_private or host.lower().rstrip(".") in self.names:
+            return None
+        if any(ip.version == net.version and ip in net for net in self.networks):
+            return None
+        kind = _address_kind(ip)
+        if kind is None:
+            return None
+        return (f"{host} resolves to {ip}, a {kind} address (set crawl.allow_private: true or list the "
+                "host in crawl.allow_hosts to crawl your own network)")
+
+
+def _address_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """The class of a non-global address, None for a global unicast one."""
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_private:
+        return "private"
+    if not ip.is_global:
+        return "reserved"
+    if isinstance(ip, ipaddress.IPv6Address) and (ip in _NAT64 or ip in _6TO4):
+        return "translated"  # embeds an IPv4 address the policy cannot see through
+    return None
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_6TO4 = ipaddress.ip_network("2002::/16")
+
+
+def _connect(host: str, port: int, timeout: float, policy: AddressPolicy) -> socket.socket:
+    """A TCP socket connected to an address of `host` that the policy allows.
+
+    The policy is checked on the resolved addresses and the socket connects to exactly
+    the address checked (no second lookup, so no DNS-rebinding gap); the peer address is
+    checked once more after connecting."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    refused: str | None = None
+    error: OSError | None = None
+    for family, kind, proto, _name, addr in infos:
+        why = policy.refuses(host, addr[0])
+        if why is not None:
+            refused = refused or why
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(addr)
+            why = policy.refuses(host, sock.getpeername()[0])
+            if why is not None:
+                raise _Fail("rejected", "blocked_address", detail=why)
+            return sock
+        except BaseException as exc:
+            sock.close()
+            if not isinstance(exc, OSError):
+                raise
+            error = exc
+    if error is not None:
+        raise error
+    raise _Fail("rejected", "blocked_address", detail=refused or f"{host} has no address")
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, timeout: float, policy: AddressPolicy):
+        super().__init__(host, port, timeout=timeout)
+        self.policy = policy
+
+    def connect(self) -> None:
+        self.sock = _connect(self.host, self.port, self.timeout, self.policy)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, timeout: float, policy: AddressPolicy, context: ssl.SSLContext):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.policy = policy
+        self.tls_context = context
+
+    def connect(self) -> None:
+        sock = _connect(self.host, self.port, self.timeout, self.policy)
+        try:
+            self.sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+# ----------------------------------------------------------------------------- fetching
+
+
+class _Clock:
+    """The deadline of one URL: `total_timeout_s` from its first request."""
+
+    def __init__(self, total: float):
+        self.total = total
+        self.deadline: float | None = None
+
+    def start(self) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.total
+
+    def remaining(self) -> float:
+        return self.total if self.deadline is None else self.deadline - time.monotonic()
 
 
 class Fetcher:
@@ -315,30 +511,46 @@ class Fetcher:
         self.p = params
         self.limiter = limiter or HostRateLimiter(params.per_host_rate)
         self.ssl_context = ssl.create_default_context()
+        self.policy = AddressPolicy.of(params)
 
     # One URL, retries included. Returns (record fields, body or None).
     def fetch(self, url: str) -> tuple[dict, bytes | None]:
+        """Every attempt, redirect and wait of one URL shares one deadline
+        (`total_timeout_s` from the first request): a retry whose wait would pass it is not
+        made, and a Retry-After beyond it ends the URL with `retry_after_too_long`."""
+        clock = _Clock(self.p.total_timeout_s)
         attempts = 0
         while True:
             attempts += 1
             try:
-                body, http_status = self._follow(url)
+                body, http_status = self._follow(url, clock)
                 return {"http_status": http_status, "attempts": attempts}, body
             except _Fail as f:
+                fields = {"status": f.status, "reason": f.reason, "http_status": f.http_status,
+                          "attempts": attempts, "detail": f.detail}
                 if not f.retry or attempts > self.p.retries:
-                    return {"status": f.status, "reason": f.reason, "http_status": f.http_status,
-                            "attempts": attempts}, None
+                    return fields, None
+                remaining = clock.remaining()
                 delay = self.p.backoff_s * (2 ** (attempts - 1))
                 if f.retry_after is not None:
+                    if f.retry_after > remaining:
+                        fields.update(reason="retry_after_too_long",
+                                      detail=f"the server asked to retry in {f.retry_after:.0f} s, beyond the "
+                                             f"URL's deadline (crawl.total_timeout_s {self.p.total_timeout_s:g} s)")
+                        return fields, None
                     delay = max(delay, f.retry_after)
-                log.debug("%s: %s, retry %d in %.2fs", url, f.reason, attempts, delay)
+                if delay >= remaining:
+                    return fields, None  # the deadline passes before the next attempt
+                log.debug("%s: %s, retry %d in %.2fs", redact(url), f.reason, attempts, delay)
                 time.sleep(delay)
 
-    def _follow(self, url: str) -> tuple[bytes, int]:
+    def _follow(self, url: str, clock: _Clock) -> tuple[bytes, int]:
         seen = {url}
         current = url
+        origin, auth = _origin(url), _basic_auth(url)
         for _hop in range(self.p.max_redirects + 1):
-            result = self._request(current)
+            # Credentials of the listed URL go to its own origin only, never across a redirect.
+            result = self._request(current, clock, auth if _origin(current) == origin else None)
             if isinstance(result, _Redirect):
                 status, location = result.status, result.location
             else:
@@ -356,20 +568,22 @@ class Fetcher:
             current = target
         raise _Fail("failed", "too_many_redirects", status)
 
-    def _request(self, url: str) -> tuple[bytes, int] | _Redirect:
+    def _request(self, url: str, clock: _Clock, auth: str | None = None) -> tuple[bytes, int] | _Redirect:
         """One HTTP GET. Returns (body, status) for an image, a _Redirect for a
         redirect, raises _Fail otherwise."""
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         self.limiter.wait(f"{host}:{port}")
-        deadline = time.monotonic() + self.p.total_timeout_s
-        timeout = min(self.p.timeout_s, self.p.total_timeout_s)
+        clock.start()
+        remaining = clock.remaining()
+        if remaining <= 0:
+            raise _Fail("failed", "timeout", retry=True)
+        timeout = min(self.p.timeout_s, remaining)
         if parts.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=self.ssl_context)
+            conn: http.client.HTTPConnection = _HTTPSConnection(host, port, timeout, self.policy, self.ssl_context)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn = _HTTPConnection(host, port, timeout, self.policy)
         expired = threading.Event()
         watchdog: threading.Timer | None = None
         path = parts.path or "/"
@@ -379,14 +593,14 @@ class Fetcher:
             conn.connect()
             sock = conn.sock
 
-            def _expire() -> None:  # total deadline: cut the socket under a trickling server
+            def _expire() -> None:  # the URL's deadline: cut the socket under a trickling server
                 expired.set()
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
 
-            remaining = deadline - time.monotonic()
+            remaining = clock.remaining()
             if remaining <= 0:
                 raise _Fail("failed", "timeout", retry=True)
             watchdog = threading.Timer(remaining, _expire)
@@ -396,10 +610,14 @@ class Fetcher:
             conn.putheader("User-Agent", self.p.user_agent)
             conn.putheader("Accept", "image/*, application/octet-stream;q=0.5")
             conn.putheader("Accept-Encoding", "identity")
+            if auth:
+                conn.putheader("Authorization", auth)
             conn.putheader("Connection", "close")
             conn.endheaders()
             resp = conn.getresponse()
             status = resp.status
+            if not 100 <= status <= 599:  # not HTTP: a retry cannot heal it
+                raise _Fail("failed", "bad_status", status, detail=f"status code {status} is outside 100-599")
             if status in REDIRECT_CODES:
                 return _Redirect(status, resp.getheader("Location"))
             if status not in OK_CODES:
@@ -411,26 +629,17 @@ class Fetcher:
             length = resp.getheader("Content-Length")
             if length is not None and length.strip().isdigit() and int(length) > self.p.max_bytes:
                 raise _Fail("failed", "too_large", status)
-            buf = bytearray()
-            while True:
-                chunk = resp.read1(CHUNK)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > self.p.max_bytes:
-                    raise _Fail("failed", "too_large", status)
-                if time.monotonic() > deadline:
-                    raise _Fail("failed", "timeout", status, retry=True)
+            buf = self._read_chunked(resp, status, clock) if resp.chunked else self._read_plain(resp, status, clock)
             if expired.is_set():
                 raise _Fail("failed", "timeout", status, retry=True)
-            if resp.length:  # fewer bytes than Content-Length announced
-                raise _Fail("failed", "truncated", status, retry=True)
             if not buf:
                 raise _Fail("failed", "empty_body", status)
             if sniff_image(bytes(buf[:32])) is None:
                 raise _Fail("failed", "not_an_image", status)
             return bytes(buf), status
         except _Fail:
+            if expired.is_set():
+                raise _Fail("failed", "timeout", retry=True) from None
             raise
         except ssl.SSLError as exc:
             if expired.is_set():
@@ -458,16 +667,76 @@ class Fetcher:
                 watchdog.cancel()
             conn.close()
 
+    def _read_plain(self, resp: http.client.HTTPResponse, status: int, clock: _Clock) -> bytearray:
+        buf = bytearray()
+        while True:
+            chunk = resp.read1(CHUNK)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > self.p.max_bytes:
+                raise _Fail("failed", "too_large", status)
+            if clock.remaining() <= 0:
+                raise _Fail("failed", "timeout", status, retry=True)
+        if resp.length:  # fewer bytes than Content-Length announced
+            raise _Fail("failed", "truncated", status, retry=True)
+        return buf
+
+    def _read_chunked(self, resp: http.client.HTTPResponse, status: int, clock: _Clock) -> bytearray:
+        """A chunked body, framing read here: a malformed size line or chunk end is
+        `bad_chunked` (never retried), a connection that ends early is retried."""
+        fp = resp.fp
+        resp.chunked = False  # http.client must not parse the framing a second time
+        buf = bytearray()
+
+        def cut_short() -> _Fail:
+            return _Fail("failed", "truncated", status, retry=True, detail="the chunked body ended early")
+
+        def malformed(what: str) -> _Fail:
+            return _Fail("failed", "bad_chunked", status, detail=f"malformed chunked body: {what}")
+
+        while True:
+            line = fp.readline(MAX_CHUNK_LINE + 1)
+            if not line:
+                raise cut_short()
+            if not line.endswith(b"\n"):
+                if len(line) > MAX_CHUNK_LINE:
+                    raise malformed("chunk size line too long")
+                raise cut_short()
+            size_text = line.split(b";", 1)[0].strip()
+            if not re.fullmatch(rb"[0-9a-fA-F]{1,16}", size_text):
+                raise malformed(f"chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
+            if size == 0:
+                return buf  # trailers, if any, are not needed (the connection closes)
+            if len(buf) + size > self.p.max_bytes:
+                raise _Fail("failed", "too_large", status)
+            while size:
+                piece = fp.read(min(size, CHUNK))
+                if not piece:
+                    raise cut_short()
+                buf += piece
+                size -= len(piece)
+                if clock.remaining() <= 0:
+                    raise _Fail("failed", "timeout", status, retry=True)
+            end = fp.readline(MAX_CHUNK_LINE + 1)
+            if not end:
+                raise cut_short()
+            if end not in (b"\r\n", b"\n"):
+                raise malformed("chunk not followed by CRLF")
+
 
 # ----------------------------------------------------------------------------- crawl log
 
 
 def _record(url: str, domain: str | None, license: str | None, status: str, reason: str | None,
             *, http_status: int | None = None, nbytes: int | None = None, sha256: str | None = None,
-            path: str | None = None, attempts: int = 0, source: str | None = None) -> dict:
-    return {"url": url, "domain": domain, "license": license, "status": status, "reason": reason,
-            "http_status": http_status, "bytes": nbytes, "sha256": sha256, "path": path,
-            "attempts": attempts, "source": source}
+            path: str | None = None, attempts: int = 0, source: str | None = None,
+            detail: str | None = None) -> dict:
+    """One crawl log record. The URL and the detail are redacted (no credentials)."""
+    return {"url": redact(url), "domain": domain, "license": license, "status": status, "reason": reason,
+            "detail": redact(detail) if detail else None, "http_status": http_status, "bytes": nbytes,
+            "sha256": sha256, "path": path, "attempts": attempts, "source": source}
 
 
 def read_log(log_path: Path) -> dict[str, dict]:
@@ -520,6 +789,12 @@ def _write_log(log_path: Path, records: Iterable[dict]) -> None:
 # ----------------------------------------------------------------------------- crawl
 
 
+def _url_name(url: str) -> str:
+    """The last path segment of a URL, for the decoder's messages."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    return name[:100] if name.isprintable() and name else "download"
+
+
 def _store(out_root: Path, domain: str, body: bytes) -> tuple[str, str]:
     ext = sniff_image(body[:32])
     assert ext is not None and DOMAIN_RE.match(domain)
@@ -532,8 +807,14 @@ def _store(out_root: Path, domain: str, body: bytes) -> tuple[str, str]:
 
 
 def crawl(lists: list[Path], out_root: Path, log_path: Path, params: CrawlParams,
-          domains: Iterable[str] | None = KNOWN_DOMAINS) -> dict:
+          domains: Iterable[str] | None = KNOWN_DOMAINS, decode: DecodeParams | None = None) -> dict:
     """Fetch every URL of `lists` into `out_root/<domain>/`; write the log to `log_path`.
+
+    A download is kept (and logged `ok`) only when ingest's safe decoder (`decode`
+    rules: header, pixel limit, full decode) finds an intact image; otherwise it is
+    logged `rejected` with the decoder's reason (truncated, corrupt, too_many_pixels,
+    ...) and not written. Intact images that ingest's size, aspect or animation rules
+    leave out are kept: ingest records why.
 
     Returns counts by status (ok, failed, rejected, skipped) plus total, downloaded
     (new ok this run) and resumed (ok records carried over from the previous log).
@@ -541,14 +822,18 @@ def crawl(lists: list[Path], out_root: Path, log_path: Path, params: CrawlParams
     out_root, log_path = Path(out_root), Path(log_path)
     entries, rejected = read_url_lists(lists, params.default_domain, domains)
     previous = read_log(log_path)
-    records: dict[str, dict] = {r["url"]: r for r in rejected}
+    # Ingest's decoder without its selection rules: an intact image that ingest leaves out
+    # (too small, extreme aspect, animated) is kept, and ingest records why, so another
+    # decode.min_side needs no new crawl. Every other reason is a damaged or hostile file.
+    check = (decode or DecodeParams()).model_copy(update={"min_side": 1, "max_aspect": 1e9, "allow_animated": True})
+    records: dict[str, dict] = {r["url"]: r for r in rejected}  # keyed by the redacted URL
     todo: list[UrlEntry] = []
     resumed = 0
     for e in entries:
-        prev = previous.get(e.url)
+        prev = previous.get(redact(e.url))
         if _reusable(prev, e, out_root):
             assert prev is not None
-            records[e.url] = _record(e.url, e.domain, e.license, "ok", None,
+            records[redact(e.url)] = _record(e.url, e.domain, e.license, "ok", None,
                                      http_status=prev.get("http_status"), nbytes=prev.get("bytes"),
                                      sha256=prev.get("sha256"), path=prev["path"],
                                      attempts=prev.get("attempts") or 0, source=e.source)
@@ -560,8 +845,8 @@ def crawl(lists: list[Path], out_root: Path, log_path: Path, params: CrawlParams
     out_root.mkdir(parents=True, exist_ok=True)
 
     def pending(reason: str) -> dict[str, dict]:
-        return {e.url: _record(e.url, e.domain, e.license, "skipped", reason, source=e.source)
-                for e in todo if e.url not in records}
+        return {redact(e.url): _record(e.url, e.domain, e.license, "skipped", reason, source=e.source)
+                for e in todo if redact(e.url) not in records}
 
     fetcher = Fetcher(params)
 
@@ -569,7 +854,14 @@ def crawl(lists: list[Path], out_root: Path, log_path: Path, params: CrawlParams
         fields, body = fetcher.fetch(e.url)
         if body is None:
             return _record(e.url, e.domain, e.license, fields["status"], fields["reason"],
-                           http_status=fields["http_status"], attempts=fields["attempts"], source=e.source)
+                           http_status=fields["http_status"], attempts=fields["attempts"], source=e.source,
+                           detail=fields.get("detail"))
+        checked = decode_bytes(body, check, name=_url_name(e.url))
+        if not checked.ok:  # truncated, corrupt, a bomb, ...: not kept
+            return _record(e.url, e.domain, e.license, "rejected", checked.reason,
+                           http_status=fields["http_status"], nbytes=len(body), sha256=sha256_bytes(body),
+                           attempts=fields["attempts"], source=e.source, detail=checked.detail)
+        del checked
         digest, rel = _store(out_root, e.domain, body)
         return _record(e.url, e.domain, e.license, "ok", None, http_status=fields["http_status"],
                        nbytes=len(body), sha256=digest, path=rel, attempts=fields["attempts"], source=e.source)
@@ -601,12 +893,12 @@ def crawl(lists: list[Path], out_root: Path, log_path: Path, params: CrawlParams
                 try:
                     rec = fut.result()
                 except Exception as exc:  # a bug or a disk error: record it, keep crawling
-                    log.error("%s: %s: %s", e.url, type(exc).__name__, exc)
+                    log.error("%s: %s: %s", redact(e.url), type(exc).__name__, redact(str(exc)))
                     rec = _record(e.url, e.domain, e.license, "failed", "internal_error", source=e.source)
                 except BaseException as exc:  # KeyboardInterrupt, SystemExit: keep the other results
                     stop = exc
                     continue
-                records[e.url] = rec
+                records[rec["url"]] = rec
                 downloaded += rec["status"] == "ok"
                 since_flush += 1
                 next(bar_iter, None)

@@ -3,9 +3,11 @@ pydantic only, so the configuration loads without the stages' heavy imports."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from toonlab.schema import Section
 
@@ -40,7 +42,7 @@ class CrawlParams(Section):
     per_host_rate: Annotated[float, Field(gt=0)] = 2.0
     # Socket timeout for connecting and for each read.
     timeout_s: Annotated[float, Field(gt=0)] = 20.0
-    # Deadline for one whole request (connect, headers and body).
+    # Deadline for one URL: every attempt, redirect and retry wait (Retry-After included).
     total_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     retries: Annotated[int, Field(ge=0, le=20)] = 3
     # First retry waits backoff_s, then 2x, 4x, ...
@@ -50,6 +52,31 @@ class CrawlParams(Section):
     user_agent: Annotated[str, Field(min_length=1)] = "toonlab-crawler/0.1 (+research dataset builder)"
     # Domain of URLs whose list gives none (text lists, CSV without a domain column).
     default_domain: Literal["photo", "anime"] = "photo"
+    # Address policy: hosts that resolve to loopback, private, link-local, multicast,
+    # unspecified or other non-global addresses are refused (checked on the address actually
+    # connected to, for every redirect hop). True allows them (a crawl of your own network).
+    allow_private: bool = False
+    # Exceptions to the policy: host names (exact, e.g. "nas.local") or networks in CIDR
+    # form (e.g. "10.0.0.0/8", "192.168.1.20").
+    allow_hosts: list[str] = []
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            text = item.strip().lower()
+            if not text:
+                raise ValueError("an empty entry")
+            if any(c in text for c in "/:") or text.replace(".", "").isdigit():
+                try:
+                    ipaddress.ip_network(text, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is neither a host name nor an address/network (CIDR)") from None
+            elif not re.fullmatch(r"[a-z0-9.\-_]+", text):
+                raise ValueError(f"{item!r} is neither a host name nor an address/network (CIDR)")
+            out.append(text)
+        return out
 
 
 class DecodeParams(Section):
