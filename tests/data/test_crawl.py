@@ -753,3 +753,32 @@ def test_crawl_log_keeps_list_files_with_undecodable_names(server: Server, tmp_p
     for r in recs.values():
         text, line = r["source"].rsplit(":", 1)
         assert os.fsencode(path_from_text(text)) == raw_name and line in ("1", "2")
+
+
+def test_https_verifies_the_certificate_and_keeps_the_address_policy(tmp_path: Path):
+    """A real TLS server on loopback with a self-signed certificate for localhost."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                           str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext",
+                           "subjectAltName=DNS:localhost"], capture_output=True, text=True)
+    assert made.returncode == 0, f"openssl could not make a test certificate: {made.stderr}"
+    srv = Server()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"https://localhost:{srv.server_address[1]}/img.png"
+        fetcher = crawl_mod.Fetcher(fast_params(retries=0))
+        assert fetcher.fetch(url)[0]["reason"] == "tls_error"  # not signed by a trusted authority
+        fetcher.ssl_context = ssl.create_default_context(cafile=str(cert))
+        fields, body = fetcher.fetch(url)
+        assert fields["http_status"] == 200 and body == PNG  # SNI and host name checked against the certificate
+        fields, body = crawl_mod.Fetcher(fast_params(allow_private=False)).fetch(url)
+        assert (fields["reason"], body) == ("blocked_address", None)
+    finally:
+        srv.shutdown()
+        srv.server_close()
