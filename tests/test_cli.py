@@ -9,7 +9,7 @@ from toonlab.cli import main
 from toonlab.models import registry
 
 STAGES = ["ingest", "crawl", "detect", "matte", "align", "curate", "pack", "evaluate", "report",
-          "cartoonize", "export", "serve", "generate", "pipeline", "demo-data", "doctor", "params"]
+          "cartoonize", "export", "export-dataset", "serve", "review", "generate", "pipeline", "demo-data", "doctor", "params"]
 
 
 def test_top_level_help(capsys):

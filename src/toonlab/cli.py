@@ -113,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--domain", action="append", choices=("photo", "anime"),
                        help="only this domain (repeatable; default: data.domains)")
 
+    p = add("export-dataset", "write the curated aligned crops as a dataset folder: PNGs named by sha256 and "
+            "face index, manifest.csv/.jsonl with provenance (raw file, source URL, license, fetch time) "
+            "and LICENSES.md (faces per license)", _cmd_export_dataset)
+    p.add_argument("--out", metavar="DIR", required=True, help="output folder (new or empty, else --force)")
+    p.add_argument("--domain", action="append", choices=("photo", "anime"),
+                   help="only this domain (repeatable; default: data.domains)")
+    p.add_argument("--split", action="append", choices=("train", "val", "test"),
+                   help="only this split (repeatable; default: all)")
+    p.add_argument("--px", type=int, choices=(128, 256), default=256, help="crop size (default 256)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+
     p = add("cartoonize", "cartoonize new photos with a trained model: every face (or the largest) "
             "aligned, translated, saved as a crop or pasted back into the photo", _cmd_cartoonize)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
@@ -154,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: serve.port; 0 picks a free one)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override runtime.device")
+
+    p = add("review", "a local page to overrule curate's checks face by face (keys: j/k move, r reject, a keep, "
+            "u undo); decisions go to <curate.review_dir>/<domain>.csv at once, `dvc repro curate` applies them",
+            _cmd_review)
+    p.add_argument("--domain", action="append", choices=("photo", "anime"),
+                   help="only this domain (repeatable; default: data.domains)")
+    p.add_argument("--host", help="address to listen on (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8001; 0 picks a free one)")
 
     p = add("train", "train a model family (also under torchrun for DDP)", _cmd_train)
     p.add_argument("model", choices=registry.names(), help="model family (see toonlab.models.registry)")
@@ -335,6 +354,16 @@ def _cmd_serve(args: argparse.Namespace, params: Any) -> int:
     return 0
 
 
+def _cmd_review(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.apps.review import review
+
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0..65535, not {args.port}")
+    review(params, args.domain or list(params.data.domains), host=args.host, port=args.port,
+           on_ready=lambda line: print(line, flush=True))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace, params: Any) -> int:
     from toonlab.train.launch import cli_argv, train_family, train_under_torchrun, wants_torchrun
 
@@ -453,6 +482,14 @@ def _cmd_pack(args: argparse.Namespace, params: Any) -> int:
     from toonlab.faces.pack import pack
 
     pack(args.domain or list(params.data.domains), params.curate.out_dir, params.align.out_dir, params.pack)
+    return 0
+
+
+def _cmd_export_dataset(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.apps.export_dataset import SPLITS, export_dataset
+
+    export_dataset(args.out, args.domain or list(params.data.domains), params.curate.out_dir, params.align.out_dir,
+                   splits=args.split or SPLITS, px=args.px, force=args.force)
     return 0
 
 

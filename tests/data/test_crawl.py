@@ -445,6 +445,8 @@ def test_crawl_statuses_files_and_resume(server: Server, tmp_path: Path):
         f = out_root / r["path"]
         assert f.is_file() and f.stat().st_size == r["bytes"] and f.stem == r["sha256"]
         assert r["http_status"] == 200
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["fetched_at"])  # UTC, to the second
+    assert recs[base + "/404"]["fetched_at"] and recs["file:///etc/passwd"]["fetched_at"] is None
     assert {f.name for f in files} == {
         f"{hashlib.sha256(PNG).hexdigest()}.png", f"{hashlib.sha256(JPEG).hexdigest()}.jpg"}
     assert recs[base + "/chain/3"]["sha256"] == hashlib.sha256(JPEG).hexdigest()
@@ -468,6 +470,7 @@ def test_crawl_statuses_files_and_resume(server: Server, tmp_path: Path):
     assert set(recs2) == set(recs)
     assert all(recs2[u]["status"] == "ok" for u in ok)
     assert recs2[base + "/img.png"] == recs[base + "/img.png"]  # carried over unchanged
+    assert recs2[base + "/img.jpg"]["fetched_at"] >= recs[base + "/img.jpg"]["fetched_at"]  # fetched again
     assert summary2["ok"] == 6 and summary2["resumed"] == 2 and summary2["downloaded"] == 4
     check_out_root(out_root)
 

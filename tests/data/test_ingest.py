@@ -176,3 +176,61 @@ def test_missing_domain_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(UsageError, match="no raw folder for domain 'photo'"):
         run(tmp_path / "nothing", tmp_path)
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def test_provenance_joined_from_crawl_log(crawl, tmp_path, caplog):
+    """Files fetched by the crawler get url, license and fetch time from the crawl log's ok
+    records (by sha256); several URLs with the same bytes keep the first by URL and are
+    counted; files not from a crawl and failed records give no provenance."""
+    import hashlib
+    import json
+    import logging
+
+    sha = {rel: hashlib.sha256((crawl / "photo" / rel).read_bytes()).hexdigest()
+           for rel in ("a.jpg", "b.png", "sub/c.jpg")}
+    records = [
+        {"url": "http://z.example/a.jpg", "status": "ok", "sha256": sha["a.jpg"], "license": "CC0",
+         "fetched_at": "2026-01-02T00:00:00Z", "path": f"photo/{sha['a.jpg']}.jpg"},
+        {"url": "http://m.example/a-again.jpg", "status": "ok", "sha256": sha["a.jpg"], "license": "CC-BY-4.0",
+         "fetched_at": "2026-01-01T00:00:00Z", "path": f"photo/{sha['a.jpg']}.jpg"},
+        {"url": "http://b.example/b.png", "status": "ok", "sha256": sha["b.png"], "license": None,
+         "fetched_at": "2026-01-03T10:11:12Z", "path": f"photo/{sha['b.png']}.png"},
+        {"url": "http://c.example/c.jpg", "status": "rejected", "sha256": sha["sub/c.jpg"], "license": "CC0",
+         "fetched_at": "2026-01-03T00:00:00Z", "path": None},
+    ]
+    (crawl / "crawl_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + "{not json\n")
+    with caplog.at_level(logging.WARNING, logger="toonlab"):
+        rows, stats = run(crawl, tmp_path)
+    assert "ignored 1 unreadable line" in caplog.text
+    by = {r["path"]: r for r in rows}
+    a = by["a.jpg"]
+    assert (a["source_url"], a["license"], a["fetched_at"], a["source_urls"]) == (
+        "http://m.example/a-again.jpg", "CC-BY-4.0", "2026-01-01T00:00:00Z", 2)
+    assert by["sub/copy_of_a.jpg"]["source_url"] == "http://m.example/a-again.jpg"  # same bytes
+    b = by["b.png"]
+    assert (b["source_url"], b["license"], b["fetched_at"], b["source_urls"]) == (
+        "http://b.example/b.png", None, "2026-01-03T10:11:12Z", 1)
+    for rel in ("sub/c.jpg", "noext", "empty.jpg"):  # rejected download; not from a crawl
+        r = by[rel]
+        assert (r["source_url"], r["license"], r["fetched_at"], r["source_urls"]) == (None, None, None, 0), rel
+    assert stats.summary["from_crawl"] == 3
+    csv_head = (tmp_path / "interim/photo/manifest.csv").read_text().splitlines()[0]
+    assert csv_head.endswith(",source_url,license,fetched_at,source_urls")
+
+
+def test_missing_or_unreadable_crawl_log_is_not_an_error(crawl, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="toonlab"):
+        rows, _ = run(crawl, tmp_path)
+    assert "no crawl log at" in caplog.text
+    assert all(r["source_url"] is None and r["source_urls"] == 0 for r in rows)
+    (crawl / "crawl_log.jsonl").write_bytes(b"\xff\xfe not utf-8")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="toonlab"):
+        rows, _ = run(crawl, tmp_path)
+    assert "cannot read the crawl log" in caplog.text
+    assert all(r["license"] is None for r in rows)

@@ -206,7 +206,12 @@ def test_curated_manifest_holds_ok_rows_with_split(inputs, curated):
     for domain in ("photo", "anime"):
         table = pq.read_table(out / "curated" / f"{domain}.parquet")
         source = pq.read_table(inputs / "processed" / domain / "manifest.parquet")
-        assert table.column_names == source.column_names + ["split"]
+        provenance_columns = ["source_url", "license", "fetched_at"]  # appended last (toonlab.faces.provenance)
+        assert table.column_names[-3:] == provenance_columns
+        # + what the human review did (toonlab.faces.review; no review file here: all "auto")
+        assert table.column_names[:-3] == source.column_names + ["auto_reason", "decided_by", "split"]
+        assert set(table["decided_by"].to_pylist()) == {"auto"}
+        assert table["license"].null_count == len(table)  # files not from a crawl
         assert table.schema.field("face_index").type == pa.int32()
         rows = table.to_pylist()
         assert len(rows) == sum(s == "ok" for s in source["status"].to_pylist()) == 6
@@ -229,6 +234,7 @@ def test_curated_manifest_holds_ok_rows_with_split(inputs, curated):
         assert stats["ingest"]["duplicate_groups"] == 1
     assert summary["domains"]["anime"]["floodfill_matte"] is True
     assert summary["domains"]["photo"]["floodfill_matte"] is False
+    assert summary["domains"]["photo"]["licenses"] == {"unknown": 6}  # kept faces, none from a crawl
     assert (out / "report" / "summary.json").is_file()
 
 

@@ -159,3 +159,24 @@ def test_params_and_inputs_validated(tmp_path):
         pack(["photo"], tmp_path / "nowhere", tmp_path, PackParams(out_dir=str(tmp_path / "p")))
     with pytest.raises(UsageError, match="split"):
         load_split(tmp_path, "photo", "dev", 128)
+
+
+def test_index_rows_carry_provenance(tmp_path):
+    """The curated manifest's provenance columns reach index.json, row by row."""
+    build(tmp_path)
+    path = tmp_path / "curated" / "photo.parquet"
+    table = pq.read_table(path)
+    urls = [f"http://example.org/{p}" if p != "d.png" else None for p in table["raw_path"].to_pylist()]
+    table = (table.append_column("source_url", pa.array(urls, pa.string()))
+             .append_column("license", pa.array(["CC0" if u else None for u in urls], pa.string()))
+             .append_column("fetched_at", pa.array(["2026-01-01T00:00:00Z" if u else None for u in urls],
+                                                   pa.string())))
+    pq.write_table(table, path)
+    pack(["photo"], tmp_path / "curated", tmp_path / "processed", PackParams(out_dir=str(tmp_path / "packed")))
+    index = json.loads((tmp_path / "packed/photo/index.json").read_text())
+    assert index["version"] == 2
+    rows = {(r["raw_path"], r["face_index"]): r for s in index["splits"].values() for r in s["rows"]}
+    assert rows[("b/c.png", 1)] == {"raw_path": "b/c.png", "sha256": hashlib.sha256(b"b/c.png").hexdigest(),
+                                    "face_index": 1, "source_url": "http://example.org/b/c.png",
+                                    "license": "CC0", "fetched_at": "2026-01-01T00:00:00Z"}
+    assert (rows[("d.png", 0)]["source_url"], rows[("d.png", 0)]["license"]) == (None, None)

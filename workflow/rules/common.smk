@@ -10,6 +10,7 @@ FACES = TL.params.preprocess.work_dir
 PROCESSED = TL.params.align.out_dir
 CURATED = TL.params.curate.out_dir
 REPORT = TL.params.curate.report_dir
+REVIEW = TL.params.curate.review_dir
 PACKED = TL.params.pack.out_dir
 MODELS = TL.params.train.out_dir
 METRICS = TL.params.evaluate.metrics_dir
@@ -52,3 +53,9 @@ def _variant_section(wildcards):
     overrides): a change there re-runs the variant, as it re-runs the ablations stage."""
     variant = TL.params.ablations.variants[wildcards.variant]
     return TL.family_config(TL.family(variant.family))
+
+
+def _review_files(wildcards):
+    """The human review decisions (`toonlab review`) that exist: a missing file is no decision."""
+    files = expand(f"{REVIEW}/{{domain}}.csv", domain=DOMAINS)
+    return [f for f in files if os.path.exists(f)]

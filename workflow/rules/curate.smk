@@ -4,6 +4,7 @@
 rule curate:
     input:
         expand(f"{PROCESSED}/{{domain}}/manifest.parquet", domain=DOMAINS),
+        _review_files,
         TL.code("curate"),
     output:
         expand(f"{CURATED}/{{domain}}.parquet", domain=DOMAINS),

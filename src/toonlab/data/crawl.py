@@ -37,7 +37,9 @@ not `ok` or whose file is gone; `ok` records are carried over.
 Record fields: url (credentials redacted), domain, license, status (ok | failed |
 rejected | skipped), reason (None for ok), detail (one line for people, or None),
 http_status, bytes, sha256, path (relative to out_root), attempts, source (list file,
-as `decode.path_text`, and line of the URL's first occurrence).
+as `decode.path_text`, and line of the URL's first occurrence), fetched_at (UTC ISO 8601
+time of the fetch, to the second, for every URL fetched in this run; an `ok` record
+carried over from a previous run keeps its own; None for URLs not fetched).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
+from toonlab.data.crawl_log import read_records
 from toonlab.data.decode import decode_bytes, display_text, path_text
 from toonlab.data.params import CrawlParams, DecodeParams
 from toonlab.errors import ToonlabError
@@ -732,39 +735,21 @@ class Fetcher:
 def _record(url: str, domain: str | None, license: str | None, status: str, reason: str | None,
             *, http_status: int | None = None, nbytes: int | None = None, sha256: str | None = None,
             path: str | None = None, attempts: int = 0, source: str | None = None,
-            detail: str | None = None) -> dict:
+            detail: str | None = None, fetched_at: str | None = None) -> dict:
     """One crawl log record. The URL and the detail are redacted (no credentials)."""
     return {"url": redact(url), "domain": domain, "license": license, "status": status, "reason": reason,
             "detail": redact(detail) if detail else None, "http_status": http_status, "bytes": nbytes,
-            "sha256": sha256, "path": path, "attempts": attempts, "source": source}
+            "sha256": sha256, "path": path, "attempts": attempts, "source": source, "fetched_at": fetched_at}
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 to the second: `2026-01-31T12:00:00Z`."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_log(log_path: Path) -> dict[str, dict]:
     """Last record per URL of a previous crawl log; unreadable lines are ignored."""
-    out: dict[str, dict] = {}
-    if not log_path.is_file():
-        return out
-    try:
-        text = log_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        log.warning("cannot read previous crawl log %s (%s); fetching everything again", log_path, exc)
-        return out
-    bad = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("url"), str):
-            out[rec["url"]] = rec
-        else:
-            bad += 1
-    if bad:
-        log.warning("%s: ignored %d unreadable line(s)", log_path, bad)
-    return out
+    return {rec["url"]: rec for rec in read_records(log_path, unreadable="fetching everything again")}
 
 
 def _reusable(prev: dict | None, entry: UrlEntry, out_root: Path) -> bool:
@@ -836,7 +821,8 @@ def crawl(lists: list[Path], out_root: Path, log_path: Path, params: CrawlParams
             records[redact(e.url)] = _record(e.url, e.domain, e.license, "ok", None,
                                      http_status=prev.get("http_status"), nbytes=prev.get("bytes"),
                                      sha256=prev.get("sha256"), path=prev["path"],
-                                     attempts=prev.get("attempts") or 0, source=e.source)
+                                     attempts=prev.get("attempts") or 0, source=e.source,
+                                     fetched_at=prev.get("fetched_at"))
             resumed += 1
         else:
             todo.append(e)
@@ -851,20 +837,23 @@ def crawl(lists: list[Path], out_root: Path, log_path: Path, params: CrawlParams
     fetcher = Fetcher(params)
 
     def work(e: UrlEntry) -> dict:
+        fetched_at = utc_now()
         fields, body = fetcher.fetch(e.url)
         if body is None:
             return _record(e.url, e.domain, e.license, fields["status"], fields["reason"],
                            http_status=fields["http_status"], attempts=fields["attempts"], source=e.source,
-                           detail=fields.get("detail"))
+                           detail=fields.get("detail"), fetched_at=fetched_at)
         checked = decode_bytes(body, check, name=_url_name(e.url))
         if not checked.ok:  # truncated, corrupt, a bomb, ...: not kept
             return _record(e.url, e.domain, e.license, "rejected", checked.reason,
                            http_status=fields["http_status"], nbytes=len(body), sha256=sha256_bytes(body),
-                           attempts=fields["attempts"], source=e.source, detail=checked.detail)
+                           attempts=fields["attempts"], source=e.source, detail=checked.detail,
+                           fetched_at=fetched_at)
         del checked
         digest, rel = _store(out_root, e.domain, body)
         return _record(e.url, e.domain, e.license, "ok", None, http_status=fields["http_status"],
-                       nbytes=len(body), sha256=digest, path=rel, attempts=fields["attempts"], source=e.source)
+                       nbytes=len(body), sha256=digest, path=rel, attempts=fields["attempts"], source=e.source,
+                       fetched_at=fetched_at)
 
     downloaded = 0
     since_flush, last_flush = 0, time.monotonic()

@@ -22,10 +22,18 @@ largest resolution, then the earliest path. Every member gets the group id (firs
 hex digits of the representative's sha256); the others are rejected with reason
 `exact_duplicate` or `near_duplicate` and `duplicate_of` naming the representative.
 
+Provenance: when `<raw_dir>/crawl_log.jsonl` (written by `toonlab crawl`) is there, each
+file whose sha256 matches an `ok` record of the log gets `source_url`, `license` (the URL
+list's `license` column) and `fetched_at` (UTC ISO 8601) of that record; when several
+URLs gave the same bytes, the first by URL order is kept and `source_urls` counts them.
+Files not from a crawl have nulls there and `source_urls` 0. A missing or unreadable log
+only means no provenance (and a log line).
+
 Incremental: per-file results are cached by content hash (and a fingerprint of the
 decode settings), and file hashes by (path, size, mtime), so a re-run only reads and
 decodes new or changed files. The manifest is a pure function of the files' contents
-and paths: an incremental run writes the same bytes as a full run.
+and paths (and of the crawl log's ok records): an incremental run writes the same bytes
+as a full run.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from toonlab.data.crawl_log import read_records
 from toonlab.data.decode import DecodeResult, decode_bytes, display_text, path_text
 from toonlab.data.params import DecodeParams, IngestParams
 from toonlab.errors import UsageError
@@ -68,7 +77,10 @@ COLUMNS: list[tuple[str, str]] = [  # name, arrow type
     ("orientation", "int8"), ("animated", "bool_"), ("frames", "int32"), ("flags", "string"),
     ("phash", "string"), ("status", "string"), ("reason", "string"), ("detail", "string"),
     ("dup_group", "string"), ("duplicate_of", "string"),
+    ("source_url", "string"), ("license", "string"), ("fetched_at", "string"), ("source_urls", "int32"),
 ]
+PROVENANCE_FIELDS = ("source_url", "license", "fetched_at")
+CRAWL_LOG = "crawl_log.jsonl"
 
 
 # ----------------------------------------------------------------------------- hashing
@@ -325,6 +337,48 @@ def mark_duplicates(rows: list[dict], near: bool, threshold: int) -> None:
                                detail=f"duplicate of {path_text(rows[rep]['path'])}")
 
 
+# ----------------------------------------------------------------------------- provenance
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def crawl_provenance(records: Iterable[dict]) -> dict[str, dict[str, Any]]:
+    """sha256 -> {source_url, license, fetched_at, source_urls} from a crawl log's `ok` records.
+
+    Several URLs with the same bytes: the first by URL keeps its url/license/fetched_at,
+    `source_urls` counts the distinct URLs. Records that are not `ok` or lack a sha256
+    are ignored."""
+    by_sha: dict[str, dict[str, dict]] = {}
+    for rec in records:
+        if not isinstance(rec, dict) or rec.get("status") != "ok":
+            continue
+        sha, url = rec.get("sha256"), rec.get("url")
+        if isinstance(sha, str) and sha and isinstance(url, str) and url:
+            by_sha.setdefault(sha, {}).setdefault(url, rec)  # a URL's first record
+    out: dict[str, dict[str, Any]] = {}
+    for sha, recs in by_sha.items():
+        first = recs[min(recs)]
+        out[sha] = {"source_url": first["url"], "license": _text_or_none(first.get("license")),
+                    "fetched_at": _text_or_none(first.get("fetched_at")), "source_urls": len(recs)}
+    return out
+
+
+def read_crawl_provenance(log_path: str | Path) -> dict[str, dict[str, Any]]:
+    """`crawl_provenance` of the crawl log at `log_path`; {} (and a log line) when it is
+    missing or unreadable; damaged lines are skipped."""
+    return crawl_provenance(read_records(log_path, missing="no provenance columns (files not from a crawl)",
+                                         unreadable="no provenance columns"))
+
+
+def add_provenance(rows: list[dict], provenance: dict[str, dict[str, Any]]) -> None:
+    """Fill the provenance columns of manifest rows from `crawl_provenance`, by sha256."""
+    for row in rows:
+        got = provenance.get(row.get("sha256") or "")
+        row.update(got if got else {"source_url": None, "license": None, "fetched_at": None, "source_urls": 0})
+
+
 # ----------------------------------------------------------------------------- manifest
 
 
@@ -372,7 +426,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
     groups = {r["dup_group"] for r in rows if r["dup_group"]}
     return {"files": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
             "rejected": sum(r["status"] == "rejected" for r in rows),
-            "rejected_by_reason": dict(sorted(reasons.items())), "duplicate_groups": len(groups)}
+            "rejected_by_reason": dict(sorted(reasons.items())), "duplicate_groups": len(groups),
+            "from_crawl": sum(bool(r.get("source_url")) for r in rows)}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -453,6 +508,7 @@ def ingest_domain(raw_root: str | Path, domain: str, params: IngestParams, decod
             if row["status"] == "":
                 row.update(status="rejected", reason="unreadable")
         mark_duplicates(rows, params.near_duplicates, params.phash_threshold)
+        add_provenance(rows, read_crawl_provenance(Path(raw_root) / CRAWL_LOG))
 
         out = Path(params.out_dir) / domain
         write_manifest(rows, out)

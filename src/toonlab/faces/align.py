@@ -151,6 +151,12 @@ def _align_one(job: tuple) -> dict:
     return out
 
 
+def _alignable(r: dict) -> bool:
+    """A detected face with its five points (kept, or rejected by a face-level check)."""
+    five = r.get("five")
+    return int(r["face_index"]) >= 0 and five is not None and len(five) == 10
+
+
 def run_align(params: Any, domain: str) -> dict:
     pp: PreprocessParams = params.preprocess
     detected = tables.read_rows(f"{pp.work_dir}/detect/{domain}.parquet", f"face detections for '{domain}'",
@@ -160,10 +166,12 @@ def run_align(params: Any, domain: str) -> dict:
     decode_json = params.decode.model_dump(mode="json")
     by_image: dict[str, dict[int, dict]] = {}
     for r in detected:
-        if r["status"] == "ok":
+        # Faces rejected by a quality threshold are aligned too: a reviewer may rescue them
+        # (toonlab.faces.review), and sees their crop on the review page.
+        if _alignable(r):
             by_image.setdefault(r["sha256"], {})[r["face_index"]] = r
     settings = {"decode": decode_json, "detect": params.detect.model_dump(mode="json"),
-                "matte": params.matte.model_dump(mode="json"), "quality": pp.model_dump(mode="json"), "v": 1}
+                "matte": params.matte.model_dump(mode="json"), "quality": pp.model_dump(mode="json"), "v": 2}
     cache = ContentCache(pp.cache_dir, f"align-{domain}", settings)
     raw_root = Path(params.data.raw_dir) / domain
     matte_root = Path(pp.work_dir) / "matte"
@@ -194,15 +202,15 @@ def run_align(params: Any, domain: str) -> dict:
             row = {k: r.get(k) for k, _ in schema if k in r}
             if r["status"] == "ok":
                 meta = cache.get_json(r["sha256"])[str(r["face_index"])]
+                if meta["bg_fraction"] > pp.max_bg_fraction:
+                    row.update(status="rejected", reason="bad_matte",
+                               detail=f"background fraction {meta['bg_fraction']:.2f} > {pp.max_bg_fraction:g}")
+            if _alignable(r):
+                # Rejected faces keep their crops (a human review may rescue them); only
+                # the `ok` rows reach the curated manifests.
+                meta = cache.get_json(r["sha256"])[str(r["face_index"])]
                 m = mattes.get(r["sha256"], {})
                 name = f"{r['sha256'][:12]}_{r['face_index']}.png"
-                if meta["bg_fraction"] > pp.max_bg_fraction:
-                    row.update(status="rejected", reason="bad_matte", crop_256="", crop_128="",
-                               detail=f"background fraction {meta['bg_fraction']:.2f} > {pp.max_bg_fraction:g}",
-                               bg_fraction=meta["bg_fraction"], matte_backend=m.get("matte_backend", ""),
-                               matte_version=m.get("matte_version", ""))
-                    rows.append(row)
-                    continue
                 for px in ("256", "128"):
                     jobs.copy_cached(cache.path(r["sha256"], f"_{r['face_index']}_{px}.png"), tmp / px / name)
                 row.update(crop_256=f"256/{name}", crop_128=f"128/{name}", bg_fraction=meta["bg_fraction"],

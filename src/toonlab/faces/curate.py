@@ -7,12 +7,17 @@ Inputs, per domain:
   see `toonlab.data.ingest`), and the raw files under `<raw_dir>/<domain>/`;
 * the processed manifest `<processed_dir>/<domain>/manifest.parquet`: one row per
   detected face plus one row per image rejected at image level (`face_index` -1), with
-  the aligned RGBA crops under `<processed_dir>/<domain>/`.
+  the aligned RGBA crops under `<processed_dir>/<domain>/`;
+* the human review decisions `<review_dir>/<domain>.csv` (`toonlab.faces.review`, written
+  by `toonlab review`), applied after the automatic checks: every row gains
+  `auto_reason` and `decided_by`, and the report and summary.json count them (`review`).
 
 Outputs:
 
 * `<out_dir>/<domain>.parquet`: the `ok` rows of the processed manifest (all of its
-  columns) plus a `split` column, sorted by (raw_path, face_index);
+  columns) plus a `split` column and the provenance columns `source_url`, `license`,
+  `fetched_at` of the raw file (`toonlab.faces.provenance`, null when not from a crawl),
+  sorted by (raw_path, face_index);
 * `<report_dir>/index.html`: one self-contained page (CSS inline, every image a
   base64 data URI, no script, no external reference) with the counts per stage,
   contact sheets of kept crops and of rejected images per reason, histograms of the
@@ -33,8 +38,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from toonlab.errors import ToonlabError, UsageError
+from toonlab.faces import provenance
 from toonlab.faces.curate_report import FLOODFILL, SPLITS, DomainReport, Thumbs, plan_domain, render_html
 from toonlab.faces.params import CurateParams, SplitParams
+from toonlab.faces.review import apply_review_table, load_review, review_file
 from toonlab.log import get_logger
 from toonlab.util import fileio, tables
 
@@ -153,6 +160,7 @@ def domain_stats(domain: str, ingest_rows: list[dict], processed_rows: list[dict
         "split": {s: {"faces": split_faces.get(s, 0), "images": split_images[s]} for s in SPLITS},
         "backends": [{"stage": s, "name": n, "version": v, "rows": c} for (s, n, v), c in sorted(backends.items())],
         "floodfill_matte": any((r.get("matte_backend") or "") == FLOODFILL for r in processed_rows),
+        "licenses": provenance.license_counts(curated_rows),
     }
 
 
@@ -170,16 +178,20 @@ def curate(domains: Sequence[str], raw_dir: str | Path, ingest_dir: str | Path, 
     out_dir, report_dir = Path(params.out_dir), Path(params.report_dir)
     thumbs = Thumbs(params.thumb_px)
     reports: dict[str, DomainReport] = {}
+    # Human decisions (toonlab.faces.review), all read and checked before anything is written.
+    reviews = {d: load_review(review_file(params.review_dir, d)) for d in domains}
     for domain in domains:
         ingest_table = tables.read_table(ingest_dir / domain / "manifest.parquet", f"ingest manifest for '{domain}'",
                                          "run `toonlab ingest` first")
-        table = _load_processed(processed_dir, domain)
-        cur = curated_table(table, params)
+        table, review = apply_review_table(_load_processed(processed_dir, domain), reviews[domain],
+                                           str(review_file(params.review_dir, domain)))
+        cur = provenance.add_columns(curated_table(table, params), ingest_table.to_pylist())
         tables.write_parquet(cur, out_dir / f"{domain}.parquet")
         ingest_rows = ingest_table.to_pylist()
         processed_rows = sorted(table.to_pylist(), key=lambda r: (r["raw_path"], int(r["face_index"])))
         curated_rows = cur.to_pylist()
         stats = domain_stats(domain, ingest_rows, processed_rows, curated_rows)
+        stats["review"] = review.as_dict()
         reports[domain] = plan_domain(domain, stats, ingest_rows, processed_rows, curated_rows, raw_dir / domain,
                                       processed_dir / domain, params, thumbs)
         sp = stats["split"]

@@ -305,6 +305,8 @@ class DomainReport:
     groups: list[tuple[str, list[_Thumb], list[bool]]]
     n_groups: int
     hist_png: bytes
+    human: list[_Thumb] = field(default_factory=list)    # faces a human review decided
+    n_human: int = 0
 
 
 def plan_domain(domain: str, stats: dict, ingest_rows: list[dict], processed_rows: list[dict],
@@ -356,8 +358,18 @@ def plan_domain(domain: str, stats: dict, ingest_rows: list[dict], processed_row
     ingest_rejected = sorted((r for r in ingest_rows if r.get("status") != "ok" and not r.get("dup_group")),
                              key=lambda r: (r.get("reason") or "", r["path"]))
     faces = [r for r in processed_rows if int(r["face_index"]) >= 0]
-    return DomainReport(stats, kept, len(curated_rows), rejected, ingest_rejected, groups, len(groups_rows),
-                         histogram_png(faces, f"{domain}: kept vs rejected faces"))
+    report = DomainReport(stats, kept, len(curated_rows), rejected, ingest_rejected, groups, len(groups_rows),
+                          histogram_png(faces, f"{domain}: kept vs rejected faces"))
+    human_rows = [r for r in processed_rows if r.get("decided_by") == "human"]
+    report.n_human = len(human_rows)
+    for r in sample_evenly(human_rows, k):
+        cap = f"{'kept' if r['status'] == 'ok' else 'rejected'} {_file_name(r['raw_path'])} #{r['face_index']}"
+        title = f"{r['raw_path']} face {r['face_index']}: {r.get('detail') or ''} (automatic: {r.get('auto_reason') or 'kept'})"
+        if r.get("crop_256") or r.get("crop_128"):
+            report.human.append(thumbs.crop(proc_root / (r.get("crop_256") or r.get("crop_128")), cap, title))
+        else:
+            report.human.append(thumbs.raw(_raw_file(raw_root, r["raw_path"]), cap, title, r.get("box") or None))
+    return report
 
 
 def _summary_table(reports: dict[str, DomainReport]) -> str:
@@ -395,6 +407,32 @@ def _backends_table(reports: dict[str, DomainReport]) -> str:
             + "".join(rows) + "</table>")
 
 
+def _review_section(review: dict | None, rep: DomainReport, px: int) -> str:
+    """Human review (toonlab.faces.review): counts per decision and reason, the faces it
+    decided, and the decisions that could not be applied."""
+    if not review:
+        return ""
+    out = [f"<h3>Human review ({review['decisions']} decisions in {_e(review['file'])})</h3>\n",
+           f'<p class="note">rejected by a human: {review["rejected"]}; kept against the automatic checks: '
+           f'{review["rescued"]}; agreeing with them: {review["confirmed"]}; stale: {len(review["stale"])}; '
+           f'refused: {len(review["refused"])}</p>\n']
+    counts = {f"{dec}: {reason}": n for dec, by in review["by_decision_reason"].items() for reason, n in by.items()}
+    out.append(_count_table(counts, ("decision: reason", "faces")))
+    if rep.human:
+        out.append(f"<h4>Faces decided by a human ({rep.n_human})</h4>\n" + _shown(len(rep.human), rep.n_human)
+                   + _sheet(rep.human, px) + "\n")
+    bad = [(s, "stale: no such image or face any more") for s in review["stale"]] + [
+        (s, "refused: an image-level rejection cannot be kept" if s.get("why") == "image_level"
+         else "refused: the face has no aligned crop") for s in review["refused"]]
+    if bad:
+        out.append("<h4>Decisions not applied</h4>\n<table><tr><th>line</th><th>sha256</th><th>face</th>"
+                   "<th>decision</th><th>why</th></tr>"
+                   + "".join(f'<tr><td class="n">{s["line"]}</td><td>{_e(s["sha256"][:16])}\u2026</td>'
+                             f'<td class="n">{s["face_index"]}</td><td>{_e(s["decision"])}</td><td>{_e(why)}</td></tr>'
+                             for s, why in bad) + "</table>\n")
+    return "".join(out)
+
+
 def render_html(reports: dict[str, DomainReport], params: CurateParams) -> str:
     px = params.thumb_px
     out = ['<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
@@ -424,7 +462,11 @@ def render_html(reports: dict[str, DomainReport], params: CurateParams) -> str:
         out.append("<h3>Split sizes</h3>\n<table><tr><th>split</th><th>faces</th><th>images</th></tr>"
                    + "".join(f'<tr><td>{sp}</td><td class="n">{s["split"][sp]["faces"]}</td>'
                              f'<td class="n">{s["split"][sp]["images"]}</td></tr>' for sp in SPLITS) + "</table>\n")
+        out.append("<h3>Kept faces per license</h3>\n"
+                   '<p class="note">the URL list\'s license column, from the crawl log; unknown: not from a crawl '
+                   "or no license given</p>\n" + _count_table(s.get("licenses", {}), ("license", "faces")))
 
+        out.append(_review_section(s.get("review"), rep, px))
         out.append(f"<h3>Kept faces ({rep.n_kept})</h3>\n")
         out.append('<p class="note">aligned 256 px crops over a checkerboard (transparent = matte '
                    'background); green dots: the five landmarks</p>\n')

@@ -5,11 +5,14 @@ For each domain, split (train/val/test) and crop size in `pack.crop_px`:
     <out_dir>/<domain>/<split>_<px>_rgb.npy    (N, px, px, 3) uint8
     <out_dir>/<domain>/<split>_<px>_alpha.npy  (N, px, px)    uint8, the matte
     <out_dir>/<domain>/<split>_<px>_five.npy   (N, 5, 2)      float32, landmarks in px coordinates
-    <out_dir>/<domain>/index.json              rows (raw_path, sha256, face_index) in array order
+    <out_dir>/<domain>/index.json              rows in array order: raw_path, sha256, face_index and
+                                               the provenance source_url, license, fetched_at
 
 Row i of every array of a split is the face `index.json` lists at position i; the order
 is the curated manifest's (raw_path, face_index). The pixels are the aligned crops'
-exactly (`crop_128` / `crop_256` RGBA PNGs of the face stage). Landmarks come from
+exactly (`crop_128` / `crop_256` RGBA PNGs of the face stage). The provenance fields
+come from the curated manifest (`toonlab.faces.provenance`; null when the raw file was
+not crawled, or the manifest predates them). Landmarks come from
 `five_256` with OpenCV's convention (pixel centres at integer coordinates, as the
 alignment warp uses), so for the 128 px crop, which is the 256 px crop downscaled by
 two, x_128 = (x_256 + 0.5) / 2 - 0.5.
@@ -31,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from toonlab.errors import ToonlabError, UsageError
+from toonlab.faces import provenance
 from toonlab.faces.params import PackParams
 from toonlab.log import get_logger, progress
 from toonlab.util import fileio, tables
@@ -40,7 +44,7 @@ log = get_logger(__name__)
 SPLITS = ("train", "val", "test")
 KINDS = ("rgb", "alpha", "five")
 FIVE_POINT_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: provenance fields in the rows
 
 
 def array_name(split: str, px: int, kind: str) -> str:
@@ -177,6 +181,7 @@ def pack(domains: Sequence[str], curated_dir: str | Path, processed_dir: str | P
         missing = [c for c in needed if c not in table.column_names]
         if missing:
             raise ToonlabError(f"curated manifest {manifest} lacks columns {missing}")
+        needed += [c for c in provenance.JOINED if c in table.column_names]
         rows = table.select(needed).to_pylist()  # the manifest only; pixels are streamed
         bad = sorted({r["split"] for r in rows} - set(SPLITS))
         if bad:
@@ -195,8 +200,7 @@ def pack(domains: Sequence[str], curated_dir: str | Path, processed_dir: str | P
             srows = [r for r in rows if r["split"] == split]
             entry: dict[str, Any] = {
                 "count": len(srows),
-                "rows": [{"raw_path": r["raw_path"], "sha256": r["sha256"], "face_index": int(r["face_index"])}
-                         for r in srows],
+                "rows": [provenance.record(r) for r in srows],
                 "arrays": {},
             }
             for px in sizes:

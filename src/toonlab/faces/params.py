@@ -118,6 +118,9 @@ class SplitParams(Section):
 class CurateParams(Section):
     out_dir: str = "data/curated"
     report_dir: str = "reports/curation"
+    # Human review decisions: <review_dir>/<domain>.csv (toonlab.faces.review; written by
+    # `toonlab review`); a missing file means no decision.
+    review_dir: str = "data/review"
     split: SplitParams = SplitParams()
     # Salt of the split hash: change it to draw a different (still deterministic) split.
     salt: str = "toonlab"

@@ -1,0 +1,374 @@
+"""`toonlab review`: a local page to overrule curate's automatic checks, face by face.
+
+It shows the faces of each domain as the last `toonlab curate` left them (kept: in the
+curated manifest; rejected: the others of the processed manifest, with their reason),
+filterable by state, reason and split, with the measurements the manifests hold
+(detector score, face size, yaw, blur, matte background fraction), the aligned crop,
+and the raw image on demand. Keys: j / right / down next, k / left / up previous,
+r reject, a keep, u undo, o raw image on/off.
+
+Every decision is written at once to `<curate.review_dir>/<domain>.csv`
+(`toonlab.faces.review`; temporary file + rename, re-read before each write so edits by
+hand are kept), so closing the page loses nothing; `dvc repro curate` (or `snakemake -c2
+curate`) applies them. The page shows how many faces a re-run would move
+(`toonlab.faces.review.pending`).
+
+    GET  /                    the page
+    GET  /api/faces?domain=D  the faces, their decisions and the pending count
+    POST /api/decide          JSON {domain, sha256, face_index, decision: reject|keep|"", reason, note}
+    GET  /crop/D/I, /raw/D/I  the aligned crop (PNG) / the raw image (JPEG, box drawn) of face I
+    GET  /healthz             liveness
+
+Same safety as `toonlab serve`: 127.0.0.1 by default and a warning for any other
+address (the page has no authentication); on loopback, requests naming another host
+are refused (DNS rebinding); decisions must be JSON (no cross-site form posts), small,
+and name a face of the processed manifest.
+"""
+
+
+import getpass
+import html
+import io
+import json
+import os
+import socket
+import string
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from toonlab.errors import ToonlabError, UsageError
+from toonlab.faces.review import DECISIONS, Decision, ReviewError, load_review, pending, review_file, write_review
+from toonlab.log import get_logger
+
+log = get_logger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULT_PORT = 8001          # `toonlab serve` has 8000
+_MAX_BODY = 16 * 1024
+_SCORES = ("score", "face_px", "yaw", "blur", "bg_fraction")
+
+
+def _key(r: dict) -> tuple[str, int]:
+    return (str(r.get("sha256") or ""), int(r["face_index"]))
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return round(f, 3) if f == f else None
+
+
+@dataclass
+class _Domain:
+    stamp: tuple = ()
+    processed: list[dict] = field(default_factory=list)
+    curated: dict[tuple[str, int], dict] = field(default_factory=dict)
+    has_curated: bool = False
+
+
+class Reviewer:
+    """The manifests of each domain (re-read when curate or align rewrite them) and the
+    review files."""
+
+    def __init__(self, params: Any, domains: list[str]):
+        self.params = params
+        self.domains = list(dict.fromkeys(domains))
+        self.lock = threading.Lock()
+        self._cache: dict[str, _Domain] = {}
+        self.who = os.environ.get("TOONLAB_REVIEWER") or _user()
+        for d in self.domains:
+            self.load(d)  # fail at start-up when a manifest is missing
+
+    def _paths(self, domain: str) -> tuple[Path, Path]:
+        return (Path(self.params.align.out_dir) / domain / "manifest.parquet",
+                Path(self.params.curate.out_dir) / f"{domain}.parquet")
+
+    def review_path(self, domain: str) -> Path:
+        return review_file(self.params.curate.review_dir, domain)
+
+    def load(self, domain: str) -> _Domain:
+        from toonlab.util import tables
+
+        proc, cur = self._paths(domain)
+
+        def mtime(p: Path):
+            try:
+                return p.stat().st_mtime_ns
+            except FileNotFoundError:
+                return None
+
+        stamp = (mtime(proc), mtime(cur))
+        got = self._cache.get(domain)
+        if got is not None and got.stamp == stamp:
+            return got
+        rows = tables.read_rows(proc, f"processed manifest for '{domain}'", "run the face stages first "
+                                "(`dvc repro align` or `snakemake -c2 preprocess`)")
+        rows.sort(key=lambda r: (r["raw_path"], int(r["face_index"])))
+        curated = {_key(r): r for r in tables.read_rows(cur)} if stamp[1] is not None else {}
+        got = _Domain(stamp, rows, curated, stamp[1] is not None)
+        self._cache[domain] = got
+        return got
+
+    def _split(self, r: dict) -> str:
+        from toonlab.faces.curate import assign_split
+
+        c = self.params.curate
+        return assign_split(r.get("sha256") or f"path:{r['raw_path']}", int(r["face_index"]), c.split, c.salt)
+
+    def faces(self, domain: str) -> dict[str, Any]:
+        data = self.load(domain)
+        decisions = load_review(self.review_path(domain))
+        out = []
+        for i, r in enumerate(data.processed):
+            key = _key(r)
+            cur = data.curated.get(key)
+            kept = cur is not None if data.has_curated else r["status"] == "ok"
+            if kept:
+                reason = ""
+            elif r["status"] == "ok":
+                reason = "human_reject"
+            else:
+                reason = r.get("reason") or "(none)"
+            d = decisions.get(key)
+            out.append({
+                "i": i, "sha256": key[0], "face_index": key[1], "raw_path": r["raw_path"],
+                "state": "kept" if kept else "rejected", "reason": reason,
+                "auto": "kept" if r["status"] == "ok" else (r.get("reason") or "(none)"),
+                "detail": (cur or r).get("detail") or "",
+                "split": (cur or {}).get("split") or self._split(r),
+                "scores": {k: _num(r.get(k)) for k in _SCORES if _num(r.get(k)) is not None},
+                "crop": bool(r.get("crop_256") or r.get("crop_128")),
+                "decision": d.decision if d else "", "decision_reason": d.reason if d else "",
+                "note": d.note if d else ""})
+        return {"domain": domain, "faces": out, "curated": data.has_curated, **self.status(domain, decisions)}
+
+    def status(self, domain: str, decisions: dict | None = None) -> dict[str, Any]:
+        data = self.load(domain)
+        decisions = load_review(self.review_path(domain)) if decisions is None else decisions
+        waiting = pending(decisions, data.processed, set(data.curated)) if data.has_curated else \
+            [{"change": d.decision} for d in decisions.values()]
+        return {"decisions": len(decisions), "pending": len(waiting), "pending_faces": waiting,
+                "review_file": str(self.review_path(domain))}
+
+    def row(self, domain: str, i: int) -> dict:
+        rows = self.load(domain).processed
+        if not 0 <= i < len(rows):
+            raise KeyError(i)
+        return rows[i]
+
+    def decide(self, domain: str, sha256: str, face_index: int, decision: str, reason: str = "",
+               note: str = "") -> dict[str, Any]:
+        """Record (or with decision "" remove) the decision on one face, at once."""
+        with self.lock:
+            data = self.load(domain)
+            row = next((r for r in data.processed if _key(r) == (sha256, face_index)), None)
+            if row is None:
+                raise KeyError((sha256, face_index))
+            if decision == "keep" and face_index < 0 and row["status"] != "ok":
+                raise ValueError(f"{row['raw_path']} was rejected as a whole ({row.get('reason') or 'no reason'}): "
+                                 "there is no face to keep")
+            path = self.review_path(domain)
+            decisions = load_review(path)   # the file as it is now (edits by hand included)
+            if decision:
+                when = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+                decisions[(sha256, face_index)] = Decision(sha256, face_index, decision, reason, note, self.who, when)
+            else:
+                decisions.pop((sha256, face_index), None)
+            write_review(path, decisions.values())
+            log.info("review %s: %s face %d of %s -> %s", domain, "set" if decision else "cleared", face_index,
+                     sha256[:12], decision or "(no decision)")
+            return {"ok": True, "decision": decision, **self.status(domain, decisions)}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def create_app(rv: Reviewer, loopback: bool = True):
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    app = FastAPI(title="ToonLab review", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def error(status: int, reason: str, message: str) -> JSONResponse:
+        return JSONResponse({"error": message, "reason": reason}, status_code=status)
+
+    @app.middleware("http")
+    async def host_guard(request: Request, call_next):
+        if loopback:
+            host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
+            if host not in LOOPBACK:
+                return error(403, "bad_host", f"this page answers on loopback names only, not {host!r}")
+        return await call_next(request)
+
+    def domain_of(domain: str) -> str | JSONResponse:
+        if domain not in rv.domains:
+            return error(404, "no_domain", f"no domain {domain!r} (reviewing {', '.join(rv.domains)})")
+        return domain
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(render_page(rv))
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/faces")
+    def faces(domain: str):
+        d = domain_of(domain)
+        if isinstance(d, JSONResponse):
+            return d
+        try:
+            return rv.faces(d)
+        except ReviewError as exc:
+            return error(409, "bad_review_file", str(exc))
+
+    @app.get("/crop/{domain}/{i}")
+    def crop(domain: str, i: int):
+        d = domain_of(domain)
+        if isinstance(d, JSONResponse):
+            return d
+        try:
+            r = rv.row(d, i)
+        except KeyError:
+            return error(404, "no_face", f"no face {i}")
+        rel = r.get("crop_256") or r.get("crop_128")
+        if not rel:
+            return error(404, "no_crop", "this face has no aligned crop")
+        root = (Path(rv.params.align.out_dir) / d).resolve()
+        path = (root / rel).resolve()
+        if root not in path.parents or not path.is_file():
+            return error(404, "no_crop", "the crop file is missing (re-run `toonlab align`)")
+        return Response(path.read_bytes(), media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/raw/{domain}/{i}")
+    def raw(domain: str, i: int):
+        from toonlab.faces.curate_report import _load_raw, _raw_file, _raw_thumb
+
+        d = domain_of(domain)
+        if isinstance(d, JSONResponse):
+            return d
+        try:
+            r = rv.row(d, i)
+        except KeyError:
+            return error(404, "no_face", f"no face {i}")
+        im = _load_raw(_raw_file(Path(rv.params.data.raw_dir) / d, r["raw_path"]))
+        if im is None:
+            return error(404, "no_raw", "the raw image cannot be read")
+        box = r.get("box")
+        thumb = _raw_thumb(im, 640, tuple(float(v) for v in box) if box is not None and len(box) == 4 else None)
+        buf = io.BytesIO()
+        thumb.save(buf, format="JPEG", quality=88)
+        return Response(buf.getvalue(), media_type="image/jpeg")
+
+    @app.post("/api/decide")
+    async def decide(request: Request):
+        if (request.headers.get("content-type") or "").split(";")[0].strip() != "application/json":
+            return error(415, "not_json", "send the decision as application/json")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_BODY:
+                return error(413, "too_large", "a decision is a small JSON object")
+        try:
+            msg = json.loads(body)
+            domain, sha, fi = str(msg["domain"]), str(msg["sha256"]).lower(), int(msg["face_index"])
+            decision = str(msg.get("decision") or "")
+            reason, note = str(msg.get("reason") or "")[:200], str(msg.get("note") or "")[:1000]
+        except (ValueError, KeyError, TypeError):
+            return error(400, "bad_request", "expected {domain, sha256, face_index, decision, reason, note}")
+        if decision and decision not in DECISIONS:
+            return error(400, "bad_decision", f"decision must be one of {', '.join(DECISIONS)} or empty")
+        d = domain_of(domain)
+        if isinstance(d, JSONResponse):
+            return d
+        try:
+            return rv.decide(d, sha, fi, decision, reason.replace("\n", " "), note.replace("\n", " "))
+        except KeyError:
+            return error(404, "no_face", f"no face {fi} of {sha[:12]} in the processed manifest")
+        except ReviewError as exc:
+            return error(409, "bad_review_file", str(exc))
+        except ValueError as exc:
+            return error(422, "image_level", str(exc))
+
+    return app
+
+
+def render_page(rv: Reviewer) -> str:
+    esc = html.escape
+    options = "".join(f'<option value="{esc(d)}">{esc(d)}</option>' for d in rv.domains)
+    return string.Template(_asset("review.html")).substitute(domains=options)
+
+
+def _asset(name: str) -> str:
+    return resources.files("toonlab.apps").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free one)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot serve on {host!r}: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        hint = " (another program uses it: pick another with --port, or --port 0 for any free one)" \
+            if exc.errno in (98, 48) else ""
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+    sock.listen(64)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def review(params: Any, domains: list[str], host: str | None = None, port: int | None = None,
+           on_ready=print) -> None:
+    """The `toonlab review` command: runs until interrupted."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise ToonlabError(f"the review page needs FastAPI and uvicorn ({exc}); install them with "
+                           "`pip install fastapi uvicorn` (make install does)") from None
+    host = host or params.serve.host
+    port = DEFAULT_PORT if port is None else port
+    rv = Reviewer(params, domains)
+    for d in rv.domains:
+        load_review(rv.review_path(d))  # a broken review file: the error now, not on the page
+    loopback = host in LOOPBACK
+    if not loopback:
+        log.warning("review: listening on %s: anyone who can reach this address can change the review "
+                    "decisions (the page has no authentication)", host)
+    sock = bind(host, port)
+    config = uvicorn.Config(create_app(rv, loopback), log_level="warning", access_log=False, ws="none",
+                            timeout_keep_alive=5, limit_concurrency=params.serve.max_connections)
+    server = uvicorn.Server(config)
+    on_ready(f"ToonLab review of {', '.join(rv.domains)} (decisions in {params.curate.review_dir}/) on "
+             f"{url_of(sock)}  (Ctrl+C to stop)")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
