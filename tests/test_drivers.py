@@ -92,6 +92,39 @@ def test_snakemake_first_then_dvc_does_no_work(project):
     assert snapshot(project) == before  # not a byte or a timestamp changed
     assert (project / "dvc.lock").is_file()
     assert_in_sync(project)
+    check_review_under_both_drivers(project)
+
+
+def kept_faces(project: Path, domain: str = "photo") -> set[tuple[str, int]]:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(project / f"data/curated/{domain}.parquet").to_pylist()
+    return {(r["sha256"], r["face_index"]) for r in rows}
+
+
+def check_review_under_both_drivers(project: Path) -> None:
+    """A human decision in data/review/photo.csv is applied by `dvc repro curate` (and by
+    nothing else: curate is the only stage run), then its removal by `snakemake -c2
+    curate`; after each, both drivers agree that nothing is left to do."""
+    review = project / "data/review/photo.csv"
+    header = review.read_text().splitlines()[0]
+    kept = kept_faces(project)
+    sha, face = sorted(kept)[0]
+    review.write_text(f"{header}\n{sha},{face},reject,wrong_character,,tester,\n")
+    repro = run(["dvc", "repro", "curate"], project)
+    assert stages_run(repro.stdout) == {"curate"} and rules_run(repro.stdout + repro.stderr) == {"curate"}, repro.stdout
+    assert kept_faces(project) == kept - {(sha, face)}
+    summary = json.loads((project / "reports/curation/summary.json").read_text())
+    assert summary["domains"]["photo"]["review"]["rejected"] == 1
+    assert "human_reject" in (project / "reports/curation/index.html").read_text()
+    assert_in_sync(project, "curate")
+    review.write_text(f"{header}\n")  # the decision taken back, through Snakemake this time
+    smk = run(["snakemake", "-c2", "curate"], project)
+    assert rules_run(smk.stdout + smk.stderr) == {"curate"}, smk.stderr
+    assert kept_faces(project) == kept
+    repro = run(["dvc", "repro", "curate"], project)
+    assert "localrule" not in repro.stdout + repro.stderr  # Snakemake had done it
+    assert_in_sync(project, "curate")
 
 
 def test_dvc_first_then_snakemake_has_nothing_to_do(project, tmp_path):

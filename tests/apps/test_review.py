@@ -178,6 +178,25 @@ def test_review_round_trip_in_headless_chromium(demo):
     proc.terminate()
     proc.wait(30)
 
+    # Decisions key on content: the photo under another name, every upstream stage re-run
+    # from scratch (caches and outputs gone), and they still apply.
+    import toonlab.params as tparams
+
+    work = Path(demo / tparams.load_params(demo / "params.yaml").preprocess.cache_dir)
+    for folder in (work, demo / "data/interim", demo / "data/faces", demo / "data/curated"):
+        shutil.rmtree(folder, ignore_errors=True)
+    (demo / "data/raw/photo/sub").mkdir()
+    os.rename(demo / "data/raw/photo/group.jpg", demo / "data/raw/photo/sub/renamed.jpg")
+    os.chdir(demo)
+    try:
+        for stage in ("ingest", "detect", "matte", "align", "curate"):
+            assert main([stage]) == 0, stage
+    finally:
+        os.chdir(cwd)
+    again = {(r["raw_path"], r["face_index"]): r for r in read_rows(demo / "data/curated/photo.parquet")}
+    assert ("sub/renamed.jpg", 0) not in again and again[("sub/renamed.jpg", 1)]["decided_by"] == "human"
+    assert len(again) == 5
+
 
 def test_the_review_files_are_pipeline_inputs():
     """DVC's curate stage and the Snakemake rule read the review files (a dry run of the real
