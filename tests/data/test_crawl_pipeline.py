@@ -4,15 +4,13 @@ files named by content hash -> ingest manifest, against a real loopback HTTP ser
 import hashlib
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
-from conftest import run
+from conftest import file_server, run
 
 pytestmark = pytest.mark.slow
 
@@ -30,31 +28,8 @@ IMAGES = {"/a.jpg": _jpeg(1), "/b.jpg": _jpeg(2), "/anime.jpg": _jpeg(3)}
 
 @pytest.fixture
 def server():
-    hits: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            body = IMAGES.get(self.path)
-            if body is None:
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    httpd.shutdown()
-    httpd.server_close()
+    with file_server(IMAGES, "image/jpeg") as served:
+        yield served
 
 
 def test_crawl_source_through_dvc_and_snakemake(project, server):

@@ -11,8 +11,6 @@ import json
 import os
 import re
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import yaml
 from PIL import Image
 from skimage import data as skdata
 
+from conftest import file_server
 from toonlab.cli import main
 from toonlab.data.demo import package_file
 from toonlab.util.tables import read_rows
@@ -44,53 +43,32 @@ def crawled(tmp_path_factory):
     files = {"/astronaut.png": astronaut, "/hanks.png": hanks, "/mirror/hanks.png": hanks,
              "/anime0.png": anime[0], "/anime1.png": anime[1]}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = files.get(self.path)
-            if body is None:
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-
-    root = tmp_path_factory.mktemp("provenance")
-    (root / "data/urls").mkdir(parents=True)
-    (root / "data/urls/faces.csv").write_text(
-        "url,domain,license\n"
-        f"{base}/astronaut.png,photo,Public-Domain\n"
-        f"{base}/mirror/hanks.png,photo,CC-BY-SA-4.0\n"  # the same bytes as hanks.png: later by URL order
-        f"{base}/hanks.png,photo,CC-BY-2.0\n"
-        f"{base}/anime0.png,anime,CC0\n"
-        f"{base}/anime1.png,anime,\n"                     # no license given
-        f"{base}/missing.png,photo,CC0\n")
-    # A hand-added anime portrait, not from the crawl: no provenance, license unknown.
-    (root / "data/raw/anime").mkdir(parents=True)
-    draw_portrait(np.random.default_rng([0, 2, 5]), 384).save(root / "data/raw/anime/own.png")
-    params = {"runtime": {"workers": 2}, "data": {"source": "crawl"},
-              "crawl": {"allow_private": True, "timeout_s": 5.0, "retries": 0, "per_host_rate": 50.0},
-              "preprocess": {"multi_face": "keep_all", "max_bg_fraction": 1.0},
-              "curate": {"split": {"train": 0.5, "val": 0.25, "test": 0.25}}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    cwd = Path.cwd()
-    os.chdir(root)
-    try:
-        for stage in ("crawl", "ingest", "detect", "matte", "align", "curate", "pack"):
-            assert main([stage]) == 0, stage
-    finally:
-        os.chdir(cwd)
-        httpd.shutdown()
-        httpd.server_close()
+    with file_server(files, "image/png") as (base, _):
+        root = tmp_path_factory.mktemp("provenance")
+        (root / "data/urls").mkdir(parents=True)
+        (root / "data/urls/faces.csv").write_text(
+            "url,domain,license\n"
+            f"{base}/astronaut.png,photo,Public-Domain\n"
+            f"{base}/mirror/hanks.png,photo,CC-BY-SA-4.0\n"  # the same bytes as hanks.png: later by URL order
+            f"{base}/hanks.png,photo,CC-BY-2.0\n"
+            f"{base}/anime0.png,anime,CC0\n"
+            f"{base}/anime1.png,anime,\n"                     # no license given
+            f"{base}/missing.png,photo,CC0\n")
+        # A hand-added anime portrait, not from the crawl: no provenance, license unknown.
+        (root / "data/raw/anime").mkdir(parents=True)
+        draw_portrait(np.random.default_rng([0, 2, 5]), 384).save(root / "data/raw/anime/own.png")
+        params = {"runtime": {"workers": 2}, "data": {"source": "crawl"},
+                  "crawl": {"allow_private": True, "timeout_s": 5.0, "retries": 0, "per_host_rate": 50.0},
+                  "preprocess": {"multi_face": "keep_all", "max_bg_fraction": 1.0},
+                  "curate": {"split": {"train": 0.5, "val": 0.25, "test": 0.25}}}
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        cwd = Path.cwd()
+        os.chdir(root)
+        try:
+            for stage in ("crawl", "ingest", "detect", "matte", "align", "curate", "pack"):
+                assert main([stage]) == 0, stage
+        finally:
+            os.chdir(cwd)
     sha = {name: hashlib.sha256(body).hexdigest() for name, body in
            (("astronaut", astronaut), ("hanks", hanks), ("anime0", anime[0]), ("anime1", anime[1]))}
     return root, base, sha

@@ -31,22 +31,20 @@ import html
 import io
 import json
 import os
-import socket
 import string
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from toonlab.errors import ToonlabError, UsageError
+from toonlab.apps.web import LOOPBACK, asset, bind, url_of
+from toonlab.errors import ToonlabError
 from toonlab.faces.review import DECISIONS, Decision, ReviewError, load_review, pending, review_file, write_review
 from toonlab.log import get_logger
 
 log = get_logger(__name__)
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 8001          # `toonlab serve` has 8000
 _MAX_BODY = 16 * 1024
 _SCORES = ("score", "face_px", "yaw", "blur", "bg_fraction")
@@ -310,39 +308,10 @@ def create_app(rv: Reviewer, loopback: bool = True):
 def render_page(rv: Reviewer) -> str:
     esc = html.escape
     options = "".join(f'<option value="{esc(d)}">{esc(d)}</option>' for d in rv.domains)
-    return string.Template(_asset("review.html")).substitute(domains=options)
-
-
-def _asset(name: str) -> str:
-    return resources.files("toonlab.apps").joinpath("assets", name).read_text(encoding="utf-8")
+    return string.Template(asset("review.html")).substitute(domains=options)
 
 
 # ----------------------------------------------------------------------------- the server
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0: any free one)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise UsageError(f"cannot serve on {host!r}: {exc.strerror}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        hint = " (another program uses it: pick another with --port, or --port 0 for any free one)" \
-            if exc.errno in (98, 48) else ""
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
-    sock.listen(64)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def review(params: Any, domains: list[str], host: str | None = None, port: int | None = None,

@@ -50,14 +50,12 @@ import functools
 import html
 import itertools
 import json
-import socket
 import string
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +64,7 @@ import numpy as np
 import torch
 
 from toonlab.apps.params import ServeParams
+from toonlab.apps.web import LOOPBACK, asset, bind, url_of
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger
 from toonlab.models import registry
@@ -619,32 +618,6 @@ def http_protocol(settings: ServeParams):
 # ----------------------------------------------------------------------------- running
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0: any free one)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise UsageError(f"cannot serve on {host!r}: {exc.strerror}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        hint = " (another program uses it: pick another with --port, or --port 0 for any free one)" \
-            if exc.errno in (98, 48) else ""
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
-    sock.listen(64)
-    sock.set_inheritable(True)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-
-
 def serve(params, runs: list[str], device: torch.device, host: str | None = None, port: int | None = None,
           on_ready=print) -> None:
     """The `toonlab serve` command: runs until interrupted."""
@@ -657,7 +630,7 @@ def serve(params, runs: list[str], device: torch.device, host: str | None = None
     port = params.serve.port if port is None else port
     chosen = select_runs(runs or list(params.serve.runs), params.train.out_dir)
     studio = Studio(params, chosen, device)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         log.warning("serve: listening on %s: anyone who can reach this address can upload photos "
                     "(the page has no authentication)", host)
     sock = bind(host, port)
@@ -689,10 +662,6 @@ def render_page(studio: Studio) -> str:
                       "GIF": "image/gif", "TIFF": "image/tiff"}[f] for f in formats)
     limits_text = (f"{', '.join(formats)}; up to {studio.settings.max_upload_mb:g} MB and "
                    f"{desc['limits']['max_pixels'] / 1e6:g} megapixels")
-    return string.Template(_asset("serve.html")).substitute(
-        css=_asset("serve.css"), js=_asset("serve.js"), mimes=mimes, limits_text=esc(limits_text), options=options,
+    return string.Template(asset("serve.html")).substitute(
+        css=asset("serve.css"), js=asset("serve.js"), mimes=mimes, limits_text=esc(limits_text), options=options,
         limits_json=json.dumps(desc["limits"]).replace("</", "<\\/"))
-
-
-def _asset(name: str) -> str:
-    return resources.files("toonlab.apps").joinpath("assets", name).read_text(encoding="utf-8")
