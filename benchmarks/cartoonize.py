@@ -22,29 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def _make_run(root: Path, px: int, ngf: int, blocks: int) -> Path:
-    from toonlab.models.common import init_weights
-    from toonlab.models.cyclegan.model import ResnetGenerator
-    from toonlab.models.cyclegan.params import CycleGANParams
-    from toonlab.train import checkpoint as ckpt
-
-    params = CycleGANParams().model_copy(update={
-        "model": CycleGANParams().model.model_copy(update={"ngf": ngf, "n_blocks": blocks}),
-        "data": CycleGANParams().data.model_copy(update={"crop_px": px}),
-    })
-    params = CycleGANParams.model_validate(params.model_dump())
-    torch.manual_seed(0)
-    nets = {}
-    for name in ("G_A", "G_B"):
-        g = ResnetGenerator(ngf=ngf, n_blocks=blocks)
-        init_weights(g)
-        nets[name] = g.state_dict()
-    run = root / "cyclegan"
-    ckpt.save(run / "checkpoints" / "step-00000000.pt",
-              {"family": "cyclegan", "step": 0, "config": {"params": params.model_dump(mode="json")}, "nets": nets})
-    return run
+from common import random_cyclegan_run
 
 
 def _photo(root: Path, image_px: int) -> Path:
@@ -94,17 +72,17 @@ def main() -> None:
 
     from toonlab.apps.cartoonize import Cartoonizer
     from toonlab.apps.params import CartoonizeParams
-    from toonlab.eval.evaluate import load_run
+    from toonlab.train.runs import read_run, resolve_run
 
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        run = _make_run(root, args.px, args.ngf, args.blocks)
+        run = random_cyclegan_run(root / "cyclegan", args.ngf, args.blocks, args.px)
         path = _photo(root, args.image_px)
         settings = CartoonizeParams(paste_back=True, faces="largest")
         columns: dict[str, dict[str, float]] = {}
 
-        _, _, inf, _ = load_run(run, cpu)
+        inf = read_run(resolve_run(run, root)).inference(cpu)
         car = Cartoonizer(inf, settings, device=cpu)
         columns["pytorch"] = _stages(car, path, args.repeat)
         car.close()

@@ -60,18 +60,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from common import follow, multipart, url_in
 
 from toonlab.models import registry
 from toonlab.train.recipe import Context
@@ -774,17 +773,7 @@ def check_onnx(work: Path, args, timeout: float) -> Row:
     return Row("onnx", "system", "PASS", text + "; images/s: onnxruntime, batch 2", images_per_s, extra=extra)
 
 
-def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for k, v in fields.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
-    for k, (name, data) in files.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{name}"\r\n'
-                  "Content-Type: application/octet-stream\r\n\r\n".encode())
-        out.write(data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
 
 
 def check_serve(work: Path, args, timeout: float) -> Row:
@@ -807,26 +796,16 @@ def check_serve(work: Path, args, timeout: float) -> Row:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=work, env=_env(args.smoke), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            lines.append(line)
-            if "serving" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
+    ready, lines = follow(proc, "serving")
     try:
         if not ready.wait(timeout) or proc.poll() is not None:
             raise CheckFailed(f"toonlab serve did not start: {_tail(''.join(lines)) or 'no output'}")
         start_s = time.perf_counter() - t0
-        url = next((w for ln in lines if "serving" in ln for w in ln.split() if w.startswith("http://")), None)
+        url = url_in(lines, "serving")
         if url is None:
             raise CheckFailed(f"no URL in the serve output: {_tail(''.join(lines))}")
         data = photo.read_bytes()
-        body, ctype = _multipart({"run": "cyclegan", "faces": "largest", "paste_back": "1"},
+        body, ctype = multipart({"run": "cyclegan", "faces": "largest", "paste_back": "1"},
                                  {"photo": ("astronaut.png", data)})
         req = urllib.request.Request(url + "api/cartoonize", data=body, method="POST",
                                      headers={"Content-Type": ctype})

@@ -27,27 +27,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
-import torch
-
-
-def _make_run(root: Path, ngf: int, blocks: int) -> None:
-    from toonlab.models.common import init_weights
-    from toonlab.models.cyclegan.model import ResnetGenerator
-    from toonlab.models.cyclegan.params import CycleGANParams
-    from toonlab.train import checkpoint as ckpt
-
-    params = CycleGANParams.model_validate({"model": {"ngf": ngf, "n_blocks": blocks}, "data": {"crop_px": 256}})
-    torch.manual_seed(0)
-    nets = {}
-    for name in ("G_A", "G_B"):
-        g = ResnetGenerator(ngf=ngf, n_blocks=blocks)
-        init_weights(g)
-        nets[name] = g.state_dict()
-    ckpt.save(root / "models" / "cyclegan" / "checkpoints" / "step-00000000.pt",
-              {"family": "cyclegan", "step": 0, "config": {"params": params.model_dump(mode="json")}, "nets": nets})
+from common import follow, multipart, random_cyclegan_run, url_in
 
 
 def _photo(image_px: int) -> bytes:
@@ -57,18 +39,6 @@ def _photo(image_px: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(data.astronaut()).resize((image_px, image_px), Image.BICUBIC).save(buf, "JPEG", quality=95)
     return buf.getvalue()
-
-
-def _multipart(fields: dict[str, str], name: str, data: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for k, v in fields.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
-    out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; filename="{name}"\r\n'
-              "Content-Type: image/jpeg\r\n\r\n".encode())
-    out.write(data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
 def _post(url: str, body: bytes, ctype: str) -> tuple[int, str]:
@@ -118,28 +88,19 @@ def _start(root: Path, cap: str, max_loaded_mb: float | None) -> tuple[subproces
     proc = subprocess.Popen([sys.executable, "-m", "toonlab", "serve", "--params", str(params), "--port", "0",
                              "--run", "cyclegan"], cwd=root, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            lines.append(line)
-            if "serving" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
+    ready, lines = follow(proc, "serving")
     if not ready.wait(300) or proc.poll() is not None:
         proc.kill()
         raise SystemExit("toonlab serve did not start:\n" + "".join(lines))
-    url = next(w for ln in lines if "serving" in ln for w in ln.split() if w.startswith("http://"))
+    url = url_in(lines, "serving")
     return proc, url
 
 
 def measure(root: Path, cap: str, photo: bytes, uploads: int, max_loaded_mb: float | None) -> dict:
     proc, url = _start(root, cap, max_loaded_mb)
     try:
-        body, ctype = _multipart({"run": "cyclegan", "faces": "largest", "paste_back": "1"}, "photo.jpg", photo)
+        body, ctype = multipart({"run": "cyclegan", "faces": "largest", "paste_back": "1"},
+                                {"photo": ("photo.jpg", photo)})
         status, why = _post(url, body, ctype)
         if status != 200:
             raise SystemExit(f"the warm-up upload was answered {status} {why}")
@@ -207,7 +168,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _make_run(root, args.ngf, args.blocks)
+        random_cyclegan_run(root / "models" / "cyclegan", args.ngf, args.blocks)
         for cap in caps:
             rows.append(measure(root, cap, photo, args.uploads, args.max_loaded_mb))
 
