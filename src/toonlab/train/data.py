@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from toonlab.errors import UsageError
 from toonlab.train.recipe import DataSpec
 from toonlab.util import codec
+from toonlab.util.signals import stops_blocked
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -185,12 +186,13 @@ class BatchStream:
         start = self.state.position
         self.ds.set_epoch(self.state.epoch)
         sampler = list(range(start, per_epoch))
-        return iter(DataLoader(self.ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
-                               pin_memory=self.pin, drop_last=True, persistent_workers=False,
-                               # its own generator: creating a loader must not consume the global
-                               # torch RNG, or a resumed run would diverge from an uninterrupted one
-                               generator=torch.Generator().manual_seed(self.ds.seed),
-                               worker_init_fn=_worker_init, prefetch_factor=2 if self.workers else None))
+        with stops_blocked():   # workers start with the stops blocked: a stop now cannot kill one mid-start
+            return iter(DataLoader(self.ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
+                                   pin_memory=self.pin, drop_last=True, persistent_workers=False,
+                                   # its own generator: creating a loader must not consume the global
+                                   # torch RNG, or a resumed run would diverge from an uninterrupted one
+                                   generator=torch.Generator().manual_seed(self.ds.seed),
+                                   worker_init_fn=_worker_init, prefetch_factor=2 if self.workers else None))
 
     def __next__(self) -> dict[str, torch.Tensor]:
         if self._it is None:
