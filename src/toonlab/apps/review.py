@@ -234,15 +234,22 @@ def create_app(rv: Reviewer, loopback: bool = True):
         except ReviewError as exc:
             return error(409, "bad_review_file", str(exc))
 
-    @app.get("/crop/{domain}/{i}")
-    def crop(domain: str, i: int):
+    def face_of(domain: str, i: int) -> tuple[str, dict] | JSONResponse:
+        """(domain, row) of face `i` of the processed manifest, or the 404 to answer."""
         d = domain_of(domain)
         if isinstance(d, JSONResponse):
             return d
         try:
-            r = rv.row(d, i)
+            return d, rv.row(d, i)
         except KeyError:
             return error(404, "no_face", f"no face {i}")
+
+    @app.get("/crop/{domain}/{i}")
+    def crop(domain: str, i: int):
+        found = face_of(domain, i)
+        if isinstance(found, JSONResponse):
+            return found
+        d, r = found
         rel = r.get("crop_256") or r.get("crop_128")
         if not rel:
             return error(404, "no_crop", "this face has no aligned crop")
@@ -256,13 +263,10 @@ def create_app(rv: Reviewer, loopback: bool = True):
     def raw(domain: str, i: int):
         from toonlab.faces.curate_report import _load_raw, _raw_file, _raw_thumb
 
-        d = domain_of(domain)
-        if isinstance(d, JSONResponse):
-            return d
-        try:
-            r = rv.row(d, i)
-        except KeyError:
-            return error(404, "no_face", f"no face {i}")
+        found = face_of(domain, i)
+        if isinstance(found, JSONResponse):
+            return found
+        d, r = found
         im = _load_raw(_raw_file(Path(rv.params.data.raw_dir) / d, r["raw_path"]))
         if im is None:
             return error(404, "no_raw", "the raw image cannot be read")
