@@ -12,7 +12,7 @@ SMOKE = {
     "cartoonize.py": (["--image-px", "256", "--ngf", "8", "--blocks", "1", "--repeat", "1", "--no-onnx"],
                       "total"),
     "preprocess.py": (["--images", "2", "--workers", "1", "--combos", "photo:mediapipe:mediapipe"],
-                      "backend share"),
+                      "now / before"),
     "serve.py": (["--uploads", "3", "--image-px", "512", "--ngf", "8", "--blocks", "1", "--cap", "2"], "alive"),
 }
 

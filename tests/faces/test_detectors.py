@@ -167,6 +167,29 @@ def test_astronaut_one_face(found, photos):
     assert _upright_geometry(found["astronaut_m"][0]) == []
 
 
+def test_tiles_skipped_on_a_portrait_not_on_a_group_photo(photos, found, monkeypatch):
+    """A portrait (a face >= tiles_skip_face_frac of the long side found by the whole-image
+    passes) gets 2 BlazeFace passes, not 6, and the same face; a group photo still tiles."""
+    calls = []
+    original = MediapipeFaces._detect_in
+    monkeypatch.setattr(MediapipeFaces, "_detect_in", lambda self, img, *a: calls.append(img.shape) or original(self, img, *a))
+    rgb = photos["astronaut"]
+    fast = make_face_backend("photo", DetectParams()).detect(rgb)
+    assert len(calls) == 2
+    calls.clear()
+    full = make_face_backend("photo", DetectParams(tiles_skip_face_frac=0.0)).detect(rgb)
+    assert [c[0] for c in calls] == [512, 768, 288, 288, 288, 288]  # whole, padded, 2 x 2 tiles
+    calls.clear()
+    make_face_backend("photo", DetectParams(tiles_skip_face_frac=0.0, tile_side=1.0, tile_overlap=0.5)).detect(rgb)
+    assert [c[0] for c in calls] == [512, 768] + [256] * 9  # the earlier 3 x 3 half-step tiles
+    assert len(fast) == len(full) == 1
+    eye = float(np.hypot(*(full[0].five[1] - full[0].five[0])))
+    assert np.abs(fast[0].five - full[0].five).max() < 0.02 * eye
+    calls.clear()
+    group = make_face_backend("photo", DetectParams()).detect(photos["t1"])
+    assert len(calls) > 2 and len(group) == len(found["t1"])
+
+
 def test_small_112px_face_crop(found):
     # A 112x112 crop that the face fills: found thanks to the padded pass.
     for key in ("tom", "tom_m"):

@@ -69,3 +69,16 @@ def test_data_uris():
     assert uri.startswith("data:image/png;base64,") and base64.b64decode(uri.split(",", 1)[1]) == png
     assert codec.png_uri(np.zeros((2, 2, 3), np.uint8)) == uri
     assert codec.jpeg_uri(np.zeros((8, 8, 3), np.uint8)).startswith("data:image/jpeg;base64,")
+
+
+def test_png_bytes_as_fast_is_lossless_and_smaller_work():
+    rng = np.random.default_rng(5)
+    for shape in ((33, 17), (33, 17, 3), (33, 17, 4)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        fast = codec.png_bytes_as(img, "fast")
+        assert fast[:8] == b"\x89PNG\r\n\x1a\n" and fast != codec.png_bytes(img)
+        np.testing.assert_array_equal(codec.read_png(fast), img)  # channel order kept
+        assert codec.png_bytes_as(img, "small") == codec.png_bytes(img)
+        assert codec.png_bytes_as(img, "fast") == fast  # byte-stable
+    with pytest.raises(ValueError, match="png compression 'best'"):
+        codec.png_bytes_as(img, "best")

@@ -135,7 +135,7 @@ def processed_schema() -> list[tuple[str, Any]]:
 
 
 def _align_one(job: tuple) -> dict:
-    path, decode_json, matte_png, domain, faces = job
+    path, decode_json, matte_png, domain, faces, png_compression = job
     res = decode_file(path, DecodeParams.model_validate(decode_json))
     if not res.ok:
         return {"error": res.reason, "detail": res.detail}
@@ -145,7 +145,8 @@ def _align_one(job: tuple) -> dict:
         five = np.asarray(face["five"], np.float32).reshape(5, 2)
         lms = np.asarray(face["landmarks"], np.float32).reshape(-1, 2)
         al = align_face(res.image, alpha, five, lms, domain)
-        out[k] = {"png256": codec.png_bytes(al.rgba256), "png128": codec.png_bytes(al.rgba128),
+        out[k] = {"png256": codec.png_bytes_as(al.rgba256, png_compression),
+                  "png128": codec.png_bytes_as(al.rgba128, png_compression),
                   "five_256": al.five256.ravel().tolist(), "landmarks_256": al.landmarks256.ravel().tolist(),
                   "bg_fraction": float(1.0 - al.rgba256[..., 3].mean() / 255.0)}
     return out
@@ -171,7 +172,8 @@ def run_align(params: Any, domain: str) -> dict:
         if _alignable(r):
             by_image.setdefault(r["sha256"], {})[r["face_index"]] = r
     settings = {"decode": decode_json, "detect": params.detect.model_dump(mode="json"),
-                "matte": params.matte.model_dump(mode="json"), "quality": pp.model_dump(mode="json"), "v": 2}
+                "matte": params.matte.model_dump(mode="json"), "quality": pp.model_dump(mode="json"),
+                "png": params.align.png_compression, "v": 2}
     cache = ContentCache(pp.cache_dir, f"align-{domain}", settings)
     raw_root = Path(params.data.raw_dir) / domain
     matte_root = Path(pp.work_dir) / "matte"
@@ -182,7 +184,7 @@ def run_align(params: Any, domain: str) -> dict:
         m = mattes.get(sha)
         matte_png = (matte_root / m["matte"]).read_bytes() if m else b""
         rel = path_from_text(next(iter(by_image[sha].values()))["raw_path"])
-        work.append((str(raw_root / rel), decode_json, matte_png, domain, faces))
+        work.append((str(raw_root / rel), decode_json, matte_png, domain, faces, params.align.png_compression))
     for sha, result in zip(todo, jobs.run_jobs(_align_one, work, params.runtime.workers, f"align {domain}")):
         if "error" in result:
             raise ToonlabError(f"align {domain}: {result['detail']}")

@@ -87,3 +87,24 @@ def as_rgb(rgb: np.ndarray) -> np.ndarray:
     if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {np.asarray(rgb).shape}")
     return np.ascontiguousarray(a)
+
+
+def onnx_providers(device: str = "auto") -> list[str]:
+    """onnxruntime execution providers for `runtime.device` (insightface and rembg sessions):
+    "cpu" -> CPU only; "cuda" -> CUDA then CPU, an error when this onnxruntime has no CUDA
+    provider; "auto" -> CUDA when this onnxruntime has it, else CPU."""
+    import onnxruntime as ort
+
+    from toonlab.errors import ToonlabError
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise ToonlabError(
+            "runtime.device is 'cuda' but this onnxruntime has no CUDAExecutionProvider (it has "
+            f"{', '.join(available)}): install onnxruntime-gpu in place of onnxruntime, or set "
+            "runtime.device: cpu (or auto).")
+    return ["CPUExecutionProvider"]

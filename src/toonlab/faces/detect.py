@@ -46,11 +46,11 @@ def detect_schema() -> list[tuple[str, Any]]:
             ("detect_backend", pa.string()), ("detect_version", pa.string())]
 
 
-def face_backend(domain: str, params_json: dict) -> Any:
+def face_backend(domain: str, params_json: dict, device: str = "auto") -> Any:
     """The detection backend of a domain (the factory the worker processes call)."""
     from toonlab.faces.detectors import make_face_backend
 
-    return make_face_backend(domain, DetectParams.model_validate(params_json))
+    return make_face_backend(domain, DetectParams.model_validate(params_json), device)
 
 
 def judge_faces(faces: list[dict], p: PreprocessParams) -> list[tuple[str, str]]:
@@ -74,13 +74,13 @@ def judge_faces(faces: list[dict], p: PreprocessParams) -> list[tuple[str, str]]
 
 
 def _detect_one(job: tuple) -> dict:
-    path, decode_json, domain, detect_json = job
+    path, decode_json, domain, detect_json, device = job
     res = decode_file(path, DecodeParams.model_validate(decode_json))
     if not res.ok:
         return {"error": res.reason, "detail": res.detail}
     from toonlab.faces.detectors import estimate_yaw, face_blur
 
-    faces = jobs.backend(face_backend, domain, detect_json).detect(res.image)
+    faces = jobs.backend(face_backend, domain, detect_json, device).detect(res.image)
     return {"width": res.width, "height": res.height, "faces": [{
         "box": [float(v) for v in f.box], "score": float(f.score),
         "five": np.asarray(f.five, np.float32).ravel().tolist(),
@@ -102,7 +102,8 @@ def run_detect(params: Any, domain: str) -> dict:
     stage = jobs.BackendStage.open(params, "detect", face_backend, domain)
     cache = stage.cache
     todo = [r for r in images if cache.get_json(r["sha256"]) is None]
-    work = [(str(stage.raw_root / path_from_text(r["path"])), stage.decode, domain, stage.settings) for r in todo]
+    work = [(str(stage.raw_root / path_from_text(r["path"])), stage.decode, domain, stage.settings, stage.device)
+            for r in todo]
     for r, result in zip(todo, jobs.run_jobs(_detect_one, work, params.runtime.workers, f"detect {domain}")):
         cache.put_json(r["sha256"], result)
 

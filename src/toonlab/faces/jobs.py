@@ -2,9 +2,10 @@
 backend per process, the backend's identity, the per-content cache and the copy of
 cached files into an output folder.
 
-Backends are made by a factory `(domain, params_json) -> backend`, a module-level
+Backends are made by a factory `(domain, params_json, device) -> backend`, a module-level
 function (it crosses into spawned worker processes by name), so this module imports no
-backend itself.
+backend itself; `device` is `runtime.device` (onnxruntime backends pick their providers
+from it).
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from toonlab.errors import ToonlabError
 from toonlab.log import progress
 from toonlab.util.cache import ContentCache
 
-Factory = Callable[[str, dict], Any]
+Factory = Callable[[str, dict, str], Any]
 _BACKENDS: dict[tuple, Any] = {}
 
 
-def backend(factory: Factory, domain: str, params_json: dict) -> Any:
-    """The backend of this process for (factory, domain, settings), built on first use."""
-    key = (factory.__module__, factory.__qualname__, domain, repr(sorted(params_json.items())))
+def backend(factory: Factory, domain: str, params_json: dict, device: str = "auto") -> Any:
+    """The backend of this process for (factory, domain, settings, device), built on first use."""
+    key = (factory.__module__, factory.__qualname__, domain, repr(sorted(params_json.items())), device)
     if key not in _BACKENDS:
-        _BACKENDS[key] = factory(domain, params_json)
+        _BACKENDS[key] = factory(domain, params_json, device)
     return _BACKENDS[key]
 
 
@@ -49,17 +50,18 @@ def run_jobs(fn: Callable, jobs: list, workers: int, desc: str) -> Iterable:
         yield from progress(pool.map(fn, jobs, chunksize=1), desc, total=len(jobs), unit="img")
 
 
-def backend_info(factory: Factory, domain: str, params_json: dict) -> tuple[str, str]:
-    info = backend(factory, domain, params_json).info
+def backend_info(factory: Factory, domain: str, params_json: dict, device: str = "auto") -> tuple[str, str]:
+    info = backend(factory, domain, params_json, device).info
     return info.name, info.version
 
 
-def backend_version(kind: str, factory: Factory, domain: str, params_json: dict) -> tuple[str, str]:
+def backend_version(kind: str, factory: Factory, domain: str, params_json: dict,
+                    device: str = "auto") -> tuple[str, str]:
     """Backend name and version, asked in a throw-away process so this one stays fork-free."""
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         try:
-            return pool.submit(backend_info, factory, domain, params_json).result()
+            return pool.submit(backend_info, factory, domain, params_json, device).result()
         except ToonlabError:
             raise
         except Exception as exc:  # surfaced as a clean failure with its cause
@@ -70,7 +72,7 @@ def backend_version(kind: str, factory: Factory, domain: str, params_json: dict)
 class BackendStage:
     """What a per-image backend stage (detect, matte) starts with: its settings and the
     decode settings as JSON, the backend's name and version, the per-content cache keyed
-    by all of them, and the domain's raw folder."""
+    by all of them, the domain's raw folder and `runtime.device`."""
 
     settings: dict
     decode: dict
@@ -78,15 +80,17 @@ class BackendStage:
     version: str
     cache: ContentCache
     raw_root: Path
+    device: str
 
     @classmethod
     def open(cls, params: Any, kind: str, factory: Factory, domain: str) -> BackendStage:
         settings = getattr(params, kind).model_dump(mode="json")
         decode = params.decode.model_dump(mode="json")
-        name, version = backend_version(kind, factory, domain, settings)
+        device = params.runtime.device
+        name, version = backend_version(kind, factory, domain, settings, device)
         cache = ContentCache(params.preprocess.cache_dir, f"{kind}-{domain}",
                              {kind: settings, "decode": decode, "backend": [name, version], "v": 1})
-        return cls(settings, decode, name, version, cache, Path(params.data.raw_dir) / domain)
+        return cls(settings, decode, name, version, cache, Path(params.data.raw_dir) / domain, device)
 
 
 def copy_cached(src: Path, dst: Path) -> None:

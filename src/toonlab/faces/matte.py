@@ -21,11 +21,11 @@ from toonlab.util import codec, fileio, tables
 log = get_logger(__name__)
 
 
-def matte_backend(domain: str, params_json: dict) -> Any:
+def matte_backend(domain: str, params_json: dict, device: str = "auto") -> Any:
     """The matte backend of a domain (the factory the worker processes call)."""
     from toonlab.faces.mattes import make_matte_backend
 
-    return make_matte_backend(domain, MatteParams.model_validate(params_json))
+    return make_matte_backend(domain, MatteParams.model_validate(params_json), device)
 
 
 def matte_schema() -> list[tuple[str, Any]]:
@@ -36,12 +36,12 @@ def matte_schema() -> list[tuple[str, Any]]:
 
 
 def _matte_one(job: tuple) -> bytes | dict:
-    path, decode_json, domain, matte_json = job
+    path, decode_json, domain, matte_json, device = job
     res = decode_file(path, DecodeParams.model_validate(decode_json))
     if not res.ok:
         return {"error": res.reason, "detail": res.detail}
-    alpha = jobs.backend(matte_backend, domain, matte_json).matte(res.image)
-    return codec.png_bytes(np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8))
+    alpha = jobs.backend(matte_backend, domain, matte_json, device).matte(res.image)
+    return codec.png_bytes_as(np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8), matte_json["png_compression"])
 
 
 def run_matte(params: Any, domain: str) -> dict:
@@ -52,7 +52,8 @@ def run_matte(params: Any, domain: str) -> dict:
     stage = jobs.BackendStage.open(params, "matte", matte_backend, domain)
     cache = stage.cache
     todo = [(sha, rel) for sha, rel in shas if not cache.has(sha, ".png")]
-    work = [(str(stage.raw_root / path_from_text(rel)), stage.decode, domain, stage.settings) for _, rel in todo]
+    work = [(str(stage.raw_root / path_from_text(rel)), stage.decode, domain, stage.settings, stage.device)
+            for _, rel in todo]
     for (sha, _), result in zip(todo, jobs.run_jobs(_matte_one, work, params.runtime.workers, f"matte {domain}")):
         if isinstance(result, dict):
             raise ToonlabError(f"matte {domain}: {result['detail']}")

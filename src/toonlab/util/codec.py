@@ -3,7 +3,9 @@ between model tensors and 8-bit pixels.
 
 Byte-stable for DVC: the same pixels and settings give the same bytes (Pillow's encoders
 with fixed settings, no metadata, no timestamps). PNG uses zlib level 6 (Pillow's
-default); JPEG is baseline (not progressive, not optimised) with the quality and chroma
+default), or, where many files are written per image (the face stages' mattes and crops),
+`png_compression="fast"`: zlib level 1 with the run-length strategy through OpenCV's
+libpng (2-5x faster to encode, files within ~5-40% of level 6); JPEG is baseline (not progressive, not optimised) with the quality and chroma
 subsampling the caller names.
 
 Tensors and pixels. Models see images as N x C x H x W floats in [-1, 1]; files hold
@@ -42,6 +44,29 @@ def png_bytes(img: Any, compress_level: int = PNG_LEVEL) -> bytes:
     buf = io.BytesIO()
     _pil(img).save(buf, "PNG", compress_level=compress_level)
     return buf.getvalue()
+
+
+PNG_COMPRESSION = ("fast", "small")
+
+
+def png_bytes_as(img: np.ndarray, compression: str) -> bytes:
+    """PNG bytes of an H x W [x 3|4] uint8 RGB(A) array: `compression` "small" is
+    `png_bytes` (zlib level 6), "fast" zlib level 1 with the run-length strategy. Lossless
+    either way: the pixels read back are the same."""
+    if compression == "small":
+        return png_bytes(img)
+    if compression != "fast":
+        raise ValueError(f"png compression {compression!r}: expected one of {PNG_COMPRESSION}")
+    import cv2
+
+    arr = np.ascontiguousarray(img)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1,
+                                         cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
+    if not ok:  # pragma: no cover - imencode fails only on unsupported shapes
+        raise ValueError(f"PNG encoding failed for an array of shape {arr.shape}")
+    return buf.tobytes()
 
 
 def jpeg_bytes(img: Any, quality: int = 90, subsampling: int = 2) -> bytes:
