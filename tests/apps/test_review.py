@@ -37,6 +37,8 @@ def demo(tmp_path_factory):
     (raw / "photo").mkdir(parents=True)
     (raw / "anime").mkdir(parents=True)
     shutil.copy(package_file("insightface", "data/images/t1.jpg"), raw / "photo/group.jpg")
+    small = Image.open(raw / "photo/group.jpg")
+    small.resize((small.width * 3 // 4, small.height * 3 // 4)).save(raw / "photo/group_copy.jpg", quality=85)
     Image.fromarray(skdata.coffee()).save(raw / "photo/coffee.png")  # no face
     from toonlab.data.anime_draw import draw_portrait
 
@@ -85,8 +87,11 @@ def test_review_round_trip_in_headless_chromium(demo):
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     before = {(r["raw_path"], r["face_index"]): r for r in read_rows(demo / "data/processed/photo/manifest.parquet")}
-    assert before[("group.jpg", 1)]["reason"] == "extreme_yaw" and before[("group.jpg", 1)]["crop_256"]
-    assert before[("group.jpg", 0)]["status"] == "ok"
+    # Faces 0 and 1 of the group photo are the two largest (their order can swap with a
+    # detector change: sizes within 2%): one kept, one rejected for its yaw.
+    by_status = {before[("group.jpg", k)]["reason"] or "ok": k for k in (0, 1)}
+    ok_i, yaw_i = by_status["ok"], by_status["extreme_yaw"]
+    assert before[("group.jpg", yaw_i)]["crop_256"]
     sha = before[("group.jpg", 0)]["sha256"]
     proc, url = _start(demo)
     drv = _driver()
@@ -105,7 +110,7 @@ def test_review_round_trip_in_headless_chromium(demo):
         Select(drv.find_element(By.ID, "state")).select_by_value("kept")
         assert drv.find_element(By.ID, "count").text == "5 of 7 faces"
         body.send_keys("j", "k")                                  # next, previous: back on the first
-        assert "group.jpg</strong> face 0" in drv.find_element(By.ID, "detail").get_attribute("innerHTML")
+        assert f"group.jpg</strong> face {ok_i}" in drv.find_element(By.ID, "detail").get_attribute("innerHTML")
         crop = drv.find_element(By.CSS_SELECTOR, "#detail img")
         wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", crop) == 256)
         drv.find_element(By.ID, "why").send_keys("closed_eyes")
@@ -121,12 +126,22 @@ def test_review_round_trip_in_headless_chromium(demo):
         body.send_keys("o")                                       # the raw image on demand
         raw = drv.find_element(By.ID, "raw")
         wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", raw) == 640)
+        # ... beside the copy ingest set aside as its near-duplicate, and the matte on `m`
+        dups = drv.find_elements(By.CSS_SELECTOR, "#dups figure")
+        assert [e.text for e in dups] == ["group_copy.jpg (near_duplicate)"]
+        dup_img = dups[0].find_element(By.TAG_NAME, "img")
+        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", dup_img) == 300)
+        body.send_keys("m")
+        matte = drv.find_element(By.ID, "matte")
+        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", matte) == 256)
+        body.send_keys("m")
+        assert not drv.find_elements(By.ID, "matte")
         body.send_keys("a")
         saved(2)
         body.send_keys("u")
         saved(3)
         rows = list(csv.DictReader((demo / "data/review/photo.csv").open()))
-        assert [(r["face_index"], r["decision"]) for r in rows] == [("0", "reject")]
+        assert [(r["face_index"], r["decision"]) for r in rows] == [(str(ok_i), "reject")]
         assert drv.find_element(By.ID, "pending").get_attribute("data-pending") == "1"
         body.send_keys("a")
         saved(4)
@@ -137,9 +152,16 @@ def test_review_round_trip_in_headless_chromium(demo):
 
     rows = list(csv.DictReader((demo / "data/review/photo.csv").open()))
     assert [(r["sha256"], r["face_index"], r["decision"], r["reason"]) for r in rows] == [
-        (sha, "0", "reject", "closed_eyes"), (sha, "1", "keep", "")]
+        (sha, str(ok_i), "reject", "closed_eyes"), (sha, str(yaw_i), "keep", "")][::1 if ok_i < yaw_i else -1]
     assert all(r["when"].endswith("Z") for r in rows)
-    assert _faces(url)["pending"] == 2
+    listed = _faces(url)
+    assert listed["pending"] == 2
+    assert {f["raw_path"]: f["dups"] for f in listed["faces"]}["group.jpg"] == [
+        {"path": "group_copy.jpg", "reason": "near_duplicate"}]
+    for bad in ("dup/photo/0/1", "dup/photo/999/0", "matte/photo/999"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(url + bad, timeout=30)
+        assert missing.value.code == 404
     # An image rejected as a whole cannot be kept: the page says so and writes nothing.
     coffee = before[("coffee.png", -1)]["sha256"]
     req = urllib.request.Request(f"{url}api/decide", method="POST", headers={"Content-Type": "application/json"},
@@ -158,8 +180,8 @@ def test_review_round_trip_in_headless_chromium(demo):
     finally:
         os.chdir(cwd)
     curated = {(r["raw_path"], r["face_index"]): r for r in read_rows(demo / "data/curated/photo.parquet")}
-    assert ("group.jpg", 0) not in curated
-    rescued = curated[("group.jpg", 1)]
+    assert ("group.jpg", ok_i) not in curated
+    rescued = curated[("group.jpg", yaw_i)]
     assert rescued["auto_reason"] == "extreme_yaw" and rescued["decided_by"] == "human"
     assert curated[("group.jpg", 2)]["decided_by"] == "auto"
     assert len(curated) == 5
@@ -173,7 +195,7 @@ def test_review_round_trip_in_headless_chromium(demo):
     after = _faces(url)
     assert after["pending"] == 0
     states = {(f["raw_path"], f["face_index"]): (f["state"], f["reason"]) for f in after["faces"]}
-    assert states[("group.jpg", 0)] == ("rejected", "human_reject") and states[("group.jpg", 1)] == ("kept", "")
+    assert states[("group.jpg", ok_i)] == ("rejected", "human_reject") and states[("group.jpg", yaw_i)] == ("kept", "")
     assert proc.poll() is None
     proc.terminate()
     proc.wait(30)
@@ -194,7 +216,7 @@ def test_review_round_trip_in_headless_chromium(demo):
     finally:
         os.chdir(cwd)
     again = {(r["raw_path"], r["face_index"]): r for r in read_rows(demo / "data/curated/photo.parquet")}
-    assert ("sub/renamed.jpg", 0) not in again and again[("sub/renamed.jpg", 1)]["decided_by"] == "human"
+    assert ("sub/renamed.jpg", ok_i) not in again and again[("sub/renamed.jpg", yaw_i)]["decided_by"] == "human"
     assert len(again) == 5
 
 

@@ -4,8 +4,10 @@ It shows the faces of each domain as the last `toonlab curate` left them (kept: 
 curated manifest; rejected: the others of the processed manifest, with their reason),
 filterable by state, reason and split, with the measurements the manifests hold
 (detector score, face size, yaw, blur, matte background fraction), the aligned crop,
-and the raw image on demand. Keys: j / right / down next, k / left / up previous,
-r reject, a keep, u undo, o raw image on/off.
+and on demand its matte, the raw image and, beside it, the other members of the image's
+near-duplicate group from ingest (the copies ingest set aside, with their reason). Keys:
+j / right / down next, k / left / up previous, r reject, a keep, u undo, o raw image and
+near-duplicates on/off, m matte on/off.
 
 Every decision is written at once to `<curate.review_dir>/<domain>.csv`
 (`toonlab.faces.review`; temporary file + rename, re-read before each write so edits by
@@ -17,6 +19,8 @@ curate`) applies them. The page shows how many faces a re-run would move
     GET  /api/faces?domain=D  the faces, their decisions and the pending count
     POST /api/decide          JSON {domain, sha256, face_index, decision: reject|keep|"", reason, note}
     GET  /crop/D/I, /raw/D/I  the aligned crop (PNG) / the raw image (JPEG, box drawn) of face I
+    GET  /matte/D/I           the crop's matte (its alpha channel, grey PNG)
+    GET  /dup/D/I/K           the K-th other member of face I's near-duplicate group (JPEG)
     GET  /healthz             liveness
 
 Same safety as `toonlab serve`: 127.0.0.1 by default and a warning for any other
@@ -68,6 +72,8 @@ class _Domain:
     processed: list[dict] = field(default_factory=list)
     curated: dict[tuple[str, int], dict] = field(default_factory=dict)
     has_curated: bool = False
+    # raw path -> the other members of its ingest duplicate group: {"path", "reason"}
+    dups: dict[str, list[dict]] = field(default_factory=dict)
 
 
 class Reviewer:
@@ -83,9 +89,10 @@ class Reviewer:
         for d in self.domains:
             self.load(d)  # fail at start-up when a manifest is missing
 
-    def _paths(self, domain: str) -> tuple[Path, Path]:
+    def _paths(self, domain: str) -> tuple[Path, Path, Path]:
         return (Path(self.params.align.out_dir) / domain / "manifest.parquet",
-                Path(self.params.curate.out_dir) / f"{domain}.parquet")
+                Path(self.params.curate.out_dir) / f"{domain}.parquet",
+                Path(self.params.ingest.out_dir) / domain / "manifest.parquet")
 
     def review_path(self, domain: str) -> Path:
         return review_file(self.params.curate.review_dir, domain)
@@ -93,7 +100,7 @@ class Reviewer:
     def load(self, domain: str) -> _Domain:
         from toonlab.util import tables
 
-        proc, cur = self._paths(domain)
+        proc, cur, ing = self._paths(domain)
 
         def mtime(p: Path):
             try:
@@ -101,7 +108,7 @@ class Reviewer:
             except FileNotFoundError:
                 return None
 
-        stamp = (mtime(proc), mtime(cur))
+        stamp = (mtime(proc), mtime(cur), mtime(ing))
         got = self._cache.get(domain)
         if got is not None and got.stamp == stamp:
             return got
@@ -109,9 +116,17 @@ class Reviewer:
                                 "(`dvc repro align` or `snakemake -c2 preprocess`)")
         rows.sort(key=lambda r: (r["raw_path"], int(r["face_index"])))
         curated = {_key(r): r for r in tables.read_rows(cur)} if stamp[1] is not None else {}
-        got = _Domain(stamp, rows, curated, stamp[1] is not None)
+        got = _Domain(stamp, rows, curated, stamp[1] is not None, _dup_groups(tables.read_rows(ing)) if stamp[2] else {})
         self._cache[domain] = got
         return got
+
+    def dup(self, domain: str, i: int, k: int) -> str:
+        """Raw path (text) of the k-th other member of face i's near-duplicate group."""
+        data = self.load(domain)
+        members = data.dups.get(self.row(domain, i)["raw_path"], [])
+        if not 0 <= k < len(members):
+            raise KeyError(k)
+        return members[k]["path"]
 
     def _split(self, r: dict) -> str:
         from toonlab.faces.curate import assign_split
@@ -143,7 +158,7 @@ class Reviewer:
                 "scores": {k: _num(r.get(k)) for k in _SCORES if _num(r.get(k)) is not None},
                 "crop": bool(r.get("crop_256") or r.get("crop_128")),
                 "decision": d.decision if d else "", "decision_reason": d.reason if d else "",
-                "note": d.note if d else ""})
+                "note": d.note if d else "", "dups": data.dups.get(r["raw_path"], [])})
         return {"domain": domain, "faces": out, "curated": data.has_curated, **self.status(domain, decisions)}
 
     def status(self, domain: str, decisions: dict | None = None) -> dict[str, Any]:
@@ -182,6 +197,21 @@ class Reviewer:
             log.info("review %s: %s face %d of %s -> %s", domain, "set" if decision else "cleared", face_index,
                      sha256[:12], decision or "(no decision)")
             return {"ok": True, "decision": decision, **self.status(domain, decisions)}
+
+
+def _dup_groups(ingest_rows: list[dict]) -> dict[str, list[dict]]:
+    """Raw path -> the other members of its exact / near-duplicate group (ingest's
+    `dup_group`), each {"path", "reason"} (the representative's reason is "kept")."""
+    groups: dict[str, list[dict]] = {}
+    for r in ingest_rows:
+        if r.get("dup_group"):
+            groups.setdefault(r["dup_group"], []).append(
+                {"path": r["path"], "reason": "kept" if r["status"] == "ok" else (r.get("reason") or "")})
+    out: dict[str, list[dict]] = {}
+    for members in groups.values():
+        for m in members:
+            out[m["path"]] = sorted((o for o in members if o["path"] != m["path"]), key=lambda o: o["path"])
+    return out
 
 
 def _user() -> str:
@@ -259,22 +289,48 @@ def create_app(rv: Reviewer, loopback: bool = True):
             return error(404, "no_crop", "the crop file is missing (re-run `toonlab align`)")
         return Response(path.read_bytes(), media_type="image/png", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/raw/{domain}/{i}")
-    def raw(domain: str, i: int):
+    def raw_jpeg(domain: str, raw_path: str, box: Any = None, px: int = 640):
         from toonlab.faces.curate_report import _load_raw, _raw_file, _raw_thumb
 
+        im = _load_raw(_raw_file(Path(rv.params.data.raw_dir) / domain, raw_path))
+        if im is None:
+            return error(404, "no_raw", "the raw image cannot be read")
+        thumb = _raw_thumb(im, px, tuple(float(v) for v in box) if box is not None and len(box) == 4 else None)
+        buf = io.BytesIO()
+        thumb.save(buf, format="JPEG", quality=88)
+        return Response(buf.getvalue(), media_type="image/jpeg")
+
+    @app.get("/raw/{domain}/{i}")
+    def raw(domain: str, i: int):
         found = face_of(domain, i)
         if isinstance(found, JSONResponse):
             return found
         d, r = found
-        im = _load_raw(_raw_file(Path(rv.params.data.raw_dir) / d, r["raw_path"]))
-        if im is None:
-            return error(404, "no_raw", "the raw image cannot be read")
-        box = r.get("box")
-        thumb = _raw_thumb(im, 640, tuple(float(v) for v in box) if box is not None and len(box) == 4 else None)
-        buf = io.BytesIO()
-        thumb.save(buf, format="JPEG", quality=88)
-        return Response(buf.getvalue(), media_type="image/jpeg")
+        return raw_jpeg(d, r["raw_path"], r.get("box"))
+
+    @app.get("/dup/{domain}/{i}/{k}")
+    def dup(domain: str, i: int, k: int):
+        found = face_of(domain, i)
+        if isinstance(found, JSONResponse):
+            return found
+        try:
+            path = rv.dup(found[0], i, k)
+        except KeyError:
+            return error(404, "no_duplicate", f"face {i} has no near-duplicate {k}")
+        return raw_jpeg(found[0], path, None, 300)
+
+    @app.get("/matte/{domain}/{i}")
+    def matte(domain: str, i: int):
+        import numpy as np
+
+        from toonlab.util import codec
+
+        got = crop(domain, i)
+        if got.status_code != 200:
+            return got
+        alpha = codec.read_png(got.body)
+        alpha = alpha[..., 3] if alpha.ndim == 3 and alpha.shape[2] == 4 else np.full(alpha.shape[:2], 255, np.uint8)
+        return Response(codec.png_bytes(alpha), media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     @app.post("/api/decide")
     async def decide(request: Request):
