@@ -147,6 +147,29 @@ def test_review_round_trip_in_headless_chromium(demo):
         saved(4)
         assert drv.find_element(By.ID, "pending").get_attribute("data-pending") == "2"
         assert not drv.find_element(By.ID, "error").is_displayed()
+
+        # Pages of the grid (?per_page=3: 7 faces -> 3 pages), and a score range, sorted.
+        drv.get(url + "?per_page=3")
+        wait.until(lambda d: d.find_element(By.ID, "count").text == "7 of 7 faces")
+        body = drv.find_element(By.TAG_NAME, "body")
+        assert drv.find_element(By.ID, "page").text == "page 1 of 3"
+        assert len(drv.find_elements(By.CSS_SELECTOR, "#grid .face")) == 3
+        body.send_keys("n")
+        assert drv.find_element(By.ID, "page").text == "page 2 of 3"
+        assert drv.find_element(By.CSS_SELECTOR, "#grid .face.current").get_attribute("data-n") == "3"
+        body.send_keys("j", "j", "j")                            # across the page boundary
+        assert drv.find_element(By.ID, "page").text == "page 3 of 3"
+        body.send_keys("p")
+        assert drv.find_element(By.ID, "page").text == "page 2 of 3"
+        blurs = sorted(f["scores"]["blur"] for f in _faces(url)["faces"] if "blur" in f["scores"])
+        limit = blurs[len(blurs) // 2]
+        Select(drv.find_element(By.ID, "metric")).select_by_value("blur")
+        drv.find_element(By.ID, "hi").send_keys(str(limit))
+        drv.find_element(By.ID, "sorted").click()
+        wanted = sum(b <= limit for b in blurs)
+        assert drv.find_element(By.ID, "count").text == f"{wanted} of 7 faces"
+        shown = drv.execute_script("return shown.map((f) => f.scores.blur)")  # blurriest first
+        assert shown == sorted(shown) and len(shown) == wanted and max(shown) <= limit
     finally:
         drv.quit()
 

@@ -2,12 +2,13 @@
 
 It shows the faces of each domain as the last `toonlab curate` left them (kept: in the
 curated manifest; rejected: the others of the processed manifest, with their reason),
-filterable by state, reason and split, with the measurements the manifests hold
-(detector score, face size, yaw, blur, matte background fraction), the aligned crop,
+filterable by state, reason, split and a range of one measurement (detector score, face
+size, yaw, blur, matte background fraction; optionally sorted by it), in pages of 200
+(`?per_page=N`), with those measurements, the aligned crop,
 and on demand its matte, the raw image and, beside it, the other members of the image's
 near-duplicate group from ingest (the copies ingest set aside, with their reason). Keys:
-j / right / down next, k / left / up previous, r reject, a keep, u undo, o raw image and
-near-duplicates on/off, m matte on/off.
+j / right / down next, k / left / up previous, n / PageDown and p / PageUp a page, r
+reject, a keep, u undo, o raw image and near-duplicates on/off, m matte on/off.
 
 Every decision is written at once to `<curate.review_dir>/<domain>.csv`
 (`toonlab.faces.review`; temporary file + rename, re-read before each write so edits by
