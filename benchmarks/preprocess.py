@@ -340,20 +340,17 @@ def main() -> int:
                                      f"{ms['before'] / ms['now']:>9.2f}x")
                 q = agreement(outputs["before"], outputs["now"])
                 quality_rows += [f"{name:<28}{k:<42}{v:>10.4g}" for k, v in q.items()]
-    print(f"\n1. where the time goes, one process\n{'chain':<28}{'config':<8}{'stage':<8}{'ms/img':>8}"
-          f"{'backend':>9}{'decode':>8}{'other':>8}")
-    print("\n".join(prof_rows))
-    print(f"\n2. throughput\n{'chain':<28}{'config':<8}{'stage':<8}{'1 proc img/s':>13}{f'{n} procs img/s':>16}"
-          f"{'speed-up':>10}")
-    print("\n".join(rate_rows))
-    print(f"\n3. now / before (target 3x)\n{'chain':<28}{'1p before':>12}{'1p now':>10}{'ratio':>10}"
-          f"{f'{n}p before':>12}{f'{n}p now':>10}{'ratio':>10}")
-    print("\n".join(ratio_rows))
-    print(f"\n   by kind of input, one process, chain ms/img\n{'chain':<28}{'input':<10}{'before':>10}{'now':>10}"
-          f"{'ratio':>10}")
-    print("\n".join(kind_rows))
-    print("\n4. same quality: now against before")
-    print("\n".join(quality_rows))
+    for title, header, rows in (
+            ("1. where the time goes, one process",
+             f"{'chain':<28}{'config':<8}{'stage':<8}{'ms/img':>8}{'backend':>9}{'decode':>8}{'other':>8}", prof_rows),
+            ("2. throughput", f"{'chain':<28}{'config':<8}{'stage':<8}{'1 proc img/s':>13}"
+             f"{f'{n} procs img/s':>16}{'speed-up':>10}", rate_rows),
+            ("3. now / before (target 3x)", f"{'chain':<28}{'1p before':>12}{'1p now':>10}{'ratio':>10}"
+             f"{f'{n}p before':>12}{f'{n}p now':>10}{'ratio':>10}", ratio_rows),
+            ("   by kind of input, one process, chain ms/img",
+             f"{'chain':<28}{'input':<10}{'before':>10}{'now':>10}{'ratio':>10}", kind_rows),
+            ("4. same quality: now against before", "", quality_rows)):
+        print("\n".join(["", title] + ([header] if header else []) + rows))
     own, kids = peak_mib()
     print(f"\nmemory peak: {own:.0f} MiB this process, {kids:.0f} MiB largest worker")
     return 0
