@@ -181,10 +181,13 @@ def test_review_round_trip_in_headless_chromium(demo):
     assert listed["pending"] == 2
     assert {f["raw_path"]: f["dups"] for f in listed["faces"]}["group.jpg"] == [
         {"path": "group_copy.jpg", "reason": "near_duplicate"}]
-    for bad in ("dup/photo/0/1", "dup/photo/999/0", "matte/photo/999"):
+    for bad, reason in (("dup/photo/0/1", "no_duplicate"), ("dup/photo/999/0", "no_face"),
+                        ("matte/photo/999", "no_face"), ("crop/cartoon/0", "no_domain"),
+                        ("api/faces?domain=cartoon", "no_domain")):
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(url + bad, timeout=30)
         assert missing.value.code == 404
+        assert json.loads(missing.value.read())["reason"] == reason, bad
     # An image rejected as a whole cannot be kept: the page says so and writes nothing.
     coffee = before[("coffee.png", -1)]["sha256"]
     req = urllib.request.Request(f"{url}api/decide", method="POST", headers={"Content-Type": "application/json"},

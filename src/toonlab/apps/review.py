@@ -234,6 +234,16 @@ def create_app(rv: Reviewer, loopback: bool = True):
     def error(status: int, reason: str, message: str) -> JSONResponse:
         return JSONResponse({"error": message, "reason": reason}, status_code=status)
 
+    class Answer(Exception):
+        """Raised by the lookups below: the route answers `response` (a 404) at once."""
+
+        def __init__(self, response: JSONResponse):
+            self.response = response
+
+    @app.exception_handler(Answer)
+    async def answer(request: Request, exc: Answer) -> JSONResponse:
+        return exc.response
+
     @app.middleware("http")
     async def host_guard(request: Request, call_next):
         if loopback:
@@ -242,9 +252,9 @@ def create_app(rv: Reviewer, loopback: bool = True):
                 return error(403, "bad_host", f"this page answers on loopback names only, not {host!r}")
         return await call_next(request)
 
-    def domain_of(domain: str) -> str | JSONResponse:
+    def domain_of(domain: str) -> str:
         if domain not in rv.domains:
-            return error(404, "no_domain", f"no domain {domain!r} (reviewing {', '.join(rv.domains)})")
+            raise Answer(error(404, "no_domain", f"no domain {domain!r} (reviewing {', '.join(rv.domains)})"))
         return domain
 
     @app.get("/", response_class=HTMLResponse)
@@ -258,29 +268,22 @@ def create_app(rv: Reviewer, loopback: bool = True):
     @app.get("/api/faces")
     def faces(domain: str):
         d = domain_of(domain)
-        if isinstance(d, JSONResponse):
-            return d
         try:
             return rv.faces(d)
         except ReviewError as exc:
             return error(409, "bad_review_file", str(exc))
 
-    def face_of(domain: str, i: int) -> tuple[str, dict] | JSONResponse:
-        """(domain, row) of face `i` of the processed manifest, or the 404 to answer."""
+    def face_of(domain: str, i: int) -> tuple[str, dict]:
+        """(domain, row) of face `i` of the processed manifest; a 404 answer otherwise."""
         d = domain_of(domain)
-        if isinstance(d, JSONResponse):
-            return d
         try:
             return d, rv.row(d, i)
         except KeyError:
-            return error(404, "no_face", f"no face {i}")
+            raise Answer(error(404, "no_face", f"no face {i}")) from None
 
     @app.get("/crop/{domain}/{i}")
     def crop(domain: str, i: int):
-        found = face_of(domain, i)
-        if isinstance(found, JSONResponse):
-            return found
-        d, r = found
+        d, r = face_of(domain, i)
         rel = r.get("crop_256") or r.get("crop_128")
         if not rel:
             return error(404, "no_crop", "this face has no aligned crop")
@@ -303,22 +306,17 @@ def create_app(rv: Reviewer, loopback: bool = True):
 
     @app.get("/raw/{domain}/{i}")
     def raw(domain: str, i: int):
-        found = face_of(domain, i)
-        if isinstance(found, JSONResponse):
-            return found
-        d, r = found
+        d, r = face_of(domain, i)
         return raw_jpeg(d, r["raw_path"], r.get("box"))
 
     @app.get("/dup/{domain}/{i}/{k}")
     def dup(domain: str, i: int, k: int):
-        found = face_of(domain, i)
-        if isinstance(found, JSONResponse):
-            return found
+        d, _ = face_of(domain, i)
         try:
-            path = rv.dup(found[0], i, k)
+            path = rv.dup(d, i, k)
         except KeyError:
             return error(404, "no_duplicate", f"face {i} has no near-duplicate {k}")
-        return raw_jpeg(found[0], path, None, 300)
+        return raw_jpeg(d, path, None, 300)
 
     @app.get("/matte/{domain}/{i}")
     def matte(domain: str, i: int):
@@ -352,8 +350,6 @@ def create_app(rv: Reviewer, loopback: bool = True):
         if decision and decision not in DECISIONS:
             return error(400, "bad_decision", f"decision must be one of {', '.join(DECISIONS)} or empty")
         d = domain_of(domain)
-        if isinstance(d, JSONResponse):
-            return d
         try:
             return rv.decide(d, sha, fi, decision, reason.replace("\n", " "), note.replace("\n", " "))
         except KeyError:
