@@ -431,6 +431,33 @@ def test_uploads_over_the_cap_get_503_with_retry_after(server):
     assert proc.poll() is None
 
 
+def test_a_closing_client_still_sending_reads_the_early_answer(server):
+    """A client that sends ``Connection: close`` (urllib, curl) and is still sending an
+    over-limit body when the 413 comes: the rest of its body is drained (no broken pipe,
+    no reset), and the connection closes as soon as the body is complete."""
+    url, proc, _ = server
+    length = 3 * 2**20
+    head = _upload_head(url, length).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    with _connect(url) as sock:
+        first = head + b"\0" * 32_000
+        sock.sendall(first)
+        raw = b""
+        while b"}" not in raw:           # the answer comes while most of the body is unsent
+            chunk = sock.recv(65536)
+            assert chunk, raw
+            raw += chunk
+        status, headers, body = _answer(raw)
+        assert status == 413 and body["reason"] == "too_large" and "limit is 1 MB" in body["error"], raw
+        left = length - len(first.partition(b"\r\n\r\n")[2])
+        for i in range(0, left, 256 * 1024):
+            sock.sendall(b"\0" * min(256 * 1024, left - i))
+        t0 = time.monotonic()
+        waited, rest = _until_closed(sock, t0, IDLE_S + MARGIN_S)
+        assert rest == b"" and waited < IDLE_S - 0.5, (waited, rest)
+    assert proc.poll() is None
+    assert _get(url + "healthz") == (200, b'{"status":"ok"}')
+
+
 def test_loaded_runs_are_bounded_in_bytes(tmp_path):
     import torch
 

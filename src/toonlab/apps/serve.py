@@ -81,6 +81,9 @@ _DISCARD_MAX = 512 * 2**20
 _RETRY_AFTER_S = 5            # the Retry-After of a 503 (too many uploads in flight)
 _MAX_HEAD_BYTES = 64 * 1024   # request line + headers (h11_max_incomplete_event_size)
 _KEEP_ALIVE_S = 5             # idle keep-alive connections are closed after this (uvicorn)
+# Set in a request's ASGI scope by an answer that closes the connection at once (the body
+# not drained): a timed-out upload, a Content-Length over _DISCARD_MAX.
+_CLOSE_NOW = "toonlab.close_now"
 
 
 # ----------------------------------------------------------------------------- runs
@@ -416,6 +419,11 @@ def create_app(studio: Studio):
     def error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": message, "reason": reason}, status_code=status, headers=headers)
 
+    def closing(request: Request, status: int, reason: str, message: str) -> JSONResponse:
+        """An answer after which the connection is closed without draining the body."""
+        request.scope[_CLOSE_NOW] = True
+        return error(status, reason, message, headers={"Connection": "close"})
+
     async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
         """The request body as one bytes object, or the answer to give instead: 408 (and the
         connection closed) when no byte comes for idle_timeout_s or the whole body is not
@@ -437,14 +445,13 @@ def create_app(studio: Studio):
                 else:
                     why = f"the upload stalled: nothing received for {settings.idle_timeout_s:g} s (serve.idle_timeout_s)"
                 log.info("serve: %s (%d bytes of %s received)", why, got, request.headers.get("content-length"))
-                return error(408, "upload_timeout", f"{why}; {got} bytes received", headers={"Connection": "close"})
+                return closing(request, 408, "upload_timeout", f"{why}; {got} bytes received")
             if message["type"] == "http.disconnect":
                 return error(400, "disconnected", "the client closed the connection before the upload was complete")
             chunk = message.get("body", b"")
             got += len(chunk)
             if got > limit:     # h11 holds the body to its Content-Length; a safeguard all the same
-                return error(413, "too_large", f"the upload is over {limit / 2**20:.1f} MB",
-                             headers={"Connection": "close"})
+                return closing(request, 413, "too_large", f"the upload is over {limit / 2**20:.1f} MB")
             if chunk:
                 chunks.append(chunk)
             if not message.get("more_body", False):
@@ -478,9 +485,8 @@ def create_app(studio: Studio):
             return error(400, "bad_request", f"Content-Length is not a number: {length!r}")
         limit = studio.max_bytes + _FORM_OVERHEAD
         if n > limit:
-            return error(413, "too_large", f"the upload is {n / 2**20:.1f} MB; the limit is "
-                         f"{settings.max_upload_mb:g} MB (serve.max_upload_mb)",
-                         headers={"Connection": "close"} if n > _DISCARD_MAX else None)
+            message = f"the upload is {n / 2**20:.1f} MB; the limit is {settings.max_upload_mb:g} MB (serve.max_upload_mb)"
+            return closing(request, 413, "too_large", message) if n > _DISCARD_MAX else error(413, "too_large", message)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return error(400, "bad_request", "send the photo as a multipart/form-data upload "
                          "(field 'photo'), as the page's form does")
@@ -547,7 +553,9 @@ def http_protocol(settings: ServeParams):
       previous answer): else 408 when part of a head arrived, and the connection closed;
     * the unread body of a request answered early (411, 413, 503, ...) is drained and
       dropped by h11 while bytes keep coming (idle_timeout_s) and for at most
-      upload_timeout_s after the answer; then the connection is closed.
+      upload_timeout_s after the answer; then the connection is closed. This holds for a
+      client that sent ``Connection: close`` too (`Lingering`), except after an answer
+      that closes at once (`_CLOSE_NOW`).
 
     While the app has the request, the app's own deadlines apply (`read_body`)."""
     import h11
@@ -559,16 +567,47 @@ def http_protocol(settings: ServeParams):
     timeout_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
+    class Lingering:
+        """The connection's transport as uvicorn sees it. uvicorn closes the connection as
+        soon as it has answered a client that sent ``Connection: close`` (urllib, curl, most
+        scripts), even when that client is still sending the body of a request answered
+        early (413, 503): the client then gets a broken pipe or a reset instead of the
+        answer. Here that close() only stops uvicorn's part; the protocol drains and drops
+        the rest of the body and closes when it is complete (or by the deadlines)."""
+
+        def __init__(self, transport, protocol: "DeadlineProtocol") -> None:
+            self.real = transport
+            self.protocol = protocol
+            self.lingering = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+        def is_closing(self) -> bool:
+            return self.lingering or self.real.is_closing()
+
+        def close(self) -> None:
+            if self.lingering or not self.protocol._may_linger():
+                self.real.close()
+                return
+            self.lingering = True
+            self.real.resume_reading()     # uvicorn pauses reading while the app does not read
+            self.protocol._watch()
+
     class DeadlineProtocol(H11Protocol):
         _timer: asyncio.TimerHandle | None = None
         _phase: Any = None
         _deadline = 0.0
+        _lost = False
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(Lingering(transport, self))
             self._watch()
 
         def data_received(self, data: bytes) -> None:
+            if self.transport.lingering:
+                self._drop(data)
+                return
             super().data_received(data)
             self._watch()
 
@@ -577,8 +616,29 @@ def http_protocol(settings: ServeParams):
             self._watch()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self._lost = True
             self._unwatch()
             super().connection_lost(exc)
+
+        def _may_linger(self) -> bool:
+            cycle = self.cycle
+            return (not self._lost and self.conn.their_state is h11.SEND_BODY and cycle is not None
+                    and cycle.response_complete and not cycle.scope.get(_CLOSE_NOW))
+
+        def _drop(self, data: bytes) -> None:
+            """While lingering: parse and drop the body; close once it is complete."""
+            try:
+                self.conn.receive_data(data)
+                while (event := self.conn.next_event()) is not h11.NEED_DATA:
+                    if not isinstance(event, h11.Data):
+                        break
+                else:
+                    self._watch()
+                    return
+            except h11.RemoteProtocolError:
+                pass
+            self._unwatch()
+            self.transport.real.close()
 
         def _unwatch(self) -> None:
             if self._timer is not None:
@@ -590,11 +650,12 @@ def http_protocol(settings: ServeParams):
 
         def _watch(self) -> None:
             self._unwatch()
-            if self.transport.is_closing() or self._app_has_it():
+            if self.transport.real.is_closing() or self._app_has_it():
                 self._phase = None
                 return
             now = self.loop.time()
-            phase = self.conn.their_state      # IDLE: a request head to come; SEND_BODY: a body to drop
+            # IDLE: a request head to come; SEND_BODY: a body to drop (keep-alive, or lingering)
+            phase = self.conn.their_state
             if phase is not h11.IDLE:
                 # uvicorn's keep-alive timer (armed by the answer) would close a connection
                 # still sending its body after a pause of 5 s: a reset instead of the answer.
@@ -606,11 +667,11 @@ def http_protocol(settings: ServeParams):
 
         def _expired(self) -> None:
             self._timer = None
-            if self.transport.is_closing() or self._app_has_it():
+            if self.transport.real.is_closing() or self._app_has_it():
                 return
             if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
                 self.transport.write(timeout_408)      # a head begun and not finished
-            self.transport.close()
+            self.transport.real.close()
 
     return DeadlineProtocol
 
