@@ -1,36 +1,117 @@
-"""Training-step speed per model family: the plain eager fp32 path against the optimized
-path (channels_last, bf16 autocast and fused Adam on CUDA, foreach Adam, optional
-torch.compile), side by side in one run, with the peak memory.
+"""Training-step speed per model family: fp32 eager against the optimized paths, side by
+side in one run, with the speed-up and the peak memory of each path.
 
-    python benchmarks/train_step.py [--models ...] [--sizes 128 256] [--steps 3] [--compile]
+    python benchmarks/train_step.py [--models ...] [--sets reference cpu] [--steps 3]
+                                    [--max-seconds 60] [--compile]
 
-On CUDA when present, on CPU otherwise. CycleGAN and U-GAT-IT (light, Soft-AdaLIN) at
-batch 1 (as the papers); DCGAN at batch 256 on GPU (the recipe) and 32 on CPU, with a G
-step every batch; White-box at batch 16 on GPU and 4 on CPU, with the superpixel cost
-(work and time the step waited for it) printed beside the speed. Reference CPU step
-times (2 threads, batch 1): ../shared/reference-facts.md.
+Paths (each measured in its own process, so that its peak memory is its own):
+
+* plain: fp32 eager, NCHW, single-tensor Adam (as the reference implementations);
+  White-box computes its superpixels in the training process, serialised with the step.
+* fp32: the trainer's fp32 path: multi-tensor (foreach) Adam, White-box superpixels in two
+  worker processes overlapped with the step; on CUDA also channels_last and fused Adam.
+* bf16: the same under bf16 autocast (`train.cpu_precision: bf16`, `train.amp` on CUDA).
+* auto: what `train.cpu_precision: auto` picks on this machine by the trainer's rule
+  (bf16 when the CPU has native bf16 and bf16 is >= 1.1x faster than fp32; the
+  trainer's start-up probe times a few steps, here the longer measurement decides).
+* --compile: torch.compile (inductor) on top of the auto path: the first step's extra time
+  (compilation) and after how many steps it pays that back, or "never".
+
+Configurations: `reference` = the papers' settings (CycleGAN 256 px 9 blocks batch 1,
+DCGAN 96 px batch 256, U-GAT-IT light 256, Soft-AdaLIN 256 with the face-ID loss on,
+White-box 256 px batch 16); `cpu` = the small CPU sizes (128 px, CycleGAN 6 blocks, DCGAN
+batch 32, White-box batch 4). Pretrained weights (VGG, MobileFaceNet) are replaced by
+random ones of the same architecture: the same arithmetic. Reference CPU step times
+(2 threads): ../shared/reference-facts.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import subprocess
 import sys
 import time
 
 import torch
 
+from toonlab.train.precision import PROBE_MIN_SPEEDUP, native_bf16, synthetic_batch
 from toonlab.train.recipe import Context
 
+# (model, px, batch, set, note)
+CONFIGS = [
+    ("cyclegan", 256, 1, "reference", "9 blocks"),
+    ("cyclegan", 128, 1, "cpu", "6 blocks"),
+    ("dcgan", 96, 256, "reference", "G every batch"),
+    ("dcgan", 96, 32, "cpu", "G every batch"),
+    ("ugatit_light", 256, 1, "reference", "ch 64"),
+    ("ugatit_light", 128, 1, "cpu", "ch 64"),
+    ("soft_adalin", 256, 1, "reference", "face-ID on"),
+    ("soft_adalin", 128, 1, "cpu", "face-ID on"),
+    ("whitebox", 256, 16, "reference", "SLIC 200"),
+    ("whitebox", 128, 4, "cpu", "SLIC 200"),
+]
+MODELS = ["cyclegan", "dcgan", "ugatit_light", "soft_adalin", "whitebox"]
 
-def _prepare(recipe, ctx: Context, optimized: bool, device: torch.device, compile_: bool):
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def _params(model: str, px: int, batch: int, plain: bool):
+    if model == "cyclegan":
+        from toonlab.models.cyclegan.params import CycleGANParams
+        return CycleGANParams.model_validate({"model": {"n_blocks": 9 if px >= 256 else 6},
+                                              "data": {"crop_px": px, "batch_size": batch},
+                                              "optim": {"steps_constant": 100, "steps_decay": 100}})
+    if model == "dcgan":
+        from toonlab.models.dcgan.params import DCGANParams
+        return DCGANParams.model_validate({"data": {"batch_size": batch}, "optim": {"g_every": 1, "steps": 100}})
+    if model in ("ugatit_light", "soft_adalin"):
+        from toonlab.models.ugatit.params import VARIANT_SETTINGS, UGATITParams
+        if model == "soft_adalin":
+            raw = {k: dict(v) for k, v in VARIANT_SETTINGS["soft_adalin"].items()}
+            raw.pop("data")      # composite onto white needs packed mattes; the same cost
+        else:
+            raw = {"model": {"variant": "ugatit", "light": True, "ch": 64, "n_res": 4}}
+        raw["data"] = {"crop_px": px, "batch_size": batch}
+        raw["optim"] = {"steps": 1000}
+        return UGATITParams.model_validate(raw)
+    if model == "whitebox":
+        from toonlab.models.whitebox.params import WhiteboxParams
+        return WhiteboxParams.model_validate({
+            "model": {"vgg_weights": "random"}, "data": {"crop_px": px, "batch_size": batch},
+            "optim": {"steps": 1000}, "pretrain": {"run_dir": ""}, "loss": {"landmark": 0.0},
+            "structure": {"workers": 0 if plain else 2}})
+    raise SystemExit(f"unknown model {model}")
+
+
+def _random_faceid() -> None:
+    """The face-ID network with random weights (model_mobilefacenet.pth is not on every
+    machine): the same cost as the pretrained one."""
+    from toonlab.models.ugatit import faceid
+
+    faceid.load_mobilefacenet = lambda path=None: faceid.MobileFaceNet().eval()
+
+
+def build(model: str, px: int, batch: int, path: str, device: torch.device, compile_: bool):
+    from toonlab.models import registry
+
+    _random_faceid()
+    plain = path == "plain"
+    cuda = device.type == "cuda"
+    ctx = Context(device=device, amp_dtype=torch.bfloat16 if path == "bf16" else None,
+                  channels_last=cuda and not plain, total_steps=1000)
+    family = registry.get({"ugatit_light": "ugatit", "soft_adalin": "ugatit"}.get(model, model))
+    recipe = family.build(_params(model, px, batch, plain), ctx)
     for k, net in recipe.nets.items():
         net.to(device)
         if ctx.channels_last:
             net.to(memory_format=torch.channels_last)
-        if optimized and compile_ and any(q.requires_grad for q in net.parameters()):
+        if compile_ and any(q.requires_grad for q in net.parameters()):
             recipe.nets[k] = torch.compile(net)
-    if not optimized:  # the plain path: single-tensor Adam, as the reference implementations
+    if plain:   # single-tensor Adam, as the reference implementations
         for opt in recipe.optimizers().values():
             for g in opt.param_groups:
                 g["foreach"] = False
@@ -38,128 +119,117 @@ def _prepare(recipe, ctx: Context, optimized: bool, device: torch.device, compil
     return recipe
 
 
-def _ctx(device: torch.device, optimized: bool, total: int) -> Context:
-    cuda = device.type == "cuda"
-    # channels_last and bf16 pay off on GPUs; on CPU the trainer (and this benchmark) keep NCHW fp32.
-    return Context(device=device, amp_dtype=torch.bfloat16 if (optimized and cuda) else None,
-                   channels_last=optimized and cuda, total_steps=total)
+# ----------------------------------------------------------------------------- one path, in its own process
 
 
-def cyclegan_recipe(px: int, optimized: bool, device: torch.device, compile_: bool):
-    from toonlab.models.cyclegan.model import build
-    from toonlab.models.cyclegan.params import CycleGANParams
+def measure_one(spec: dict) -> dict:
+    device = torch.device(spec["device"])
+    torch.manual_seed(0)
+    recipe = build(spec["model"], spec["px"], spec["batch"], spec["path"], device, spec["compile"])
+    batch = synthetic_batch(recipe.data, device)
+    if recipe.ctx.channels_last:
+        batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
 
-    p = CycleGANParams.model_validate({"model": {"n_blocks": 9 if px >= 256 else 6},
-                                       "data": {"crop_px": px, "batch_size": 1},
-                                       "optim": {"steps_constant": 100, "steps_decay": 100}})
-    ctx = _ctx(device, optimized, 200)
-    return _prepare(build(p, ctx), ctx, optimized, device, compile_), p.data.batch_size
+    def step(i: int) -> float:
+        t0 = time.perf_counter()
+        losses = recipe.train_step(batch, i)
+        for v in losses.values():
+            float(v)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
 
-
-def dcgan_recipe(px: int, optimized: bool, device: torch.device, compile_: bool):
-    from toonlab.models.dcgan.model import build
-    from toonlab.models.dcgan.params import DCGANParams
-
-    batch = 256 if device.type == "cuda" else 32  # the recipe's 256 on GPU, smaller on CPU
-    p = DCGANParams.model_validate({"data": {"batch_size": batch}, "optim": {"g_every": 1}})
-    ctx = _ctx(device, optimized, 100)
-    return _prepare(build(p, ctx), ctx, optimized, device, compile_), batch
-
-
-def _ugatit(variant: str):
-    def make(px: int, optimized: bool, device: torch.device, compile_: bool):
-        from toonlab.models.ugatit.model import build
-        from toonlab.models.ugatit.params import UGATITParams
-
-        # Reference settings: light ch 64 (U-GAT-IT) / light ch 32 with hourglass blocks
-        # (Soft-AdaLIN). The face-ID network (1.2 M frozen parameters) needs weights that
-        # are not on every machine: it is left out here (weight 0).
-        ch = 64 if variant == "ugatit" else 32
-        p = UGATITParams.model_validate({"model": {"variant": variant, "light": True, "ch": ch, "n_res": 4},
-                                         "data": {"crop_px": px, "batch_size": 1},
-                                         "optim": {"steps": 1000}})
-        ctx = _ctx(device, optimized, 1000)
-        return _prepare(build(p, ctx), ctx, optimized, device, compile_), 1
-    return make
-
-
-def whitebox_recipe(px: int, optimized: bool, device: torch.device, compile_: bool):
-    """Reference sizes (ch 32, 4 blocks, SLIC 200 segments). Plain: superpixels computed
-    in the training process, serialised with the step; optimized: two worker processes
-    overlapped with the step. Batch 16 on GPU (the reference), 4 on CPU."""
-    from toonlab.models.whitebox.model import build
-    from toonlab.models.whitebox.params import WhiteboxParams
-
-    batch = 16 if device.type == "cuda" else 4
-    p = WhiteboxParams.model_validate({
-        "model": {"vgg_weights": "random"},   # same cost as ImageNet weights
-        "data": {"crop_px": px, "batch_size": batch}, "optim": {"steps": 1000},
-        "pretrain": {"run_dir": ""}, "structure": {"workers": 2 if optimized else 0}})
-    ctx = _ctx(device, optimized, 1000)
-    return _prepare(build(p, ctx), ctx, optimized, device, compile_), batch
-
-
-MODELS = {"cyclegan": (cyclegan_recipe, ("A", "B"), "G_total", None),
-          "dcgan": (dcgan_recipe, ("real",), "G", [96]),
-          "ugatit_light": (_ugatit("ugatit"), ("A", "B"), "G_total", None),
-          "soft_adalin": (_ugatit("soft_adalin"), ("A", "B"), "G_total", None),
-          "whitebox": (whitebox_recipe, ("photo", "cartoon"), "G_total", None)}
-
-
-def measure(recipe, batch_size: int, px: int, device: torch.device, optimized: bool, steps: int,
-            keys=("A", "B"), loss="G_total") -> tuple[float, float]:
-    gen = torch.Generator().manual_seed(0)
-    batch = {k: (torch.rand(batch_size, 3, px, px, generator=gen) * 2 - 1).to(device) for k in keys}
-    if optimized and device.type == "cuda":
-        batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
-    for i in range(2):  # warm-up (allocations, autotuning, compilation)
-        recipe.train_step(batch, i)
+    first = step(0)                # warm-up: allocations, oneDNN kernels, compilation
+    second = step(1)
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        losses = recipe.train_step(batch, i + 2)
-    float(losses[loss])  # one sync at the end
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    ms = 1000 * (time.perf_counter() - t0) / steps
-    mem = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return ms, mem
+    times, t_all = [], time.perf_counter()
+    while len(times) < spec["steps"] and (len(times) < 2 or time.perf_counter() - t_all < spec["max_seconds"]):
+        times.append(step(2 + len(times)))
+    times.sort()
+    median = times[len(times) // 2]
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out = {"ms": 1000 * median, "first_ms": 1000 * first, "second_ms": 1000 * second, "peak_mib": peak,
+           "steps": len(times)}
+    timings = getattr(recipe, "timings", None)
+    if timings and timings.get("steps"):
+        n = timings["steps"]
+        out["superpixel_work_ms"] = 1000 * timings["superpixel_work_total_s"] / n
+        out["superpixel_wait_ms"] = 1000 * timings["superpixel_wait_total_s"] / n
+    close = getattr(recipe, "close", None)
+    if close:
+        close()
+    return out
+
+
+def run_path(spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+    return {"error": " | ".join(tail) or f"exit {proc.returncode}"}
+
+
+# ----------------------------------------------------------------------------- the table
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="crop sizes (all but DCGAN)")
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="also torch.compile the optimized path")
+    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    ap.add_argument("--sets", nargs="+", default=["reference", "cpu"], choices=["reference", "cpu"])
+    ap.add_argument("--steps", type=int, default=3, help="measured steps per path (after 2 warm-up steps)")
+    ap.add_argument("--max-seconds", type=float, default=60.0,
+                    help="stop measuring a path after this long (at least 2 measured steps)")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile on the auto path")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(measure_one(json.loads(args.one))), flush=True)
+        return 0
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"train-step benchmark on {device} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"{args.steps} measured steps after 2 warm-up steps")
-    print(f"{'model':<13}{'px':>5}{'plain ms':>11}{'opt ms':>10}{'plain img/s':>13}{'opt img/s':>11}"
-          f"{'speed-up':>10}{'peak MiB':>10}")
-    runs = [(m, px) for m in args.models for px in (MODELS[m][3] or args.sizes)]
-    for model, px in runs:
-        make, keys, loss, _ = MODELS[model]
-        results, notes = [], []
-        for optimized in (False, True):
-            recipe, bs = make(px, optimized, device, args.compile)
-            results.append(measure(recipe, bs, px, device, optimized, args.steps, keys, loss))
-            timings = getattr(recipe, "timings", None)
-            if timings and timings.get("steps"):
-                n = timings["steps"]
-                notes.append(f"{'opt' if optimized else 'plain'}: superpixels {1000 * timings['superpixel_work_total_s'] / n:.0f} ms "
-                             f"of work, {1000 * timings['superpixel_wait_total_s'] / n:.0f} ms waited per step")
-            close = getattr(recipe, "close", None)
-            if close:
-                close()
-            del recipe
-        (pm, _), (om, mem) = results
-        print(f"{model:<13}{px:>5}{pm:>11.0f}{om:>10.0f}{1000 * bs / pm:>13.2f}{1000 * bs / om:>11.2f}"
-              f"{pm / om:>9.2f}x{mem:>10.0f}  (batch {bs}){'; ' + '; '.join(notes) if notes else ''}")
+    native, why = native_bf16() if device.type == "cpu" else (True, "CUDA")
+    where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"train-step benchmark on {device} ({where}); native bf16: {'yes' if native else 'no'} ({why}); "
+          f"median of up to {args.steps} steps after 2 warm-up steps; each path in its own process", flush=True)
+    head = (f"{'model':<13}{'px':>4}{'batch':>6}  {'plain ms':>9}{'fp32 ms':>9}{'bf16 ms':>9}  {'auto':<5}"
+            f"{'auto ms':>8}{'speed-up':>9}{'bf16/fp32':>10}  {'peak MiB plain/auto':>20}")
+    if args.compile:
+        head += f"  {'compiled ms':>11}{'compile s':>10}  pays back"
+    print(head, flush=True)
+    rows = [c for c in CONFIGS if c[0] in args.models and c[3] in args.sets]
+    for model, px, batch, set_, note in rows:
+        base = {"model": model, "px": px, "batch": batch, "device": str(device), "compile": False,
+                "steps": args.steps, "max_seconds": args.max_seconds}
+        res = {path: run_path({**base, "path": path}) for path in ("plain", "fp32", "bf16")}
+        errors = {p: r["error"] for p, r in res.items() if "error" in r}
+        if errors:
+            print(f"{model:<13}{px:>4}{batch:>6}  failed: {errors}", flush=True)
+            continue
+        ratio = res["fp32"]["ms"] / res["bf16"]["ms"]
+        auto = "bf16" if (native and ratio >= PROBE_MIN_SPEEDUP) else "fp32"
+        a = res[auto]
+        line = (f"{model:<13}{px:>4}{batch:>6}  {res['plain']['ms']:>9.0f}{res['fp32']['ms']:>9.0f}"
+                f"{res['bf16']['ms']:>9.0f}  {auto:<5}{a['ms']:>8.0f}{res['plain']['ms'] / a['ms']:>8.2f}x"
+                f"{ratio:>9.2f}x  {res['plain']['peak_mib']:>9.0f} /{a['peak_mib']:>8.0f}")
+        if args.compile:
+            c = run_path({**base, "path": auto, "compile": True})
+            if "error" in c:
+                line += f"  compile failed: {c['error'][:80]}"
+            else:
+                compile_s = (c["first_ms"] + c["second_ms"] - 2 * c["ms"]) / 1000
+                gain = a["ms"] - c["ms"]
+                pays = f"after {compile_s * 1000 / gain:.0f} steps" if gain > 0 else "never (not faster)"
+                line += f"  {c['ms']:>11.0f}{compile_s:>10.1f}  {pays}"
+        notes = [note, set_]
+        for path in ("plain", auto):
+            if "superpixel_work_ms" in res[path]:
+                notes.append(f"{path}: superpixels {res[path]['superpixel_work_ms']:.0f} ms of work, "
+                             f"{res[path]['superpixel_wait_ms']:.0f} ms waited per step")
+        print(f"{line}  ({'; '.join(notes)})", flush=True)
     return 0
 
 

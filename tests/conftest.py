@@ -20,6 +20,10 @@ os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 os.environ.setdefault("TOONLAB_PROGRESS", "0")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["DVC_NO_ANALYTICS"] = "1"
+# The suite runs as on a CPU without native bf16: `train.cpu_precision: auto` falls back to
+# fp32 without its timing probe, so that training tests are exact and repeatable. Tests of
+# bf16 set it explicitly; tests/train/test_precision.py tests `auto` itself (probe included).
+os.environ["TOONLAB_CPU_BF16"] = "0"
 
 
 # The longest end-to-end tests start first, on different workers. `make test` runs

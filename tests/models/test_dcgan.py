@@ -338,7 +338,8 @@ def redness(x: torch.Tensor) -> float:
     return (x[:, 0] - (x[:, 1] + x[:, 2]) / 2).mean().item()
 
 
-def test_learning_moves_samples_toward_the_data_hue():
+@pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16"])
+def test_learning_moves_samples_toward_the_data_hue(amp):
     """A small DCGAN trained with the recipe's own train_step on strongly red images: the
     samples' redness (mean red minus mean green/blue) must close at least half the gap from
     the untrained generator to the data. Breaking the G target, the D fake target or either
@@ -350,7 +351,9 @@ def test_learning_moves_samples_toward_the_data_hue():
     p = DCGANParams.model_validate({"model": {"nz": nz, "ngf": 16, "ndf": 16}, "data": {"batch_size": batch},
                                     "optim": {"g_every": 1, "lr_g": 5e-4, "lr_d": 5e-4, "steps": steps}},
                                    strict=True)
-    r = build(p, cpu_ctx(steps))
+    ctx = cpu_ctx(steps)
+    ctx.amp_dtype = amp        # bf16: autocast in the training steps (sampling below stays fp32)
+    r = build(p, ctx)
     G = r.nets["G"]
     data_gen = torch.Generator().manual_seed(1)
     z = torch.randn(256, nz, 1, 1, generator=torch.Generator().manual_seed(5))

@@ -131,21 +131,24 @@ TRAIN_PARAMS = {"model": {"ch": 16, "n_blocks": 2, "stride": 4, "sigma": 1.5},
                 "optim": {"lr": 2e-3, "steps": STEPS}}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def train_landmarker(root, cpu_precision: str = "fp32") -> dict:
     """A landmarker trained through the Trainer on synthetic packed photo + anime faces."""
-    root = tmp_path_factory.mktemp("landmarker")
     for domain, seed in (("photo", 1), ("anime", 2)):
         write_packed(root / "packed", domain, *synthetic(seed, 48, domain), splits=("train",))
     params = LandmarkerParams.model_validate(TRAIN_PARAMS, strict=True)
     tp = TrainParams(source="packed", out_dir=str(root / "models"), loader_workers=0, log_every=50,
-                     ckpt_every=10_000, sample_every=0, seed=0)
+                     ckpt_every=10_000, sample_every=0, seed=0, cpu_precision=cpu_precision)
     torch.manual_seed(0)
     trainer = Trainer(FAMILY, params, tp, device=torch.device("cpu"), packed_dir=str(root / "packed"))
     metrics = trainer.run(resume="none")
     run_dir = root / "models" / "landmarker"
     return {"root": root, "run_dir": run_dir, "params": params, "metrics": metrics, "trainer": trainer,
             "net": load_landmarker(run_dir, "cpu")}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_landmarker(tmp_path_factory.mktemp("landmarker"))
 
 
 def cpu_ctx(total_steps: int = 10, amp=None, channels_last=False) -> Context:
@@ -310,6 +313,17 @@ def test_learning_synthetic_landmarks(trained):
     """Held-out synthetic faces (both styles): the trained net's points are much closer to
     the true ones than the mean training template is. Fails if targets, the loss, the
     update step or the data's landmark handling are broken."""
+    assert_learned(trained)
+
+
+def test_learning_synthetic_landmarks_in_bf16(tmp_path):
+    """The same training in bf16 autocast (train.cpu_precision: bf16) meets the same bars."""
+    run = train_landmarker(tmp_path, "bf16")
+    assert run["trainer"].precision.name == "bf16"
+    assert_learned(run)
+
+
+def assert_learned(trained: dict) -> None:
     net = trained["net"]
     train_pts = torch.cat([to_crop(*synthetic(s, 48, d))[1] for d, s in (("photo", 1), ("anime", 2))])
     template = train_pts.mean(dim=0, keepdim=True)

@@ -425,7 +425,8 @@ def test_checkpoint_resume_through_trainer(tmp_path):
         assert torch.equal(y, recipe.nets["G_A"](x)[0]) and inf.backward(y).shape == x.shape
 
 
-def test_learning_known_transform(tmp_path):
+@pytest.mark.parametrize("cpu_precision", ["fp32", "bf16"])
+def test_learning_known_transform(tmp_path, cpu_precision):
     """B is the colour inversion of dark A images. After 200 steps G_A maps held-out A images
     much closer to their inversion than the identity mapping and than the untrained G_A (same
     seed), and G_B undoes it. The identity term is off as in the CycleGAN learning test: on
@@ -439,8 +440,9 @@ def test_learning_known_transform(tmp_path):
         "loss": {"identity_weight": 0.0},
         "data": {"crop_px": 32, "load_px": 32, "batch_size": 4, "flip": True},
         "optim": {"lr": 1e-3, "steps": 200}}, strict=True)
-    trainer = make_trainer(tmp_path, params, log_every=50, ckpt_every=10_000)
+    trainer = make_trainer(tmp_path, params, log_every=50, ckpt_every=10_000, cpu_precision=cpu_precision)
     trainer.run(resume="none")
+    assert trainer.precision.name == cpu_precision
     state = ckpt.load(ckpt.latest(tmp_path / "models/ugatit/checkpoints"))
 
     torch.manual_seed(trainer.tp.seed)   # the trainer's seed: the same untrained networks

@@ -389,7 +389,8 @@ def test_sample_images_and_inference():
 # ----------------------------------------------------------------------------- learning
 
 
-def test_learning_pretrain_then_adversarial(tmp_path):
+@pytest.mark.parametrize("cpu_precision", ["fp32", "bf16"])
+def test_learning_pretrain_then_adversarial(tmp_path, cpu_precision):
     """Noisy 'photos' to flat 'cartoons'. Pretrain (L1) brings G near the identity; the
     adversarial run, initialised from it, then: G_total falls; the surface and texture G
     terms fall (G learns to fool the discriminators) while the discriminators' losses fall
@@ -403,7 +404,7 @@ def test_learning_pretrain_then_adversarial(tmp_path):
               optim={"steps": 80}, loss={"content": 2e3, "structure": 2e4})
     tp = TrainParams(source="folders", folders={"photo": str(tmp_path / "photo"), "cartoon": str(tmp_path / "cartoon")},
                      out_dir=str(tmp_path / "models"), loader_workers=0, log_every=1, ckpt_every=1000,
-                     sample_every=0)
+                     sample_every=0, cpu_precision=cpu_precision)
 
     def series(run: str, name: str) -> list[float]:
         lines = (tmp_path / "models" / run / "dvclive/plots/metrics/train" / f"{name}.tsv").read_text().splitlines()

@@ -108,10 +108,11 @@ def test_ddp_two_processes_gloo_weights_identical(workdir):
     assert ckpt.latest(workdir / "models/cyclegan/checkpoints").name == "step-00000006.pt"
 
 
-def test_learning_known_transform(workdir):
+@pytest.mark.parametrize("cpu_precision", ["fp32", "bf16"])
+def test_learning_known_transform(workdir, cpu_precision):
     """B is the colour inversion of dark A images. After training, G_A(a) is much closer to
-    the true inversion of held-out a than the identity mapping is. Fails if the losses or
-    the update step are broken."""
+    the true inversion of held-out a than the identity mapping is, in fp32 and in bf16
+    autocast alike. Fails if the losses or the update step are broken."""
     from toonlab.models.registry import families
     from toonlab.params import validate_params
     from toonlab.train.trainer import Trainer
@@ -122,7 +123,7 @@ def test_learning_known_transform(workdir):
     params = validate_params({
         "train": {"source": "folders", "folders": {"A": str(workdir / "A"), "B": str(workdir / "B")},
                   "log_every": 50, "ckpt_every": 10000, "sample_every": 0, "loader_workers": 0,
-                  "out_dir": str(workdir / "models")},
+                  "out_dir": str(workdir / "models"), "cpu_precision": cpu_precision},
         "cyclegan": {"model": {"ngf": 16, "ndf": 16, "n_blocks": 2, "n_layers_d": 2},
                      "loss": {"identity_weight": 0.0},
                      "data": {"crop_px": 32, "load_px": 32, "batch_size": 4, "flip": True},
@@ -130,6 +131,7 @@ def test_learning_known_transform(workdir):
     fam = families()["cyclegan"]
     trainer = Trainer(fam, params.cyclegan, params.train, device=torch.device("cpu"), packed_dir="unused")
     trainer.run(resume="none")
+    assert trainer.precision.name == cpu_precision
     state = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
     recipe = fam.build(params.cyclegan, trainer.ctx)
     recipe.nets["G_A"].load_state_dict(state["nets"]["G_A"])

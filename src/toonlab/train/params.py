@@ -20,7 +20,10 @@ class TrainParams(Section):
     # <run>.replaced-<time>/ and start a new one). Nothing is ever deleted.
     on_change: Literal["refuse", "restart"] = "refuse"
     best_metric: str = ""                    # a loss name, lower is better; "": the family's default
-    amp: bool = True                         # bf16 autocast on CUDA; CPU always runs fp32
+    amp: bool = True                         # bf16 autocast on CUDA (CPU: cpu_precision)
+    # On CPU: auto (bf16 where the CPU has native bf16 and a probe at start finds it faster),
+    # fp32 or bf16 (toonlab.train.precision); a resumed auto run keeps its first choice.
+    cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     compile: bool = False                    # torch.compile the trainable networks
     loader_workers: Annotated[int, Field(ge=0, le=64)] = 2

@@ -10,7 +10,7 @@ the config saved in the checkpoint with today's sorts every changed key into:
   the ways on (`--restart` moves the run aside; `--run-dir` trains elsewhere).
 
 Settings that touch neither the model nor the optimiser state (log / sample /
-checkpoint cadence, `keep_last`, `loader_workers`, `compile`, `amp`, `channels_last`,
+checkpoint cadence, `keep_last`, `loader_workers`, `compile`, `amp`, `cpu_precision`, `channels_last`,
 the world size) are not part of the config: changing them always continues.
 """
 

@@ -35,6 +35,7 @@ the loop: data, device and precision, DDP, checkpoints and resume, logging, guar
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -47,7 +48,7 @@ import torch
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import bar_wanted, duration, get_logger, lines_wanted, progress
 from toonlab.train import checkpoint as ckpt
-from toonlab.train import runfolder
+from toonlab.train import precision, runfolder
 from toonlab.train.data import BatchStream, ImageSource, SamplerState, UnpairedDataset
 from toonlab.train.device import init_distributed, unwrap
 from toonlab.train.params import TrainParams
@@ -82,7 +83,9 @@ class Trainer:
         self.run_dir = Path(run_dir or Path(tparams.out_dir) / family.name)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.total = steps if steps is not None else family.total_steps(fparams)
+        # The precision is decided when the run starts (`_run`: a probe, or the checkpoint's).
         amp_dtype = torch.bfloat16 if (tparams.amp and device.type == "cuda") else None
+        self.precision: precision.Precision | None = None
         # channels_last pays off on GPUs; on CPU it is slower (benchmarks/train_step.py), so NCHW there.
         self.channels_last = tparams.channels_last and device.type == "cuda"
         self.ctx = Context(device=device, amp_dtype=amp_dtype, channels_last=self.channels_last,
@@ -174,7 +177,8 @@ class Trainer:
                 "rank_states": ranks[1:] if ranks and len(ranks) > 1 else [],
                 "data": {"epoch": stream.state.epoch, "position": stream.state.position,
                          "world": self.world, "global_batch": self.global_batch},
-                "total_steps": self.total, "metrics": metrics}
+                "total_steps": self.total, "metrics": metrics,
+                "precision": self.precision.record() if self.precision else None}
 
     def _restore(self, recipe: Recipe, state: dict[str, Any]) -> tuple[int, SamplerState]:
         if state.get("family") != self.family.name:
@@ -336,13 +340,18 @@ class Trainer:
             start, sampler_state = self._restore(recipe, state)
             metrics = dict(state.get("metrics", {}))
             log.info("resumed from %s at step %d", resume_path, start)
-        self._loaded = state = None
+        self._loaded = None
+        stored_precision = (state or {}).get("precision")
+        state = None
         self._wrap(recipe)
         if start >= self.total:
+            if stored_precision:
+                self.precision = precision.Precision(**stored_precision)
             log.info("%s: already trained for %d steps (target %d); nothing to do", self.family.name, start, self.total)
             self._write_summary(metrics)
             self._beat("finished", start)
             return metrics
+        self._choose_precision(stored_precision)
 
         dataset = UnpairedDataset(sources, spec, self.tp.seed, self.tp.jitter, self.rank, self.world)
         stream = BatchStream(dataset, batch, self.tp.loader_workers,
@@ -445,6 +454,18 @@ class Trainer:
                  f"ETA {duration(per_step * (self.total - step))}", _peak_memory(self.device)]
         log.info(" | ".join(p for p in parts if p))
 
+    def _choose_precision(self, stored: dict[str, Any] | None) -> None:
+        """`train.cpu_precision` / `train.amp` resolved (`toonlab.train.precision`): on rank
+        0, then the same on every rank; a resumed auto run keeps its checkpoint's."""
+        def probe_recipe():
+            return self.family.build(self.fparams, dataclasses.replace(self.ctx, extra=dict(self.ctx.extra)))
+
+        self.precision = self._on_rank0(lambda: precision.resolve(
+            self.tp.cpu_precision, self.device, self.tp.amp, stored, probe_recipe))
+        self.ctx.amp_dtype = self.precision.amp_dtype
+        if self.rank == 0:
+            log.info("%s: precision %s", self.family.name, self.precision.describe())
+
     def _write_summary(self, metrics: dict[str, float]) -> None:
         """<run>/summary.json: the finished run (what the pipeline drivers wait for)."""
         if self.rank != 0:
@@ -453,7 +474,8 @@ class Trainer:
 
         fileio.write_json(self.run_dir / "summary.json", {
             "family": self.family.name, "steps": self.total, "metrics": metrics,
-            "checkpoint": str(ckpt.latest(self.ckpt_dir)), "world_size": self.world})
+            "checkpoint": str(ckpt.latest(self.ckpt_dir)), "world_size": self.world,
+            "precision": self.precision.record() if self.precision else None})
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}

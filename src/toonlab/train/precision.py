@@ -1,0 +1,175 @@
+"""The arithmetic a training run uses on CPU: `train.cpu_precision` (auto | fp32 | bf16).
+
+On CUDA, `train.amp` decides (bf16 autocast). On CPU:
+
+* `fp32` / `bf16`: as set (bf16 on a CPU without bf16 instructions is emulated and is
+  usually slower: a warning says so).
+* `auto` (default): bf16 only where the CPU has native bf16 (oneDNN says so and, on
+  Linux, the CPU flags list `avx512_bf16` or `amx_bf16`) **and** a short probe at start,
+  a few of the family's own training steps on random images of the recipe's size in
+  each precision (alternated, the fastest of each kept), finds bf16 at least
+  `PROBE_MIN_SPEEDUP` times faster. Otherwise fp32. The probe runs on a throwaway copy of
+  the recipe with the random-number state restored afterwards: the run itself is the
+  same as without it.
+
+The choice, why, and the probe's figures are logged and stored in every checkpoint and
+in summary.json; a resumed `auto` run keeps the precision it started with (a noisy
+probe never flips a run half way). An explicit fp32/bf16 always wins.
+
+bf16 here is autocast: weights, gradients and the optimizer state stay fp32; matrix
+products and convolutions run in bf16; losses and the parts that need range or
+accumulation run in fp32 (each family casts its network outputs to fp32 for its losses;
+autocast itself keeps norms' statistics, reductions such as MSE/L1/BCE and padding in
+fp32 on CPU).
+
+`TOONLAB_CPU_BF16=0` in the environment makes this CPU look like one without native bf16
+(`auto` then falls back to fp32): how the fallback is tested here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from toonlab.log import get_logger
+
+log = get_logger(__name__)
+
+PROBE_MIN_SPEEDUP = 1.1      # bf16 must be at least this much faster than fp32 to be chosen
+PROBE_ROUNDS = 2             # timed steps per precision (after one warm-up step each)
+ENV_NO_BF16 = "TOONLAB_CPU_BF16"
+CHOICES = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision a run trains in (on its device) and why."""
+
+    name: str                  # "fp32" | "bf16"
+    reason: str
+    probe: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.name == "bf16" else None
+
+    def record(self) -> dict[str, Any]:
+        """What checkpoints and summary.json keep."""
+        return {"name": self.name, "reason": self.reason, "probe": dict(self.probe), "device": self.device}
+
+    def describe(self) -> str:
+        text = f"{self.name} ({self.reason}"
+        if self.probe:
+            p = self.probe
+            text += (f"; probe: fp32 {1000 * p['fp32_s']:.0f} ms/step, bf16 {1000 * p['bf16_s']:.0f} ms/step, "
+                     f"bf16 {p['speedup']:.2f}x")
+        return text + ")"
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (None where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def _onednn_bf16() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def native_bf16() -> tuple[bool, str]:
+    """(whether this CPU computes bf16 natively, why)."""
+    if os.environ.get(ENV_NO_BF16, "").strip().lower() in ("0", "false", "no", "off"):
+        return False, f"{ENV_NO_BF16}={os.environ[ENV_NO_BF16]} says this CPU has no native bf16"
+    if not _onednn_bf16():
+        return False, "oneDNN reports no bf16 support on this CPU"
+    flags = _cpu_flags()
+    if flags is not None and not flags & {"avx512_bf16", "amx_bf16"}:
+        return False, "the CPU lacks avx512_bf16 / amx_bf16: bf16 would be emulated"
+    found = sorted(flags & {"avx512_bf16", "amx_bf16"}) if flags else ["oneDNN bf16"]
+    return True, " + ".join(found)
+
+
+def synthetic_batch(spec: Any, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random images (and five-point landmarks where the recipe wants them) of the
+    recipe's batch shape: what the probe and the benchmark train on."""
+    gen = torch.Generator().manual_seed(seed)
+    n, px = spec.batch_size, spec.crop_px
+    batch: dict[str, torch.Tensor] = {}
+    five = torch.tensor([[0.35, 0.42], [0.65, 0.42], [0.5, 0.56], [0.38, 0.7], [0.62, 0.7]]) * px
+    for key in spec.domains:
+        batch[key] = (torch.rand(n, 3, px, px, generator=gen) * 2 - 1).to(device)
+        if getattr(spec, "with_landmarks", False):
+            batch[f"{key}_five"] = five.expand(n, 5, 2).clone().to(device)
+    return batch
+
+
+def probe(build: Callable[[], Any], device: torch.device, rounds: int = PROBE_ROUNDS) -> dict[str, float]:
+    """Seconds per training step of a throwaway recipe (`build()`, whose ctx this sets) in
+    fp32 and in bf16, alternated; the random-number state is restored afterwards."""
+    from toonlab.train import checkpoint as ckpt
+
+    rng = ckpt.rng_state()
+    recipe = build()
+    try:
+        batch = synthetic_batch(recipe.data, device)
+        best = {"fp32": float("inf"), "bf16": float("inf")}
+        t_all = time.perf_counter()
+        for i in range(rounds + 1):           # round 0: warm-up of each
+            for name in ("fp32", "bf16"):
+                recipe.ctx.amp_dtype = torch.bfloat16 if name == "bf16" else None
+                t0 = time.perf_counter()
+                losses = recipe.train_step(batch, i)
+                for v in losses.values():
+                    float(v)
+                if i:
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        return {"fp32_s": best["fp32"], "bf16_s": best["bf16"], "speedup": best["fp32"] / best["bf16"],
+                "probe_s": time.perf_counter() - t_all}
+    finally:
+        close = getattr(recipe, "close", None)
+        if close is not None:
+            close()
+        del recipe
+        ckpt.set_rng_state(rng)
+
+
+def resolve(setting: str, device: torch.device, amp: bool, stored: dict[str, Any] | None,
+            build: Callable[[], Any]) -> Precision:
+    """The precision of a run. `stored`: the checkpoint's record when resuming on the same
+    kind of device; `build`: makes a throwaway recipe for the probe."""
+    if device.type == "cuda":
+        return Precision(*(("bf16", "train.amp on CUDA") if amp else ("fp32", "train.amp: false")), device="cuda")
+    if device.type != "cpu":
+        return Precision("fp32", f"fp32 on {device.type}", device=device.type)
+    if setting in ("fp32", "bf16"):
+        if setting == "bf16":
+            native, why = native_bf16()
+            if not native:
+                log.warning("train.cpu_precision is bf16 but %s: it will likely be slower than fp32", why)
+        return Precision(setting, f"train.cpu_precision: {setting}")
+    if stored and stored.get("name") in ("fp32", "bf16") and stored.get("device", "cpu") == "cpu":
+        return Precision(stored["name"], f"auto, kept from the run's start: {stored.get('reason', '')}".rstrip(": "),
+                         dict(stored.get("probe") or {}))
+    native, why = native_bf16()
+    if not native:
+        log.info("train.cpu_precision auto: fp32 (%s)", why)
+        return Precision("fp32", f"auto: {why}")
+    figures = probe(build, device)
+    if figures["speedup"] >= PROBE_MIN_SPEEDUP:
+        return Precision("bf16", f"auto: native bf16 ({why}), faster in the probe", figures)
+    return Precision("fp32", f"auto: bf16 not at least {PROBE_MIN_SPEEDUP:g}x faster in the probe", figures)
