@@ -116,8 +116,17 @@ def test_auto_follows_the_probe_and_a_resumed_run_keeps_its_precision(workdir, m
     assert probes == [2.0] and t.precision.name == "bf16" and "kept from the run's start" in t.precision.reason
     state = ckpt.load(ckpt.latest(t.ckpt_dir))
     assert state["step"] == 4 and state["precision"]["name"] == "bf16"
+    t = _trainer(workdir, 5, "auto")       # resumed again: the reason does not nest
+    t.run()
+    assert t.precision.reason.count("kept from the run's start") == 1, t.precision.reason
+    # Moved to a CPU without native bf16: auto goes on in fp32.
+    monkeypatch.setattr(precision, "native_bf16", lambda: (False, "oneDNN reports no bf16 support on this CPU"))
+    t = _trainer(workdir, 6, "auto")
+    t.run()
+    assert t.precision.name == "fp32" and "started in bf16, but oneDNN reports no bf16" in t.precision.reason
     # An explicit setting wins over the stored choice (and continues the run).
-    t = _trainer(workdir, 6, "fp32")
+    monkeypatch.setattr(precision, "native_bf16", lambda: (True, "amx_bf16"))
+    t = _trainer(workdir, 8, "fp32")
     t.run()
     assert t.precision.name == "fp32" and t.ctx.amp_dtype is None
     summary = json.loads((workdir / "models/cyclegan/summary.json").read_text())

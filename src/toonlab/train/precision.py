@@ -162,10 +162,14 @@ def resolve(setting: str, device: torch.device, amp: bool, stored: dict[str, Any
             if not native:
                 log.warning("train.cpu_precision is bf16 but %s: it will likely be slower than fp32", why)
         return Precision(setting, f"train.cpu_precision: {setting}")
-    if stored and stored.get("name") in ("fp32", "bf16") and stored.get("device", "cpu") == "cpu":
-        return Precision(stored["name"], f"auto, kept from the run's start: {stored.get('reason', '')}".rstrip(": "),
-                         dict(stored.get("probe") or {}))
     native, why = native_bf16()
+    if stored and stored.get("name") in ("fp32", "bf16") and stored.get("device", "cpu") == "cpu":
+        if stored["name"] == "bf16" and not native:     # moved to a CPU without bf16
+            log.info("train.cpu_precision auto: the run started in bf16, but %s: fp32 from here", why)
+            return Precision("fp32", f"auto: started in bf16, but {why}")
+        kept, first = "auto, kept from the run's start: ", str(stored.get("reason", ""))
+        return Precision(stored["name"], first if first.startswith(kept) else kept + first,
+                         dict(stored.get("probe") or {}))
     if not native:
         log.info("train.cpu_precision auto: fp32 (%s)", why)
         return Precision("fp32", f"auto: {why}")

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from toonlab.log import get_logger
-from toonlab.models.common import RecipeBase, adam, count_params, init_weights
+from toonlab.models.common import RecipeBase, ReflectionPad2d, adam, count_params, init_weights
 from toonlab.models.cyclegan.params import CycleGANOptimParams, CycleGANParams
 from toonlab.models.losses import GANLoss, ImagePool, VGGPerceptual
 from toonlab.train.recipe import Context
@@ -48,8 +48,8 @@ class ResnetBlock(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.conv_block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, padding=0, bias=True), _norm(dim), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, padding=0, bias=True), _norm(dim),
+            ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, padding=0, bias=True), _norm(dim), nn.ReLU(True),
+            ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, padding=0, bias=True), _norm(dim),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -68,7 +68,7 @@ class ResnetGenerator(nn.Module):
         if n_blocks < 0:
             raise ValueError("ResnetGenerator: n_blocks must be >= 0")
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, padding=0, bias=True), _norm(ngf), nn.ReLU(True),
+            ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, padding=0, bias=True), _norm(ngf), nn.ReLU(True),
         ]
         n_down = 2
         for i in range(n_down):
@@ -82,7 +82,7 @@ class ResnetGenerator(nn.Module):
             layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
                                           output_padding=1, bias=True),
                        _norm(ngf * mult // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
+        layers += [ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

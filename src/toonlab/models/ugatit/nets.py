@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toonlab.models.common import ReflectionPad2d
+
 # ----------------------------------------------------------------------------- normalisation
 
 
@@ -184,8 +186,8 @@ class ResnetBlock(nn.Module):
     def __init__(self, dim: int, use_bias: bool = False):
         super().__init__()
         self.conv_block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias), nn.InstanceNorm2d(dim), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias), nn.InstanceNorm2d(dim),
+            ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias), nn.InstanceNorm2d(dim), nn.ReLU(True),
+            ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias), nn.InstanceNorm2d(dim),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -200,11 +202,11 @@ class ResnetAdaLINBlock(nn.Module):
     def __init__(self, dim: int, use_bias: bool = False, norm: str = "adalin"):
         super().__init__()
         self.adaptive = norm in ADAPTIVE_NORMS
-        self.pad1 = nn.ReflectionPad2d(1)
+        self.pad1 = ReflectionPad2d(1)
         self.conv1 = nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias)
         self.norm1 = decoder_norm(norm, dim)
         self.relu1 = nn.ReLU(True)
-        self.pad2 = nn.ReflectionPad2d(1)
+        self.pad2 = ReflectionPad2d(1)
         self.conv2 = nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias)
         self.norm2 = decoder_norm(norm, dim)
 
@@ -223,11 +225,11 @@ class ResnetSoftAdaLINBlock(nn.Module):
 
     def __init__(self, dim: int, use_bias: bool = False):
         super().__init__()
-        self.pad1 = nn.ReflectionPad2d(1)
+        self.pad1 = ReflectionPad2d(1)
         self.conv1 = nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias)
         self.norm1 = SoftAdaLIN(dim)
         self.relu1 = nn.ReLU(True)
-        self.pad2 = nn.ReflectionPad2d(1)
+        self.pad2 = ReflectionPad2d(1)
         self.conv2 = nn.Conv2d(dim, dim, 3, 1, 0, bias=use_bias)
         self.norm2 = SoftAdaLIN(dim)
 
@@ -248,7 +250,7 @@ class ConvBlock(nn.Module):
         half, quarter = dim_out // 2, dim_out // 4
 
         def stage(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.InstanceNorm2d(cin), nn.ReLU(True), nn.ReflectionPad2d(1),
+            return nn.Sequential(nn.InstanceNorm2d(cin), nn.ReLU(True), ReflectionPad2d(1),
                                  nn.Conv2d(cin, cout, 3, 1, bias=False))
 
         self.ConvBlock1 = stage(dim_in, half)
@@ -365,11 +367,11 @@ class UGATITGenerator(nn.Module):
             raise ValueError(f"UGATITGenerator: unknown norm {norm!r} ({', '.join(DECODER_NORMS)})")
         self.n_blocks, self.img_size, self.light = n_blocks, img_size, light
         self.norm, self.cam, self.adaptive = norm, cam, norm in ADAPTIVE_NORMS
-        down: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, 1, 0, bias=False),
+        down: list[nn.Module] = [ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, 1, 0, bias=False),
                                  nn.InstanceNorm2d(ngf), nn.ReLU(True)]
         for i in range(2):
             mult = 2 ** i
-            down += [nn.ReflectionPad2d(1), nn.Conv2d(ngf * mult, ngf * mult * 2, 3, 2, 0, bias=False),
+            down += [ReflectionPad2d(1), nn.Conv2d(ngf * mult, ngf * mult * 2, 3, 2, 0, bias=False),
                      nn.InstanceNorm2d(ngf * mult * 2), nn.ReLU(True)]
         dim = ngf * 4
         down += [ResnetBlock(dim) for _ in range(n_blocks)]
@@ -390,9 +392,9 @@ class UGATITGenerator(nn.Module):
         up: list[nn.Module] = []
         for i in range(2):
             mult = 2 ** (2 - i)
-            up += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+            up += [nn.Upsample(scale_factor=2, mode="nearest"), ReflectionPad2d(1),
                    nn.Conv2d(ngf * mult, ngf * mult // 2, 3, 1, 0, bias=False), LIN(ngf * mult // 2), nn.ReLU(True)]
-        up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, 1, 0, bias=False), nn.Tanh()]
+        up += [ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, 1, 0, bias=False), nn.Tanh()]
         self.UpBlock2 = nn.Sequential(*up)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -429,13 +431,13 @@ class SoftAdaLINGenerator(nn.Module):
             raise ValueError(f"SoftAdaLINGenerator: ngf must be a multiple of 4 (hourglass units), got {ngf}")
         self.n_blocks, self.img_size, self.light = n_blocks, img_size, light
         dim = ngf * 4
-        self.ConvBlock1 = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, 1, 0, bias=False),
+        self.ConvBlock1 = nn.Sequential(ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, 1, 0, bias=False),
                                         nn.InstanceNorm2d(ngf), nn.ReLU(True))
         self.HourGlass1 = HourGlass(ngf, ngf)
         self.HourGlass2 = HourGlass(ngf, ngf)
-        self.DownBlock1 = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ngf, ngf * 2, 3, 2, 0, bias=False),
+        self.DownBlock1 = nn.Sequential(ReflectionPad2d(1), nn.Conv2d(ngf, ngf * 2, 3, 2, 0, bias=False),
                                         nn.InstanceNorm2d(ngf * 2), nn.ReLU(True))
-        self.DownBlock2 = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ngf * 2, dim, 3, 2, 0, bias=False),
+        self.DownBlock2 = nn.Sequential(ReflectionPad2d(1), nn.Conv2d(ngf * 2, dim, 3, 2, 0, bias=False),
                                         nn.InstanceNorm2d(dim), nn.ReLU(True))
         for i in range(n_blocks):
             setattr(self, f"EncodeBlock{i + 1}", ResnetBlock(dim))
@@ -447,13 +449,13 @@ class SoftAdaLINGenerator(nn.Module):
         self.FC = _mlp(fc_in, dim, bias=True)
         for i in range(n_blocks):
             setattr(self, f"DecodeBlock{i + 1}", ResnetSoftAdaLINBlock(dim))
-        self.UpBlock1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+        self.UpBlock1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), ReflectionPad2d(1),
                                       nn.Conv2d(dim, ngf * 2, 3, 1, 0, bias=False), LIN(ngf * 2), nn.ReLU(True))
-        self.UpBlock2 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+        self.UpBlock2 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), ReflectionPad2d(1),
                                       nn.Conv2d(ngf * 2, ngf, 3, 1, 0, bias=False), LIN(ngf), nn.ReLU(True))
         self.HourGlass3 = HourGlass(ngf, ngf)
         self.HourGlass4 = HourGlass(ngf, ngf, use_res=False)
-        self.ConvBlock2 = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, 3, 7, 1, 0, bias=False), nn.Tanh())
+        self.ConvBlock2 = nn.Sequential(ReflectionPad2d(3), nn.Conv2d(3, 3, 7, 1, 0, bias=False), nn.Tanh())
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = self.HourGlass2(self.HourGlass1(self.ConvBlock1(x)))
@@ -493,14 +495,14 @@ class UGATITDiscriminator(nn.Module):
         if n_layers < 3:
             raise ValueError(f"UGATITDiscriminator: n_layers must be >= 3, got {n_layers}")
         self.n_layers, self.cam = n_layers, cam
-        model: list[nn.Module] = [nn.ReflectionPad2d(1), _sn(nn.Conv2d(input_nc, ndf, 4, 2, 0, bias=True)),
+        model: list[nn.Module] = [ReflectionPad2d(1), _sn(nn.Conv2d(input_nc, ndf, 4, 2, 0, bias=True)),
                                   nn.LeakyReLU(0.2, True)]
         for i in range(1, n_layers - 2):
             mult = 2 ** (i - 1)
-            model += [nn.ReflectionPad2d(1), _sn(nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 0, bias=True)),
+            model += [ReflectionPad2d(1), _sn(nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 0, bias=True)),
                       nn.LeakyReLU(0.2, True)]
         mult = 2 ** (n_layers - 3)
-        model += [nn.ReflectionPad2d(1), _sn(nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 1, 0, bias=True)),
+        model += [ReflectionPad2d(1), _sn(nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 1, 0, bias=True)),
                   nn.LeakyReLU(0.2, True)]
         dim = ndf * 2 ** (n_layers - 2)
         if cam:
@@ -508,7 +510,7 @@ class UGATITDiscriminator(nn.Module):
             self.gmp_fc = _sn(nn.Linear(dim, 1, bias=False))
             self.conv1x1 = nn.Conv2d(dim * 2, dim, 1, 1, bias=True)
             self.leaky_relu = nn.LeakyReLU(0.2, True)
-        self.pad = nn.ReflectionPad2d(1)
+        self.pad = ReflectionPad2d(1)
         self.conv = _sn(nn.Conv2d(dim, 1, 4, 1, 0, bias=False))
         self.model = nn.Sequential(*model)
 
