@@ -73,6 +73,7 @@ import torch
 from common import follow, multipart, url_in
 
 from toonlab.models import registry
+from toonlab.train.precision import synthetic_batch
 from toonlab.train.recipe import Context
 
 MARK = "GPU_CHECK_RESULT "   # a child process's result line: MARK + JSON
@@ -223,25 +224,6 @@ def _period(fam: registry.Family, params: Any) -> int:
     return math.lcm(int(d), int(g)) if isinstance(d, int) and isinstance(g, int) else 1
 
 
-def synthetic_batch(spec, device: torch.device, channels_last: bool, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Smooth random images (low-frequency colour fields plus a little noise: the guided
-    filter and SLIC see something image-like) in [-1, 1], N x 3 x px x px per batch key;
-    five landmarks per image (eyes, nose, mouth corners) when the recipe wants them."""
-    gen = torch.Generator().manual_seed(seed)
-    n, px = spec.batch_size, spec.crop_px
-    out: dict[str, torch.Tensor] = {}
-    for key in spec.domains:
-        low = torch.rand(n, 3, 6, 6, generator=gen) * 2 - 1
-        x = torch.nn.functional.interpolate(low, size=(px, px), mode="bicubic", align_corners=False)
-        x = (x + 0.05 * torch.randn(n, 3, px, px, generator=gen)).clamp(-1, 1).to(device)
-        out[key] = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-        if spec.with_landmarks:
-            base = torch.tensor([[0.35, 0.40], [0.65, 0.40], [0.50, 0.55], [0.38, 0.72], [0.62, 0.72]])
-            pts = (base + 0.02 * torch.randn(n, 5, 2, generator=gen)) * px
-            out[f"{key}_five"] = pts.to(device)
-    return out
-
-
 # ----------------------------------------------------------------------------- one family's step
 
 
@@ -275,7 +257,7 @@ def measure_family(name: str, device: torch.device, smoke: bool, steps: int, max
                 recipe.nets[key] = torch.compile(net, backend=backend)
         build_s = time.perf_counter() - t_build
         spec = recipe.data
-        batch = synthetic_batch(spec, device, cuda)
+        batch = synthetic_batch(spec, device, channels_last=cuda)
         step = 0
 
         def one() -> dict[str, torch.Tensor]:
@@ -657,7 +639,7 @@ def ddp_probe(args) -> dict[str, Any]:
                 net.to(memory_format=torch.channels_last)
             if any(p.requires_grad for p in net.parameters()):
                 recipe.nets[key] = DDP(net, device_ids=[local] if cuda else None, broadcast_buffers=False)
-        batch = synthetic_batch(recipe.data, device, cuda)
+        batch = synthetic_batch(recipe.data, device, channels_last=cuda)
         finite = torch.ones((), dtype=torch.bool, device=device)
         n = 3
         for i in range(n):

@@ -128,9 +128,7 @@ def measure_one(spec: dict) -> dict:
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     recipe = build(spec["model"], spec["px"], spec["batch"], spec["path"], device, spec["compile"])
-    batch = synthetic_batch(recipe.data, device)
-    if recipe.ctx.channels_last:
-        batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
+    batch = synthetic_batch(recipe.data, device, channels_last=recipe.ctx.channels_last)
 
     def step(i: int) -> float:
         t0 = time.perf_counter()

@@ -104,18 +104,25 @@ def native_bf16() -> tuple[bool, str]:
     return True, " + ".join(found)
 
 
-def synthetic_batch(spec: Any, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random images (and five-point landmarks where the recipe wants them) of the
-    recipe's batch shape: what the probe and the benchmark train on."""
+def synthetic_batch(spec: Any, device: torch.device, seed: int = 0,
+                    channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """A batch of the recipe's shape for timing its steps (the probe, the benchmarks):
+    smooth random images (low-frequency colour fields plus a little noise: the guided
+    filter and SLIC see something image-like) in [-1, 1], N x 3 x px x px per batch key;
+    five landmarks per image (eyes, nose, mouth corners) when the recipe wants them."""
     gen = torch.Generator().manual_seed(seed)
     n, px = spec.batch_size, spec.crop_px
-    batch: dict[str, torch.Tensor] = {}
-    five = torch.tensor([[0.35, 0.42], [0.65, 0.42], [0.5, 0.56], [0.38, 0.7], [0.62, 0.7]]) * px
+    out: dict[str, torch.Tensor] = {}
     for key in spec.domains:
-        batch[key] = (torch.rand(n, 3, px, px, generator=gen) * 2 - 1).to(device)
+        low = torch.rand(n, 3, 6, 6, generator=gen) * 2 - 1
+        x = torch.nn.functional.interpolate(low, size=(px, px), mode="bicubic", align_corners=False)
+        x = (x + 0.05 * torch.randn(n, 3, px, px, generator=gen)).clamp(-1, 1).to(device)
+        out[key] = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
         if getattr(spec, "with_landmarks", False):
-            batch[f"{key}_five"] = five.expand(n, 5, 2).clone().to(device)
-    return batch
+            base = torch.tensor([[0.35, 0.40], [0.65, 0.40], [0.50, 0.55], [0.38, 0.72], [0.62, 0.72]])
+            pts = (base + 0.02 * torch.randn(n, 5, 2, generator=gen)) * px
+            out[f"{key}_five"] = pts.to(device)
+    return out
 
 
 def probe(build: Callable[[], Any], device: torch.device, rounds: int = PROBE_ROUNDS) -> dict[str, float]:
