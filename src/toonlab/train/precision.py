@@ -19,8 +19,8 @@ probe never flips a run half way). An explicit fp32/bf16 always wins.
 bf16 here is autocast: weights, gradients and the optimizer state stay fp32; matrix
 products and convolutions run in bf16; losses and the parts that need range or
 accumulation run in fp32 (each family casts its network outputs to fp32 for its losses;
-autocast itself keeps norms' statistics, reductions such as MSE/L1/BCE and padding in
-fp32 on CPU).
+autocast itself keeps MSE/L1/BCE in fp32, and norms accumulate their statistics in fp32).
+Reflection padding stays in bf16 (`toonlab.models.common.ReflectionPad2d`).
 
 `TOONLAB_CPU_BF16=0` in the environment makes this CPU look like one without native bf16
 (`auto` then falls back to fp32): how the fallback is tested here.
@@ -43,7 +43,6 @@ log = get_logger(__name__)
 PROBE_MIN_SPEEDUP = 1.1      # bf16 must be at least this much faster than fp32 to be chosen
 PROBE_ROUNDS = 2             # timed steps per precision (after one warm-up step each)
 ENV_NO_BF16 = "TOONLAB_CPU_BF16"
-CHOICES = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,6 @@ def probe(build: Callable[[], Any], device: torch.device, rounds: int = PROBE_RO
         close = getattr(recipe, "close", None)
         if close is not None:
             close()
-        del recipe
         ckpt.set_rng_state(rng)
 
 
