@@ -17,7 +17,9 @@ Paths (each measured in its own process, so that its peak memory is its own):
 * --rounds N: the three paths measured N times in turn, the fastest of each kept (this
   shared 2-core VM drifts by 20-80% over minutes; alternating cancels most of it).
 * --compile: torch.compile (inductor) on top of the auto path: the first step's extra time
-  (compilation) and after how many steps it pays that back, or "never".
+  (compilation, cold: each compiled process gets an empty inductor cache) and after how
+  many steps it pays that back, or "never". With one --paths entry the compiled path
+  takes part in the rounds (fastest step kept; compile time of that same process).
 
 Configurations: `reference` = the papers' settings (CycleGAN 256 px 9 blocks batch 1,
 DCGAN 96 px batch 256, U-GAT-IT light 256, Soft-AdaLIN 256 with the face-ID loss on,
@@ -35,6 +37,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -164,8 +167,12 @@ def measure_one(spec: dict) -> dict:
 
 
 def run_path(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
+        if spec["compile"]:       # a cold compile, as a user's first run: inductor's cache would hide it
+            env["TORCHINDUCTOR_CACHE_DIR"] = cache
+        proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
+                              env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -185,6 +192,8 @@ def main() -> int:
                     help="stop measuring a path after this long (at least 2 measured steps)")
     ap.add_argument("--rounds", type=int, default=1, help="measure the paths this many times in turn, keep the fastest")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile on the auto path")
+    ap.add_argument("--paths", nargs="+", default=["plain", "fp32", "bf16"], choices=["plain", "fp32", "bf16"],
+                    help="eager paths to measure (auto needs fp32 and bf16; with one of them only, auto is that one)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -206,25 +215,36 @@ def main() -> int:
         base = {"model": model, "px": px, "batch": batch, "device": str(device), "compile": False,
                 "steps": args.steps, "max_seconds": args.max_seconds}
         res: dict[str, dict] = {}
+        compiled: dict = {}
         for _ in range(max(1, args.rounds)):
-            for path in ("plain", "fp32", "bf16"):
+            for path in args.paths:
                 r = run_path({**base, "path": path})
                 if "error" in r:
                     res.setdefault(path, r)
                 elif "error" in res.get(path, {}) or r["ms"] < res.get(path, {}).get("ms", float("inf")):
                     res[path] = r
+            if args.compile and len(args.paths) == 1:    # the compiled path in the same rounds
+                c = run_path({**base, "path": args.paths[0], "compile": True})
+                if "error" in c or c["ms"] < compiled.get("ms", float("inf")):
+                    compiled = c
         errors = {p: r["error"] for p, r in res.items() if "error" in r}
         if errors:
             print(f"{model:<13}{px:>4}{batch:>6}  failed: {errors}", flush=True)
             continue
-        ratio = res["fp32"]["ms"] / res["bf16"]["ms"]
-        auto = "bf16" if (native and ratio >= PROBE_MIN_SPEEDUP) else "fp32"
-        a = res[auto]
-        line = (f"{model:<13}{px:>4}{batch:>6}  {res['plain']['ms']:>9.0f}{res['fp32']['ms']:>9.0f}"
-                f"{res['bf16']['ms']:>9.0f}  {auto:<5}{a['ms']:>8.0f}{res['plain']['ms'] / a['ms']:>8.2f}x"
-                f"{ratio:>9.2f}x  {res['plain']['peak_mib']:>9.0f} /{a['peak_mib']:>8.0f}")
+        ms = {p: f"{res[p]['ms']:>9.0f}" if p in res else f"{'-':>9}" for p in ("plain", "fp32", "bf16")}
+        if "fp32" in res and "bf16" in res:
+            ratio = res["fp32"]["ms"] / res["bf16"]["ms"]
+            auto = "bf16" if (native and ratio >= PROBE_MIN_SPEEDUP) else "fp32"
+            ratio_s = f"{ratio:>9.2f}x"
+        else:
+            auto = "bf16" if "bf16" in res else "fp32"
+            ratio_s = f"{'-':>10}"
+        a = res[auto] if auto in res else res[next(iter(res))]
+        base_ms = res.get("plain", a)["ms"]
+        line = (f"{model:<13}{px:>4}{batch:>6}  {ms['plain']}{ms['fp32']}{ms['bf16']}  {auto:<5}{a['ms']:>8.0f}"
+                f"{base_ms / a['ms']:>8.2f}x{ratio_s}  {res.get('plain', a)['peak_mib']:>9.0f} /{a['peak_mib']:>8.0f}")
         if args.compile:
-            c = run_path({**base, "path": auto, "compile": True})
+            c = compiled or run_path({**base, "path": auto, "compile": True})
             if "error" in c:
                 line += f"  compile failed: {c['error'][:80]}"
             else:
@@ -233,7 +253,7 @@ def main() -> int:
                 pays = f"after {compile_s * 1000 / gain:.0f} steps" if gain > 0 else "never (not faster)"
                 line += f"  {c['ms']:>11.0f}{compile_s:>10.1f}  {pays}"
         notes = [note, set_]
-        for path in ("plain", auto):
+        for path in dict.fromkeys(p for p in ("plain", auto) if p in res):
             if "superpixel_work_ms" in res[path]:
                 notes.append(f"{path}: superpixels {res[path]['superpixel_work_ms']:.0f} ms of work, "
                              f"{res[path]['superpixel_wait_ms']:.0f} ms waited per step")

@@ -42,6 +42,10 @@ class RuntimeParams(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: Annotated[int, Field(ge=0, le=256)] = 2
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Trained networks translating / generating on CPU (evaluate, cartoonize, serve; not
+    # export): auto (bf16 where native, within the parity tolerance and faster) | fp32 | bf16
+    # (toonlab.train.inference_precision). Training: train.cpu_precision.
+    cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class _Checks(Section):

@@ -113,7 +113,11 @@ def test_landmark_preservation_identity_vs_warp(tmp_path, packed, standin, monke
     standin(tmp_path, "shifted", 12)
     params = _params(tmp_path, packed)
     ident = evaluate_run("ident", params, torch.device("cpu"))
-    shifted = evaluate_run("shifted", params, torch.device("cpu"))
+    # runtime.cpu_precision reaches the run's networks (the shift is exact in bf16 too).
+    in_bf16 = params.model_copy(update={"runtime": params.runtime.model_copy(update={"cpu_precision": "bf16"})})
+    shifted = evaluate_run("shifted", in_bf16, torch.device("cpu"))
+    assert (ident["precision"], shifted["precision"]) == ("fp32", "bf16")
+    assert "TOONLAB_CPU_BF16=0" in ident["precision_reason"]
 
     on_disk = json.loads((tmp_path / "metrics/ident.json").read_text())
     assert on_disk == json.loads(json.dumps(ident))

@@ -312,11 +312,13 @@ def _make_out_dir(out_dir: Path) -> None:
 
 
 def cartoonize_files(cartoonizer: Cartoonizer, inputs: list[str], out_dir: str | Path,
-                     source: str = "") -> dict[str, Any]:
-    """Cartoonize every input into `out_dir`; write and return the summary."""
+                     source: str = "", expanded: tuple[list[Path], list[dict[str, Any]]] | None = None,
+                     ) -> dict[str, Any]:
+    """Cartoonize every input into `out_dir`; write and return the summary. `expanded`:
+    `expand_inputs(inputs, skip=out_dir)` when the caller has it already."""
     out_dir = Path(out_dir)
     _make_out_dir(out_dir)  # before any work
-    files, missing = expand_inputs(inputs, skip=out_dir)
+    files, missing = expanded if expanded is not None else expand_inputs(inputs, skip=out_dir)
     if not files and not missing:
         raise UsageError(f"no image files found in {', '.join(_display(i) for i in inputs)}")
     entries = [_storable(e) for e in missing]
@@ -353,8 +355,10 @@ def cartoonize_files(cartoonizer: Cartoonizer, inputs: list[str], out_dir: str |
 
 
 def load_inference(run: str | None, train_out_dir: str | Path, device: torch.device,
-                   onnx: str | None = None):
-    """(Inference, description) from a run / checkpoint, or from an ONNX export folder."""
+                   onnx: str | None = None, cpu_precision: str = "fp32", images: int | None = None):
+    """(Inference, description) from a run / checkpoint (in `cpu_precision` on CPU, for a
+    job of `images` photos: `toonlab.train.inference_precision`), or from an ONNX export
+    folder (fp32)."""
     if onnx:
         try:
             from toonlab.apps.export import load_onnx_inference
@@ -366,7 +370,8 @@ def load_inference(run: str | None, train_out_dir: str | Path, device: torch.dev
     from toonlab.train.runs import read_run, resolve_run
 
     loaded = read_run(resolve_run(run, train_out_dir))
-    return loaded.inference(device), f"{loaded.ref.run_dir} ({loaded.checkpoint.name})"
+    inf = loaded.inference(device, cpu_precision, images)
+    return inf, f"{loaded.ref.run_dir} ({loaded.checkpoint.name})"
 
 
 def run_cartoonize(params, run: str | None, inputs: list[str], out: str | Path,
@@ -375,11 +380,13 @@ def run_cartoonize(params, run: str | None, inputs: list[str], out: str | Path,
     if not inputs:
         raise UsageError("give at least one INPUT (image files, folders or globs)")
     check_out_dir(out)
-    inf, source = load_inference(run, params.train.out_dir, device, onnx)
+    expanded = expand_inputs(inputs, skip=Path(out))      # how many photos: the precision may depend on it
+    inf, source = load_inference(run, params.train.out_dir, device, onnx, params.runtime.cpu_precision,
+                                 len(expanded[0]))
     car = Cartoonizer(inf, settings, detect_params=params.detect, decode_params=params.decode,
                       matte_params=params.matte, device="cpu" if onnx else device)
     try:
-        summary = cartoonize_files(car, inputs, out, source)
+        summary = cartoonize_files(car, inputs, out, source, expanded)
     finally:
         car.close()
     if summary["succeeded"] == 0:

@@ -286,7 +286,7 @@ class Studio:
         self._make_room(self._sizes.get(name, 0))
         t0 = time.perf_counter()
         try:
-            inf = read_run(info.ref).inference(self.device)
+            inf = read_run(info.ref).inference(self.device, self.params.runtime.cpu_precision)
             car = Cartoonizer(inf, detect_params=self.params.detect, decode_params=self._decode_params(),
                               matte_params=self.params.matte, device=self.device)
         except ToonlabError as exc:

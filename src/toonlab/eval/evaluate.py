@@ -189,13 +189,14 @@ def evaluate_run(run: str, params, device: torch.device, checkpoint: str | None 
 
     p: EvaluateParams = params.evaluate
     loaded = read_run(resolve_run(run, params.train.out_dir, checkpoint))
-    run, fam, inf = loaded.ref.name, loaded.family, loaded.inference(device)
+    run, fam, inf = loaded.ref.name, loaded.family, loaded.inference(device, params.runtime.cpu_precision)
     meta = {"path": str(loaded.checkpoint), "step": loaded.step}
     px = inf.px
     target = _split(params.pack.out_dir, inf.target, p.split, px)
     gen = torch.Generator().manual_seed(p.seed)
     result: dict[str, Any] = {"run": run, "family": fam.name, "checkpoint": meta["path"], "step": meta["step"],
-                              "source": inf.source, "target": inf.target, "px": px, "split": p.split}
+                              "source": inf.source, "target": inf.target, "px": px, "split": p.split,
+                              "precision": loaded.precision.name, "precision_reason": loaded.precision.reason}
     unavailable: dict[str, str] = {}
     detector = _Detector(inf.target, params.detect, p.detect_px)
     backends = {"landmarks": detector.describe()}

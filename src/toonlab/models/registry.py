@@ -40,6 +40,25 @@ def resolve(ref: str | Any) -> Any:
 
 
 @dataclass(frozen=True)
+class CompileGain:
+    """What torch.compile (inductor) did to a family's training step on CPU, measured with
+    `benchmarks/train_step.py --compile` (read by `toonlab.train.compiling` for
+    `train.compile: auto`): points (precision "fp32" | "bf16", image px, eager / compiled
+    step time, seconds of a cold compilation); `measured` says where."""
+
+    points: tuple[tuple[str, int, float, float], ...]
+    measured: str = ""
+
+    def at(self, precision: str, px: int) -> tuple[float, float] | None:
+        """(speed-up, compile seconds) of the measured point of `precision` nearest `px`."""
+        same = [p for p in self.points if p[0] == precision]
+        if not same:
+            return None
+        _, _, speedup, compile_s = min(same, key=lambda p: (abs(p[1] - px), -p[1]))
+        return speedup, compile_s
+
+
+@dataclass(frozen=True)
 class Family:
     """One model family. `kind`: translation (source -> target images; evaluated,
     cartoonized, exported, served), unconditional (noise -> images; evaluated, exported,
@@ -65,6 +84,8 @@ class Family:
     # continues a run with the schedule recomputed for the new end (keys it lacks are ignored).
     length_keys: tuple[str, ...] = ("optim.steps", "optim.steps_constant", "optim.steps_decay",
                                     "optim.decay_from", "pretrain.steps")
+    # torch.compile's measured effect on its CPU training step (None: none worth having).
+    cpu_compile: CompileGain | None = None
 
     # -- facts
     @property
@@ -154,13 +175,36 @@ def _unpaired(p: Any) -> list[str]:
     return [p.data.domain_a, p.data.domain_b]
 
 
+# torch.compile on CPU, measured on this project's 2-core AMX VM with
+# `python benchmarks/train_step.py --paths bf16|fp32 --compile` (cold inductor cache; one
+# run of this shared VM: ratios within a run are reliable, absolute times drift 20-80%).
+# (precision, px, eager / compiled step time, cold compile seconds). Not listed: not
+# measured (auto stays eager). The landmarker and White-box's pre-training were not measured.
+_MEASURED = "benchmarks/train_step.py --compile, 2-core AMX VM, 2026-12-06"
+_COMPILE = {
+    # 256 px 9 blocks: 3889 -> 3151 ms (bf16); 128 px 6 blocks: 743 -> 656 (bf16), 2622 -> 1952 (fp32)
+    "cyclegan": CompileGain((("bf16", 256, 1.23, 132.2), ("bf16", 128, 1.13, 128.0),
+                             ("fp32", 128, 1.34, 95.6)), _MEASURED),
+    # batch 256: 2717 -> 1954 ms (1.39x, 47.5 s); batch 32: 294 -> 246 (1.20x, 53.1 s); the
+    # lower is kept (one px for both); fp32 batch 32: 548 -> 520 ms
+    "dcgan": CompileGain((("bf16", 96, 1.20, 53.1), ("fp32", 96, 1.05, 37.6)), _MEASURED),
+    # U-GAT-IT light ch 64: 256 px 9858 -> 8251 ms, 128 px 5914 -> 4747 ms (bf16)
+    "ugatit": CompileGain((("bf16", 256, 1.19, 302.7), ("bf16", 128, 1.25, 330.6)), _MEASURED),
+    # batch 16 at 256 px: 14520 -> 17037 ms (slower); batch 4 at 128 px: 1096 -> 1006 (bf16),
+    # 1638 -> 1781 (fp32, slower)
+    "whitebox": CompileGain((("bf16", 256, 0.85, 74.5), ("bf16", 128, 1.09, 85.6),
+                             ("fp32", 128, 0.92, 73.7)), _MEASURED),
+}
+
 FAMILIES: tuple[Family, ...] = (
     Family("cyclegan", params="toonlab.models.cyclegan.params:CycleGANParams",
-           model="toonlab.models.cyclegan.model", steps=_constant_plus_decay("cyclegan"), domains=_unpaired),
+           model="toonlab.models.cyclegan.model", steps=_constant_plus_decay("cyclegan"), domains=_unpaired,
+           cpu_compile=_COMPILE["cyclegan"]),
     Family("dcgan", params="toonlab.models.dcgan.params:DCGANParams", model="toonlab.models.dcgan.model",
-           steps=_optim_steps, domains=lambda p: [p.data.domain], kind="unconditional", best_metric="G"),
+           steps=_optim_steps, domains=lambda p: [p.data.domain], kind="unconditional", best_metric="G",
+           cpu_compile=_COMPILE["dcgan"]),
     Family("ugatit", params="toonlab.models.ugatit.params:UGATITParams", model="toonlab.models.ugatit.model",
-           steps=_optim_steps, domains=_unpaired),
+           steps=_optim_steps, domains=_unpaired, cpu_compile=_COMPILE["ugatit"]),
     Family("landmarker", params="toonlab.models.landmarker.params:LandmarkerParams",
            model="toonlab.models.landmarker.model", steps=_optim_steps,
            domains=lambda p: [p.data.domain_photo, p.data.domain_anime], kind="auxiliary", best_metric="loss"),
@@ -172,7 +216,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("whitebox", params="toonlab.models.whitebox.params:WhiteboxParams",
            model="toonlab.models.whitebox.model", steps=_optim_steps,
            domains=lambda p: [p.data.domain_photo, p.data.domain_cartoon],
-           needs=lambda p: {"pretrain.run_dir": True, "loss.landmarker_run": p.loss.landmark > 0}),
+           needs=lambda p: {"pretrain.run_dir": True, "loss.landmarker_run": p.loss.landmark > 0},
+           cpu_compile=_COMPILE["whitebox"]),
 )
 
 

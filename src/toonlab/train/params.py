@@ -25,7 +25,9 @@ class TrainParams(Section):
     # fp32 or bf16 (toonlab.train.precision); a resumed auto run keeps its first choice.
     cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
-    compile: bool = False                    # torch.compile the trainable networks
+    # torch.compile (inductor) the trainable networks: true, false, or auto (on CPU, only
+    # where it is measured to pay back within a few hundred steps: toonlab.train.compiling).
+    compile: bool | Literal["auto"] = "auto"
     loader_workers: Annotated[int, Field(ge=0, le=64)] = 2
     seed: Annotated[int, Field(ge=0)] = 0
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.0   # colour jitter strength (albumentations)

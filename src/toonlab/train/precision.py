@@ -124,33 +124,43 @@ def synthetic_batch(spec: Any, device: torch.device, seed: int = 0,
     return out
 
 
-def probe(build: Callable[[], Any], device: torch.device, rounds: int = PROBE_ROUNDS) -> dict[str, float]:
+def time_steps(build: Callable[[], Any], device: torch.device, precisions: tuple[str, ...] = ("fp32", "bf16"),
+               rounds: int = PROBE_ROUNDS) -> dict[str, float]:
     """Seconds per training step of a throwaway recipe (`build()`, whose ctx this sets) in
-    fp32 and in bf16, alternated; the random-number state is restored afterwards."""
+    each precision (`<name>_s`), alternated, the fastest of `rounds` timed steps after one
+    warm-up step each; `probe_s`: the time it all took. The random-number state is
+    restored afterwards."""
     from toonlab.train import checkpoint as ckpt
 
     rng = ckpt.rng_state()
     recipe = build()
     try:
         batch = synthetic_batch(recipe.data, device)
-        best = {"fp32": float("inf"), "bf16": float("inf")}
+        best = dict.fromkeys(precisions, float("inf"))
         t_all = time.perf_counter()
         for i in range(rounds + 1):           # round 0: warm-up of each
-            for name in ("fp32", "bf16"):
+            for name in precisions:
                 recipe.ctx.amp_dtype = torch.bfloat16 if name == "bf16" else None
                 t0 = time.perf_counter()
                 losses = recipe.train_step(batch, i)
                 for v in losses.values():
                     float(v)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 if i:
                     best[name] = min(best[name], time.perf_counter() - t0)
-        return {"fp32_s": best["fp32"], "bf16_s": best["bf16"], "speedup": best["fp32"] / best["bf16"],
-                "probe_s": time.perf_counter() - t_all}
+        return {**{f"{name}_s": t for name, t in best.items()}, "probe_s": time.perf_counter() - t_all}
     finally:
         close = getattr(recipe, "close", None)
         if close is not None:
             close()
         ckpt.set_rng_state(rng)
+
+
+def probe(build: Callable[[], Any], device: torch.device, rounds: int = PROBE_ROUNDS) -> dict[str, float]:
+    """`time_steps` in fp32 and bf16, with `speedup` = fp32 / bf16 step time."""
+    figures = time_steps(build, device, ("fp32", "bf16"), rounds)
+    return {**figures, "speedup": figures["fp32_s"] / figures["bf16_s"]}
 
 
 def resolve(setting: str, device: torch.device, amp: bool, stored: dict[str, Any] | None,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toonlab.errors import ToonlabError, UsageError
+from toonlab.log import get_logger
 from toonlab.models import registry
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
     from toonlab.models.registry import Family
     from toonlab.train.recipe import Inference
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,13 +85,17 @@ class LoadedRun:
     params: Any
     state: dict[str, Any]
     checkpoint: Path
+    precision: Any = None          # the inference precision chosen by `inference()`
 
     @property
     def step(self) -> int:
         return int(self.state.get("step", 0))
 
-    def inference(self, device: torch.device | str = "cpu") -> Inference:
-        """The family's inference networks on `device`, in eval mode."""
+    def inference(self, device: torch.device | str = "cpu", cpu_precision: str = "fp32",
+                  images: int | None = None) -> Inference:
+        """The family's inference networks on `device`, in eval mode, in the precision
+        `cpu_precision` (runtime.cpu_precision) gives on CPU for a job of `images` images
+        (None: many); the choice is kept in `self.precision` (`toonlab.train.inference_precision`)."""
         nets = dict(self.state["nets"])
         # An imported generator-only checkpoint (toonlab import-weights, e.g. photo2cartoon's
         # genA2B): the backward network is absent; it is built from G_A's weights only to
@@ -103,6 +110,11 @@ class LoadedRun:
         for net in (inf.forward, inf.backward, inf.generate):
             if net is not None:
                 net.to(device).eval()
+        from toonlab.train import inference_precision
+
+        inf, self.precision = inference_precision.choose(inf, cpu_precision, device, images)
+        if self.precision.name != "fp32" or self.precision.probe:
+            log.info("%s: inference precision %s (%s)", self.ref.name, self.precision.name, self.precision.reason)
         return inf
 
 

@@ -48,7 +48,7 @@ import torch
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import bar_wanted, duration, get_logger, lines_wanted, progress
 from toonlab.train import checkpoint as ckpt
-from toonlab.train import precision, runfolder
+from toonlab.train import compiling, precision, runfolder
 from toonlab.train.data import BatchStream, ImageSource, SamplerState, UnpairedDataset
 from toonlab.train.device import init_distributed, unwrap
 from toonlab.train.params import TrainParams
@@ -86,6 +86,8 @@ class Trainer:
         # The precision is decided when the run starts (`_run`: a probe, or the checkpoint's).
         amp_dtype = torch.bfloat16 if (tparams.amp and device.type == "cuda") else None
         self.precision: precision.Precision | None = None
+        self.compiled: compiling.Compile | None = None     # train.compile, decided after the precision
+        self.compile_first_step_s: float | None = None
         # channels_last pays off on GPUs; on CPU it is slower (benchmarks/train_step.py), so NCHW there.
         self.channels_last = tparams.channels_last and device.type == "cuda"
         self.ctx = Context(device=device, amp_dtype=amp_dtype, channels_last=self.channels_last,
@@ -123,9 +125,12 @@ class Trainer:
 
                 net = DDP(net, device_ids=[self.local_rank] if self.device.type == "cuda" else None,
                           broadcast_buffers=False)
-            if trainable and self.tp.compile:
-                net = torch.compile(net)
             recipe.nets[name] = net
+
+    def _compile(self, recipe: Recipe) -> None:
+        for name, net in list(recipe.nets.items()):
+            if any(p.requires_grad for p in net.parameters()):
+                recipe.nets[name] = torch.compile(net)
 
     def config(self) -> dict[str, Any]:
         """What defines the run (see `toonlab.train.resume`): auto-resume continues a run
@@ -352,6 +357,9 @@ class Trainer:
             self._beat("finished", start)
             return metrics
         self._choose_precision(stored_precision)
+        self._choose_compile(spec.crop_px, self.total - start)
+        if self.compiled.on:
+            self._compile(recipe)
 
         dataset = UnpairedDataset(sources, spec, self.tp.seed, self.tp.jitter, self.rank, self.world)
         stream = BatchStream(dataset, batch, self.tp.loader_workers,
@@ -370,7 +378,11 @@ class Trainer:
                 if self.rank == 0 and bar_wanted() else steps
             for step0 in bar:
                 step = step0 + 1
-                losses = recipe.train_step(self._to_device(next(stream)), step0)
+                batch_in = self._to_device(next(stream))
+                t_step = time.perf_counter()
+                losses = recipe.train_step(batch_in, step0)
+                if step0 == start and self.compiled.on:
+                    self._report_compile(losses, t_step)
                 for s in recipe.schedulers().values():
                     s.step()
                 finite = torch.stack([torch.isfinite(v.detach().float()).all() for v in losses.values()])
@@ -457,14 +469,41 @@ class Trainer:
     def _choose_precision(self, stored: dict[str, Any] | None) -> None:
         """`train.cpu_precision` / `train.amp` resolved (`toonlab.train.precision`): on rank
         0, then the same on every rank; a resumed auto run keeps its checkpoint's."""
-        def probe_recipe():
-            return self.family.build(self.fparams, dataclasses.replace(self.ctx, extra=dict(self.ctx.extra)))
-
         self.precision = self._on_rank0(lambda: precision.resolve(
-            self.tp.cpu_precision, self.device, self.tp.amp, stored, probe_recipe))
+            self.tp.cpu_precision, self.device, self.tp.amp, stored, self._throwaway_recipe))
         self.ctx.amp_dtype = self.precision.amp_dtype
         if self.rank == 0:
             log.info("%s: precision %s", self.family.name, self.precision.describe())
+
+    def _choose_compile(self, px: int, remaining: int) -> None:
+        """`train.compile` resolved (`toonlab.train.compiling`) on rank 0, the same on every
+        rank; the eager step time it may need is the precision probe's or a short timing."""
+        name = self.precision.name
+
+        def step_s() -> float:
+            figure = self.precision.probe.get(f"{name}_s")
+            if figure:
+                return float(figure)
+            return precision.time_steps(self._throwaway_recipe, self.device, (name,))[f"{name}_s"]
+
+        self.compiled = self._on_rank0(lambda: compiling.resolve(
+            self.tp.compile, self.device, self.family.name, self.family.cpu_compile, name, px, remaining, step_s))
+        if self.rank == 0:
+            log.info("%s: torch.compile %s", self.family.name, self.compiled.describe())
+
+    def _report_compile(self, losses: dict[str, torch.Tensor], t0: float) -> None:
+        """The first compiled step holds the compilation: its time is what compiling cost."""
+        for v in losses.values():
+            float(v)
+        self.compile_first_step_s = time.perf_counter() - t0
+        if self.rank == 0:
+            eager = self.compiled.estimate.get("step_s")
+            log.info("%s: the first step, compiling, took %.1f s%s", self.family.name, self.compile_first_step_s,
+                     f" (eager: {eager:.2f} s/step)" if eager else "")
+
+    def _throwaway_recipe(self) -> Recipe:
+        """A copy of the run's recipe for timing probes (its own Context)."""
+        return self.family.build(self.fparams, dataclasses.replace(self.ctx, extra=dict(self.ctx.extra)))
 
     def _write_summary(self, metrics: dict[str, float]) -> None:
         """<run>/summary.json: the finished run (what the pipeline drivers wait for)."""
@@ -475,7 +514,9 @@ class Trainer:
         fileio.write_json(self.run_dir / "summary.json", {
             "family": self.family.name, "steps": self.total, "metrics": metrics,
             "checkpoint": str(ckpt.latest(self.ckpt_dir)), "world_size": self.world,
-            "precision": self.precision.record() if self.precision else None})
+            "precision": self.precision.record() if self.precision else None,
+            "compile": {**self.compiled.record(), "first_step_s": self.compile_first_step_s}
+            if self.compiled else None})
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
