@@ -2,9 +2,10 @@
 
 * `true` / `false`: as set.
 * `auto` (default): compiled only where compilation is measured to pay back its own cost
-  within the first `PAYBACK_MAX_STEPS` steps of this run, and the run has more steps than
-  that left. Compilation costs tens of seconds once (per process: a resumed run compiles
-  again) and then saves a fraction of every step; how much depends on the family and the
+  within the first `PAYBACK_MAX_STEPS` steps of this run and by the middle of the steps
+  it has left (runs of fewer than `MIN_REMAINING` steps stay eager without timing
+  anything). Compilation costs from tens of seconds to minutes once (per process: a
+  resumed run compiles again, faster from inductor's on-disk cache) and then saves a fraction of every step; how much depends on the family and the
   precision and the image size, so it is measured per family (`Family.cpu_compile` in
   the registry, figures from `benchmarks/train_step.py --compile` with a cold inductor
   cache; the measured size nearest the run's applies), and the saving per step of this

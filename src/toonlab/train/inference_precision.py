@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -72,11 +73,11 @@ def _in_bf16(inf: Inference) -> Inference:
 
 
 def _check_inputs(inf: Inference) -> tuple[nn.Module, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
+    """The network to check and its fixed input: image-like images, or noise for a generator."""
     if inf.forward is not None:
-        spec = type("Spec", (), {"batch_size": CHECK_BATCH, "crop_px": inf.px, "domains": {"x": ""}})()
+        spec = SimpleNamespace(batch_size=CHECK_BATCH, crop_px=inf.px, domains={"x": ""})
         return inf.forward, synthetic_batch(spec, torch.device("cpu"))["x"]
-    return inf.generate, torch.randn(CHECK_BATCH, inf.nz, 1, 1, generator=gen)
+    return inf.generate, torch.randn(CHECK_BATCH, inf.nz, 1, 1, generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()
