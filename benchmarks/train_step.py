@@ -42,6 +42,7 @@ import time
 
 import torch
 
+from toonlab.train.compiling import payback_steps
 from toonlab.train.precision import PROBE_MIN_SPEEDUP, native_bf16, synthetic_batch
 from toonlab.train.recipe import Context
 
@@ -166,6 +167,15 @@ def measure_one(spec: dict) -> dict:
     return out
 
 
+def _fastest(best: dict | None, new: dict) -> dict:
+    """Of two measurements of one path: a result over an error, then the faster."""
+    if best is None or ("error" in best and "error" not in new):
+        return new
+    if "error" in new:
+        return best
+    return new if new["ms"] < best["ms"] else best
+
+
 def run_path(spec: dict) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
@@ -218,15 +228,9 @@ def main() -> int:
         compiled: dict = {}
         for _ in range(max(1, args.rounds)):
             for path in args.paths:
-                r = run_path({**base, "path": path})
-                if "error" in r:
-                    res.setdefault(path, r)
-                elif "error" in res.get(path, {}) or r["ms"] < res.get(path, {}).get("ms", float("inf")):
-                    res[path] = r
+                res[path] = _fastest(res.get(path), run_path({**base, "path": path}))
             if args.compile and len(args.paths) == 1:    # the compiled path in the same rounds
-                c = run_path({**base, "path": args.paths[0], "compile": True})
-                if "error" in c or c["ms"] < compiled.get("ms", float("inf")):
-                    compiled = c
+                compiled = _fastest(compiled or None, run_path({**base, "path": args.paths[0], "compile": True}))
         errors = {p: r["error"] for p, r in res.items() if "error" in r}
         if errors:
             print(f"{model:<13}{px:>4}{batch:>6}  failed: {errors}", flush=True)
@@ -249,8 +253,8 @@ def main() -> int:
                 line += f"  compile failed: {c['error'][:80]}"
             else:
                 compile_s = (c["first_ms"] + c["second_ms"] - 2 * c["ms"]) / 1000
-                gain = a["ms"] - c["ms"]
-                pays = f"after {compile_s * 1000 / gain:.0f} steps" if gain > 0 else "never (not faster)"
+                steps = payback_steps(a["ms"] / c["ms"], compile_s, a["ms"] / 1000)
+                pays = f"after {steps:.0f} steps" if steps != float("inf") else "never (not faster)"
                 line += f"  {c['ms']:>11.0f}{compile_s:>10.1f}  {pays}"
         notes = [note, set_]
         for path in dict.fromkeys(p for p in ("plain", auto) if p in res):
