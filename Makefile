@@ -44,13 +44,16 @@ demo: install
 	$(BIN)/dvc repro
 	@echo "demo done: open reports/index.html (metrics, grids, loss curves of every run)"
 
-# Two workers (pytest-xdist, work stealing), the longest end-to-end tests first, one per
-# worker (tests/conftest.py): they overlap with the rest.
+# Two workers (pytest-xdist, work stealing), each with its share of the cores; the longest
+# end-to-end tests first, one per worker (tests/conftest.py): they overlap with the rest.
+# The run ends with its 10 slowest tests and its wall time against the budget (README, Tests).
 test: install system-deps
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=10
 
+# The inner loop: unit and module tests, without the end-to-end ones (drivers, Slurm, headless
+# browser: marked slow). Under 3 minutes on 2 cores; `make test` is the whole suite.
 test-fast: install
-	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=10 -m "not slow"
 
 # Snakemake's lint, which may say one thing only: no rule names a conda environment or
 # container (the rules run the project's virtualenv; README, "Run on a cluster"); and

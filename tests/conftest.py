@@ -5,12 +5,27 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
+# Each pytest-xdist worker gets its share of the cores, and so does every process it starts
+# (toonlab, dvc, snakemake and their jobs inherit the environment). Without this, each of
+# the two workers ran torch, oneDNN and OpenCV with one thread per core, and a test ran 3-4x
+# slower in the suite than alone: four busy threads (more while a subprocess trained) on two
+# cores, each OpenMP thread spinning while it waited for the others. Set before torch (and
+# numpy's BLAS) start their thread pools.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+THREADS = max(1, len(os.sched_getaffinity(0)) // WORKERS)
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENCV_FOR_THREADS_NUM"):
+    os.environ[_var] = str(THREADS)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+torch.set_num_threads(THREADS)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -20,33 +35,78 @@ os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 os.environ.setdefault("TOONLAB_PROGRESS", "0")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["DVC_NO_ANALYTICS"] = "1"
+# Whether this CPU computes bf16 natively (AMX / AVX512-BF16) or emulates it (AMD EPYC here),
+# asked before the line below hides it. bf16 learning tests run at full length only where it
+# is native; elsewhere they check the emulated bf16 arithmetic at the smallest size that
+# shows it (`bf16_steps`, `assert_bf16_tracks_fp32`).
+from toonlab.train.precision import native_bf16  # noqa: E402
+
+NATIVE_BF16, NATIVE_BF16_WHY = native_bf16()
 # The suite runs as on a CPU without native bf16: `train.cpu_precision: auto` falls back to
 # fp32 without its timing probe, so that training tests are exact and repeatable. Tests of
 # bf16 set it explicitly; tests/train/test_precision.py tests `auto` itself (probe included).
 os.environ["TOONLAB_CPU_BF16"] = "0"
 
+# ----------------------------------------------------------------------------- the time budget
+
+# `make test` on this project's 2-core machine kind (README, "Tests"). Going over it is a
+# warning at the end of the run, never a failure: machines differ.
+# `make test-fast` (`-m "not slow"`, the inner loop) has its own.
+BUDGET_S = {"": 600, "not slow": 180}
+_STARTED = time.monotonic()
+
+
+def cpu_kind() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    bf16 = "native bf16" if NATIVE_BF16 else f"no native bf16: {NATIVE_BF16_WHY}"
+    return f"{model}, {len(os.sched_getaffinity(0))} cores, {bf16}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    wall = time.monotonic() - _STARTED
+    tr = terminalreporter
+    tr.section("time budget")
+    # Only the whole suite (or the fast set) has a budget, not a chosen file or test.
+    whole = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.getoption("keyword")
+    budget = BUDGET_S.get(config.getoption("markexpr") or "") if whole else None
+    of = f"of a {budget} s budget " if budget else ""
+    tr.write_line(f"wall time {wall:.0f} s {of}({cpu_kind()}; {WORKERS} worker{'s' * (WORKERS > 1)}, "
+                  f"{THREADS} thread{'s' * (THREADS > 1)} each)")
+    if budget and wall > budget:
+        tr.write_line(f"WARNING: {wall - budget:.0f} s over the budget: the slowest durations are listed above; "
+                      "make them leaner before adding more", yellow=True, bold=True)
+
 
 # The longest end-to-end tests start first, on different workers. `make test` runs
 # pytest-xdist with --dist worksteal: worker i first gets the i-th contiguous share of the
 # collection (so module fixtures are mostly built once), and an idle worker steals from
-# the end of a busy one's queue. The first long test heads the first share, the others
-# head the second, and the rest keeps its order.
+# the end of a busy one's queue. The first worker starts with the shared build (the
+# `built` fixture) and the tests that read it; the second with the Slurm test, whose
+# cluster run needs no build (it compares with the build afterwards), then the longest
+# test on a copy of the build. The rest keeps its order.
 LONGEST_FIRST = (
-    "tests/test_drivers.py::test_dvc_first_then_snakemake_has_nothing_to_do",
-    "tests/test_slurm.py::test_readme_cluster_example_on_a_real_slurm_equals_a_local_run",
-    "tests/test_drivers.py::test_snakemake_first_then_dvc_does_no_work",
+    ("tests/test_drivers.py::test_dvc_first_then_snakemake_has_nothing_to_do",
+     "tests/test_drivers.py::test_snakemake_first_then_dvc_does_no_work",
+     "tests/test_drivers.py::test_code_dependencies_under_both_drivers"),
+    ("tests/test_slurm.py::test_readme_cluster_example_on_a_real_slurm_equals_a_local_run",
+     "tests/test_drivers.py::test_remote_fresh_clone_and_experiments"),
 )
 
 
 def pytest_collection_modifyitems(config, items):
-    long = [it for name in LONGEST_FIRST for it in items if it.nodeid == name]
-    rest = [it for it in items if it not in long]
+    heads = [[it for name in names for it in items if it.nodeid == name] for names in LONGEST_FIRST]
+    chosen = [it for head in heads for it in head]
+    rest = [it for it in items if it not in chosen]
     workers = getattr(config, "workerinput", {}).get("workercount", 1)
-    if workers < 2 or len(long) < 2:
-        items[:] = long + rest
+    if workers < 2 or not all(heads):
+        items[:] = chosen + rest
         return
     first_share = len(items) // workers
-    items[:] = long[:1] + rest[:first_share - 1] + long[1:] + rest[first_share - 1:]
+    cut = max(0, first_share - len(heads[0]))
+    items[:] = heads[0] + rest[:cut] + heads[1] + rest[cut:]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600,
@@ -96,10 +156,8 @@ def project_files() -> list[str]:
     return [f for f in out if f and (REPO / f).is_file()]
 
 
-@pytest.fixture
-def project(tmp_path: Path):
-    """A fresh copy of the project (its own git repo), to run the real drivers in."""
-    dest = tmp_path / "proj"
+def copy_project(dest: Path) -> Path:
+    """A fresh copy of the project at dest (its own git repo, one commit)."""
     for rel in project_files():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +166,47 @@ def project(tmp_path: Path):
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dest)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
     return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    """A fresh copy of the project (its own git repo), to run the real drivers in."""
+    return copy_project(tmp_path / "proj")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, worker_id):
+    """The tiny project built once for the whole run by both drivers (tests/tiny_project.py),
+    shared by the xdist workers: the first to ask builds it under a file lock, the other
+    waits and reads its record. Read-only: a test that changes it takes `built_copy`. A
+    failed build fails every test that needs it with the build's own error."""
+    from filelock import FileLock
+
+    from tiny_project import Built, build
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base
+    record, failed = shared / "built.json", shared / "built.failed"
+    with FileLock(str(shared / "built.lock")):
+        if failed.exists():
+            pytest.fail(f"the shared tiny project failed to build (on another worker):\n{failed.read_text()}")
+        if record.exists():
+            return Built.load(record)
+        try:
+            result = build(shared / "built", copy_project)
+        except BaseException as e:
+            failed.write_text(f"{type(e).__name__}: {e}")
+            raise
+        result.save(record)
+        return result
+
+
+@pytest.fixture
+def built_copy(built, tmp_path: Path) -> Path:
+    """A copy of the shared build, for a test that changes it."""
+    from tiny_project import copy_built
+
+    return copy_built(built, tmp_path / "proj")
 
 
 # ----------------------------------------------------------------------------- torch threads
@@ -127,9 +226,6 @@ def one_thread():
     yield from _torch_threads(1)
 
 
-@pytest.fixture(scope="module")
-def two_threads():
-    yield from _torch_threads(2)
 
 
 # ----------------------------------------------------------------------------- known-transform images
@@ -232,3 +328,48 @@ def workdir(tmp_path):
     write_folder(tmp_path / "A", blobs(rng, 24, 40))
     write_folder(tmp_path / "B", blobs(rng, 24, 40, invert))
     return tmp_path
+
+
+# ----------------------------------------------------------------------------- bf16 learning tests
+
+# On a CPU that emulates bf16, a learning test's bf16 case trains its own settings for this
+# many steps in fp32 and in bf16 (the same seed and data) instead of its full length.
+BF16_TWIN_STEPS = 3
+
+
+def logged_losses(run_dir: Path) -> dict[str, list[float]]:
+    """The losses a run logged through DVCLive (train/<name>.tsv; learning rates, step time
+    and images/s left out), each as its values by logged step."""
+    folder = run_dir / "dvclive" / "plots" / "metrics" / "train"
+    return {p.stem: [float(line.split("\t")[1]) for line in p.read_text().splitlines()[1:]]
+            for p in sorted(folder.glob("*.tsv")) if p.stem not in ("step_time_s", "images_per_s")}
+
+
+def assert_bf16_tracks_fp32(fp32: dict[str, list[float]], bf16: dict[str, list[float]],
+                            rel: float = 0.10, floor: float = 0.05) -> None:
+    """Step by step, every loss of the bf16 run is within `rel` of the fp32 run's (relative to
+    |fp32| + floor: tests/train/test_precision.py's bar, whose worst measured case is 3.5%),
+    and bf16 did compute something else (autocast was in effect)."""
+    assert fp32 and fp32.keys() == bf16.keys(), (sorted(fp32), sorted(bf16))
+    differs = False
+    for name, a_series in fp32.items():
+        b_series = bf16[name]
+        assert len(a_series) == len(b_series) > 0, (name, a_series, b_series)
+        for step, (a, b) in enumerate(zip(a_series, b_series)):
+            assert abs(b - a) <= rel * (abs(a) + floor), (name, step, a, b)
+            differs |= a != b
+    assert differs, "the bf16 run computed exactly what fp32 did: autocast was not in effect"
+
+
+def bf16_twin(train: Callable[[str, Path], Path | list[Path]], root: Path) -> None:
+    """The bf16 case of a learning test on a CPU without native bf16 (where its full length
+    costs several times the fp32 one): `train(precision, out)` trains the test's own settings
+    for BF16_TWIN_STEPS steps, logging every step, into folders under `out`, and returns the
+    run folder (or folders, in order); the bf16 runs must track the fp32 ones. The learning
+    itself is the fp32 case's, and the full bf16 length runs where bf16 is native."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        runs = train(precision, root / f"twin-{precision}")
+        losses[precision] = {f"{run.name}/{k}": v for run in ([runs] if isinstance(runs, Path) else runs)
+                             for k, v in logged_losses(run).items()}
+    assert_bf16_tracks_fp32(losses["fp32"], losses["bf16"])

@@ -1,7 +1,9 @@
 """DVC and Snakemake drive the same stages from the same params.yaml, and agree.
 
-These run the real `snakemake` and `dvc` on a fresh copy of the project with a tiny
-demo configuration.
+These run the real `snakemake` and `dvc` on copies of the project with a tiny demo
+configuration. The whole pipeline is built once for the run (the `built` fixture,
+tests/tiny_project.py): Snakemake first for the data stages and CycleGAN, then `dvc repro`
+for the rest. Tests that change the project take a copy of that build (`built_copy`).
 """
 
 import json
@@ -13,48 +15,9 @@ import pytest
 import yaml
 
 from conftest import REPO, run
+from tiny_project import SNAKEMAKE_FIRST_STAGES, rules_run, shrink, snapshot, stage_sections
 
 pytestmark = pytest.mark.slow
-
-TINY_DEMO = {"variants_per_photo": 2, "anime_count": 4, "anime_px": 256, "photo_max_px": 256}
-# Every face in the train split, and a CycleGAN of a few steps: the drivers are under test here.
-TINY_REST = {"curate": {"split": {"train": 1.0, "val": 0.0, "test": 0.0}},
-             "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
-                          "data": {"crop_px": 32, "load_px": 36},
-                          "optim": {"steps_constant": 2, "steps_decay": 2}},
-             "dcgan": {"model": {"nz": 8, "ngf": 8, "ndf": 8}, "optim": {"steps": 3},
-                       "data": {"batch_size": 2}},
-             "ugatit": {"model": {"ch": 4, "n_res": 1, "n_dis_global": 3, "n_dis_local": 3},
-                        "data": {"crop_px": 32, "load_px": 36}, "optim": {"steps": 2}},
-             "landmarker": {"model": {"ch": 4, "n_blocks": 0}, "data": {"crop_px": 32, "batch_size": 2},
-                            "optim": {"steps": 2}},
-             "whitebox": {"model": {"ch": 4, "n_res": 1, "d_ch": 4}, "data": {"crop_px": 32, "batch_size": 2},
-                          "pretrain": {"steps": 2}, "optim": {"steps": 2},
-                          "structure": {"segments": 10, "workers": 0}},
-             # Every face is in the train split: evaluate on it (the drivers are under test, not the model).
-             "evaluate": {"split": "train", "max_images": 2, "generated": 4, "fixed_inputs": 2, "kid_subsets": 2},
-             "ablations": {"run": ["cyclegan_base", "dcgan_d1_g1"]},
-             "train": {"log_every": 2, "sample_every": 0, "ckpt_every": 2, "loader_workers": 0}}
-
-
-def shrink(project: Path, **demo) -> None:
-    p = project / "params.yaml"
-    params = yaml.safe_load(p.read_text())
-    params["demo"].update(TINY_DEMO, **demo)
-    params["runtime"]["workers"] = 1  # tiny data: no worker processes to start
-    for section, values in TINY_REST.items():
-        for key, value in values.items():
-            if isinstance(value, dict):
-                params[section][key].update(value)
-            else:
-                params[section][key] = value
-    p.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
-    """Every output file with its modification time and content."""
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted((root / "data").rglob("*")) if p.is_file()}
 
 
 def assert_in_sync(project: Path, target: str = "all") -> None:
@@ -75,24 +38,71 @@ def test_snakemake_lint_is_clean(project):
     assert "Lints for snakefile" not in text, text
 
 
-def test_snakemake_first_then_dvc_does_no_work(project):
-    shrink(project)
-    run(["snakemake", "-c2", "all"], project)
+def test_snakemake_first_then_dvc_does_no_work(built):
+    """The data stages and CycleGAN made by `snakemake -c2 preprocess train_cyclegan`: the
+    `dvc repro` after it runs each of their stage commands, in which Snakemake finds
+    everything up to date and runs no rule, and not a byte or a timestamp changes."""
     # Training through Snakemake logs to a file (`| tee logs/train_<family>.log`): progress
     # lines every train.log_every steps, and the run's heartbeat.
-    log = (project / "logs/train_cyclegan.log").read_text()
+    log = (built.root / "logs/train_cyclegan.log").read_text()
     assert "train cyclegan: step 2/4 (50%)" in log and "train cyclegan: step 4/4 (100%)" in log, log
-    assert '"status": "finished"' in (project / "models/cyclegan/heartbeat.json").read_text()
-    before = snapshot(project)
-    assert "data/raw/demo.json" in before
-    repro = run(["dvc", "repro"], project)
-    # DVC ran its stage command, Snakemake found everything up to date and ran no rule.
-    assert "Nothing to be done" in repro.stdout + repro.stderr
-    assert "localrule" not in repro.stdout + repro.stderr
-    assert snapshot(project) == before  # not a byte or a timestamp changed
-    assert (project / "dvc.lock").is_file()
-    assert_in_sync(project)
-    check_review_under_both_drivers(project)
+    assert '"status": "finished"' in (built.root / "models/cyclegan/heartbeat.json").read_text()
+    assert "data/raw/demo.json" in built.before and "models/cyclegan/summary.json" in built.before
+    sections = stage_sections(built.repro)
+    assert SNAKEMAKE_FIRST_STAGES <= set(sections), sorted(sections)
+    for stage in SNAKEMAKE_FIRST_STAGES:
+        # DVC ran its stage command, Snakemake found everything up to date and ran no rule.
+        assert "Nothing to be done" in sections[stage] and not rules_run(sections[stage]), (stage, sections[stage])
+    assert built.after == built.before  # not a byte or a timestamp changed
+    assert (built.root / "dvc.lock").is_file()
+    assert "Nothing to be done" in built.dry_all and "Data and pipelines are up to date" in built.status
+
+
+def test_dvc_first_then_snakemake_has_nothing_to_do(built):
+    """Every other stage run by `dvc repro` (each asking Snakemake for its own rules): then
+    `snakemake -n all` has nothing to do, a second `dvc repro` skips everything, every
+    family trained, every run evaluated, the ablations tabled, one report."""
+    sections = stage_sections(built.repro)
+    by_dvc = set(sections) - SNAKEMAKE_FIRST_STAGES
+    assert {"train_dcgan", "train_ugatit", "train_landmarker", "train_whitebox_pretrain", "train_whitebox",
+            "generate_dcgan", "ablations", "report"} <= by_dvc, sorted(sections)
+    for stage in by_dvc:
+        assert rules_run(sections[stage]), (stage, sections[stage])
+    assert "Nothing to be done" in built.dry_all and "Data and pipelines are up to date" in built.status
+    assert "didn't change, skipping" in built.again and "Running stage" not in built.again, built.again
+    for run_name in ("cyclegan", "dcgan", "ugatit", "landmarker", "whitebox_pretrain", "whitebox"):
+        summary = yaml.safe_load((built.root / "models" / run_name / "summary.json").read_text())
+        assert summary["family"] == run_name, (run_name, summary["family"])
+    metrics = {m: yaml.safe_load((built.root / "metrics" / f"{m}.json").read_text())
+               for m in ("cyclegan", "ugatit", "whitebox", "dcgan")}
+    assert metrics["cyclegan"]["n_images"] == 2 and "cycle_ssim" in metrics["cyclegan"]
+    assert "fid" in metrics["whitebox"]["unavailable"] and "cycle" in metrics["whitebox"]["unavailable"]
+    assert "metrics/ugatit.json" in built.metrics_shown and "detection_rate" in built.metrics_shown
+    report = (built.root / "reports/index.html").read_text()
+    assert all(f">{m}<" in report for m in metrics)
+
+    # Ablations (a DVC stage too): the named variants trained into models/ablations/,
+    # evaluated, and tabled by the report.
+    for variant in ("cyclegan_base", "dcgan_d1_g1"):
+        assert (built.root / "metrics/ablations" / f"{variant}.json").is_file()
+    dcgan_variant = yaml.safe_load((built.root / "models/ablations/dcgan_d1_g1/summary.json").read_text())
+    assert dcgan_variant["family"] == "dcgan"
+    assert "<h2>Ablations</h2>" in report and "D and G every batch" in report
+
+
+def test_a_review_decision_under_both_drivers(built_copy):
+    check_review_under_both_drivers(built_copy)
+
+
+def test_code_dependencies_under_both_drivers(built_copy):
+    """Editing a file re-runs exactly the stages whose code holds it."""
+    check_code_deps_under_both_drivers(built_copy)
+
+
+def test_remote_fresh_clone_and_experiments(built_copy, tmp_path):
+    """Beyond this workspace: a DVC remote, a fresh clone, one changed model, experiments."""
+    clone = check_remote_and_fresh_clone(built_copy, tmp_path)
+    check_experiments(clone)
 
 
 def kept_faces(project: Path, domain: str = "photo") -> set[tuple[str, int]]:
@@ -125,42 +135,6 @@ def check_review_under_both_drivers(project: Path) -> None:
     repro = run(["dvc", "repro", "curate"], project)
     assert "localrule" not in repro.stdout + repro.stderr  # Snakemake had done it
     assert_in_sync(project, "curate")
-
-
-def test_dvc_first_then_snakemake_has_nothing_to_do(project, tmp_path):
-    shrink(project)
-    run(["dvc", "repro"], project)
-    assert_in_sync(project)
-    again = run(["dvc", "repro"], project)
-    assert "didn't change, skipping" in again.stdout
-    # Every family trained, every run evaluated, one report.
-    for run_name in ("cyclegan", "dcgan", "ugatit", "landmarker", "whitebox_pretrain", "whitebox"):
-        summary = yaml.safe_load((project / "models" / run_name / "summary.json").read_text())
-        assert summary["family"] == run_name, (run_name, summary["family"])
-    metrics = {m: yaml.safe_load((project / "metrics" / f"{m}.json").read_text())
-               for m in ("cyclegan", "ugatit", "whitebox", "dcgan")}
-    assert metrics["cyclegan"]["n_images"] == 2 and "cycle_ssim" in metrics["cyclegan"]
-    assert "fid" in metrics["whitebox"]["unavailable"] and "cycle" in metrics["whitebox"]["unavailable"]
-    shown = run(["dvc", "metrics", "show"], project).stdout
-    assert "metrics/ugatit.json" in shown and "detection_rate" in shown
-    report = (project / "reports/index.html").read_text()
-    assert all(f">{m}<" in report for m in metrics)
-
-    # Ablations (a DVC stage too): the named variants trained into models/ablations/,
-    # evaluated, and tabled by the report.
-    for variant in ("cyclegan_base", "dcgan_d1_g1"):
-        assert (project / "metrics/ablations" / f"{variant}.json").is_file()
-    dcgan_variant = yaml.safe_load((project / "models/ablations/dcgan_d1_g1/summary.json").read_text())
-    assert dcgan_variant["family"] == "dcgan"
-    report = (project / "reports/index.html").read_text()
-    assert "<h2>Ablations</h2>" in report and "D and G every batch" in report
-
-    # Code dependencies: editing a file re-runs exactly the stages whose code holds it.
-    check_code_deps_under_both_drivers(project)
-
-    # Beyond this workspace: a DVC remote, a fresh clone, one changed model, experiments.
-    clone = check_remote_and_fresh_clone(project, tmp_path)
-    check_experiments(clone)
 
 
 # ----------------------------------------------------------------------------- code dependencies
@@ -300,10 +274,6 @@ def dcgan_step(project: Path) -> int:
 
 def stages_run(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
-
-
-def rules_run(out: str) -> set[str]:
-    return set(re.findall(r"^(?:local)?rule (\w+):", out, re.M))
 
 
 def check_remote_and_fresh_clone(project: Path, tmp_path: Path) -> Path:

@@ -3,6 +3,9 @@
 cluster started on localhost (tests/slurm.py: munged, slurmctld, slurmd). The data stages
 and a two-process training (torchrun + gloo, launched by `toonlab train` inside the Slurm
 job) must give what a local run gives, and `dvc repro` afterwards must only record them.
+The local run is the suite's shared build (the `built` fixture: the same tiny settings,
+its data stages made by Snakemake on this machine), with DCGAN trained again there by two
+local processes.
 
 `make test` installs the Debian packages (`make system-deps`); a machine that cannot start
 Slurm fails this test with the reason, it never skips.
@@ -12,7 +15,6 @@ import hashlib
 import json
 import re
 import shlex
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ import yaml
 
 from conftest import REPO, run
 from slurm import slurm_cluster
-from test_drivers import shrink
+from tiny_project import copy_built, rules_run, shrink
 
 pytestmark = pytest.mark.slow
 
@@ -55,10 +57,11 @@ def weights(root: Path) -> tuple[dict, dict]:
     return summary, ckpt.load(ckpt.latest(root / "models/dcgan/checkpoints"))
 
 
-def prepare(project: Path) -> None:
+def prepare(project: Path, tiny: bool = True) -> None:
     """The demo's tiny settings, on CPU (the local node has no GPU, so no rule may ask for
     one), DCGAN trained by two gloo processes under torchrun."""
-    shrink(project)
+    if tiny:
+        shrink(project)
     p = project / "params.yaml"
     params = yaml.safe_load(p.read_text())
     params["runtime"]["device"] = "cpu"
@@ -67,15 +70,13 @@ def prepare(project: Path) -> None:
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "tiny, cpu, 2 processes"], project)
 
 
-def test_readme_cluster_example_on_a_real_slurm_equals_a_local_run(project, tmp_path):
+def test_readme_cluster_example_on_a_real_slurm_equals_a_local_run(project, built, tmp_path):
     commands = readme_cluster_commands()
     assert [c for c in commands if c.startswith(SETUP)] == commands[:len(SETUP)], commands
     assert all(c.startswith(SETUP[i]) for i, c in enumerate(commands[:len(SETUP)])), commands
     steps = commands[len(SETUP):]
     assert steps and all(c.startswith(("snakemake --profile profiles/slurm ", "dvc ")) for c in steps), steps
     prepare(project)
-    local = tmp_path / "local"
-    shutil.copytree(project, local, symlinks=True)
 
     with slurm_cluster(tmp_path / "slurm") as cluster:
         for command in steps:
@@ -93,9 +94,13 @@ def test_readme_cluster_example_on_a_real_slurm_equals_a_local_run(project, tmp_
     assert "torchrun --standalone --nproc-per-node 2" in train_log and "step 3/3 (100%)" in train_log, train_log
     assert "Data and pipelines are up to date" in run(["dvc", "status", "train_dcgan"], project).stdout
 
-    # The same stages on this machine, without Slurm.
-    for target in ("preprocess", "train_dcgan"):
-        run(["snakemake", "--profile", "profiles/local", target], local, timeout=900)
+    # The same stages on this machine, without Slurm: the shared build's data stages (the
+    # same settings; Snakemake made them locally), and DCGAN trained again there with the
+    # same two processes. Only that rule reruns: the data stages' settings did not change.
+    local = copy_built(built, tmp_path / "local")
+    prepare(local, tiny=False)
+    res = run(["snakemake", "--profile", "profiles/local", "train_dcgan"], local, timeout=900)
+    assert rules_run(res.stdout + res.stderr) == {"train_dcgan"}, res.stdout + res.stderr
     assert digests(project) == digests(local)
     (s_summary, s_state), (l_summary, l_state) = weights(project), weights(local)
     assert s_summary["world_size"] == l_summary["world_size"] == 2 and s_summary["steps"] == 3

@@ -82,6 +82,7 @@ def _faces(url: str, domain: str = "photo") -> dict:
         return json.loads(r.read())
 
 
+@pytest.mark.slow  # a headless browser: not in `make test-fast`
 def test_review_round_trip_in_headless_chromium(demo):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait

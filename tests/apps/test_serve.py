@@ -527,6 +527,7 @@ def _driver():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
+@pytest.mark.slow  # a headless browser: not in `make test-fast`
 def test_upload_in_headless_chromium(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait

@@ -189,6 +189,7 @@ def _chromium() -> str:
                          "(make test installs it)")
 
 
+@pytest.mark.slow  # a headless browser: not in `make test-fast`
 def test_report_renders_in_headless_chromium(tmp_path, packed, standin, monkeypatch):
     from PIL import Image
 

@@ -28,9 +28,6 @@ from toonlab.eval.metrics import (
     ssim,
 )
 
-pytestmark = pytest.mark.usefixtures("two_threads")
-
-
 # ----------------------------------------------------------------------------- Inception
 
 

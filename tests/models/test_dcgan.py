@@ -12,6 +12,7 @@ from PIL import Image
 from pydantic import ValidationError
 from torch import nn
 
+from conftest import BF16_TWIN_STEPS, NATIVE_BF16, assert_bf16_tracks_fp32
 from toonlab.models.dcgan.model import LOSS_NAMES, NetD, NetG, build, count_params, generate, init_weights
 from toonlab.models.dcgan.params import DCGANParams
 from toonlab.schema import FORBIDDEN_NAMES, Section
@@ -345,12 +346,25 @@ def test_learning_moves_samples_toward_the_data_hue(amp):
     the untrained generator to the data. Breaking the G target, the D fake target or either
     optimizer step leaves the gap open (checked while developing). G is updated every step
     here (g_every 1) and the learning rate is raised to 5e-4 so that a few hundred steps
-    suffice; the default every-5th schedule is covered by the schedule test."""
-    torch.manual_seed(0)
+    suffice; the default every-5th schedule is covered by the schedule test. On a CPU that
+    emulates bf16, the bf16 case trains these settings for a few steps beside fp32 and must
+    track it (conftest.assert_bf16_tracks_fp32)."""
     steps, batch, nz = 300, 16, 16
     p = DCGANParams.model_validate({"model": {"nz": nz, "ngf": 16, "ndf": 16}, "data": {"batch_size": batch},
                                     "optim": {"g_every": 1, "lr_g": 5e-4, "lr_d": 5e-4, "steps": steps}},
                                    strict=True)
+    if amp is not None and not NATIVE_BF16:
+        losses = {}
+        for dtype in (None, amp):
+            torch.manual_seed(0)
+            ctx = cpu_ctx(steps)
+            ctx.amp_dtype = dtype
+            r, data_gen = build(p, ctx), torch.Generator().manual_seed(1)
+            outs = [r.train_step({"real": red_images(batch, data_gen)}, s) for s in range(BF16_TWIN_STEPS)]
+            losses[dtype] = {k: [float(o[k]) for o in outs] for k in outs[0]}
+        assert_bf16_tracks_fp32(losses[None], losses[amp])
+        return
+    torch.manual_seed(0)
     ctx = cpu_ctx(steps)
     ctx.amp_dtype = amp        # bf16: autocast in the training steps (sampling below stays fp32)
     r = build(p, ctx)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from conftest import write_packed
+from conftest import BF16_TWIN_STEPS, NATIVE_BF16, bf16_twin, write_packed
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.models.landmarker import model as lm
 from toonlab.models.landmarker.model import (
@@ -131,16 +131,19 @@ TRAIN_PARAMS = {"model": {"ch": 16, "n_blocks": 2, "stride": 4, "sigma": 1.5},
                 "optim": {"lr": 2e-3, "steps": STEPS}}
 
 
-def train_landmarker(root, cpu_precision: str = "fp32") -> dict:
-    """A landmarker trained through the Trainer on synthetic packed photo + anime faces."""
+def train_landmarker(root, cpu_precision: str = "fp32", steps: int | None = None) -> dict:
+    """A landmarker trained through the Trainer on synthetic packed photo + anime faces (for
+    `steps` steps, logging each, instead of STEPS when given)."""
     for domain, seed in (("photo", 1), ("anime", 2)):
         write_packed(root / "packed", domain, *synthetic(seed, 48, domain), splits=("train",))
     params = LandmarkerParams.model_validate(TRAIN_PARAMS, strict=True)
-    tp = TrainParams(source="packed", out_dir=str(root / "models"), loader_workers=0, log_every=50,
-                     ckpt_every=10_000, sample_every=0, seed=0, cpu_precision=cpu_precision)
+    tp = TrainParams(source="packed", out_dir=str(root / "models"), loader_workers=0,
+                     log_every=50 if steps is None else 1, ckpt_every=10_000, sample_every=0, seed=0,
+                     cpu_precision=cpu_precision)
     torch.manual_seed(0)
-    trainer = Trainer(FAMILY, params, tp, device=torch.device("cpu"), packed_dir=str(root / "packed"))
+    trainer = Trainer(FAMILY, params, tp, device=torch.device("cpu"), packed_dir=str(root / "packed"), steps=steps)
     metrics = trainer.run(resume="none")
+    assert trainer.precision.name == cpu_precision
     run_dir = root / "models" / "landmarker"
     return {"root": root, "run_dir": run_dir, "params": params, "metrics": metrics, "trainer": trainer,
             "net": load_landmarker(run_dir, "cpu")}
@@ -317,7 +320,12 @@ def test_learning_synthetic_landmarks(trained):
 
 
 def test_learning_synthetic_landmarks_in_bf16(tmp_path):
-    """The same training in bf16 autocast (train.cpu_precision: bf16) meets the same bars."""
+    """The same training in bf16 autocast (train.cpu_precision: bf16) meets the same bars. On
+    a CPU that emulates bf16: these settings for a few steps beside fp32, which bf16 must
+    track (conftest.bf16_twin)."""
+    if not NATIVE_BF16:
+        bf16_twin(lambda precision, out: train_landmarker(out, precision, BF16_TWIN_STEPS)["run_dir"], tmp_path)
+        return
     run = train_landmarker(tmp_path, "bf16")
     assert run["trainer"].precision.name == "bf16"
     assert_learned(run)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from conftest import BF16_TWIN_STEPS, NATIVE_BF16, bf16_twin
 from toonlab.errors import MissingWeightsError, ToonlabError
 from toonlab.models import registry
 from toonlab.models.common import count_params
@@ -396,15 +397,33 @@ def test_learning_pretrain_then_adversarial(tmp_path, cpu_precision):
     terms fall (G learns to fool the discriminators) while the discriminators' losses fall
     (they learn too); content, structure and TV, kicked up by the first adversarial steps,
     are pulled back down. Held-out outputs end smoother and flatter than the photos and
-    keep their own photo's content."""
+    keep their own photo's content. On a CPU that emulates bf16, the bf16 case runs both
+    stages for a few steps beside fp32 and must track it (conftest.bf16_twin)."""
     rng = np.random.default_rng(1)
     write_folder(tmp_path / "photo", noisy_photos(rng, 32))
     write_folder(tmp_path / "cartoon", flat_cartoons(rng, 32))
-    fp = tiny(pretrain={"run_dir": str(tmp_path / "models" / "whitebox_pretrain"), "steps": 60, "lr": 2e-3},
-              optim={"steps": 80}, loss={"content": 2e3, "structure": 2e4})
-    tp = TrainParams(source="folders", folders={"photo": str(tmp_path / "photo"), "cartoon": str(tmp_path / "cartoon")},
-                     out_dir=str(tmp_path / "models"), loader_workers=0, log_every=1, ckpt_every=1000,
-                     sample_every=0, cpu_precision=cpu_precision)
+
+    def settings(out: Path, precision: str) -> tuple[wb.WhiteboxParams, TrainParams]:
+        fp = tiny(pretrain={"run_dir": str(out / "whitebox_pretrain"), "steps": 60, "lr": 2e-3},
+                  optim={"steps": 80}, loss={"content": 2e3, "structure": 2e4})
+        tp = TrainParams(source="folders", folders={"photo": str(tmp_path / "photo"),
+                                                    "cartoon": str(tmp_path / "cartoon")},
+                         out_dir=str(out), loader_workers=0, log_every=1, ckpt_every=1000,
+                         sample_every=0, cpu_precision=precision)
+        return fp, tp
+
+    if cpu_precision == "bf16" and not NATIVE_BF16:
+        def short(precision: str, out: Path) -> list[Path]:
+            fp, tp = settings(out, precision)
+            runs = [Trainer(registry.get(name), fp, tp, device=torch.device("cpu"), packed_dir="unused",
+                            steps=BF16_TWIN_STEPS) for name in ("whitebox_pretrain", "whitebox")]
+            for t in runs:
+                t.run(resume="none")
+                assert t.precision.name == precision
+            return [t.run_dir for t in runs]
+        bf16_twin(short, tmp_path)
+        return
+    fp, tp = settings(tmp_path / "models", cpu_precision)
 
     def series(run: str, name: str) -> list[float]:
         lines = (tmp_path / "models" / run / "dvclive/plots/metrics/train" / f"{name}.tsv").read_text().splitlines()

@@ -1,0 +1,144 @@
+"""The tiny project the end-to-end tests share (`from tiny_project import ...`).
+
+The whole pipeline is built once per `make test`, by both drivers: Snakemake first for the
+data stages and CycleGAN's training (`snakemake -c2 preprocess train_cyclegan`), then `dvc
+repro`, which must only record those and runs every other stage itself (the other
+trainings, generation, evaluation, ablations, the report). One build shows both
+directions: after Snakemake, DVC redoes nothing; after DVC, Snakemake has nothing to do.
+The conftest fixture `built` builds it under a file lock shared by the xdist workers (the
+first to ask builds, the other waits for it and reads the record); `built_copy` is a copy
+for a test that changes it (a code edit, a review decision, a remote, an experiment).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+TINY_DEMO = {"variants_per_photo": 2, "anime_count": 4, "anime_px": 256, "photo_max_px": 256}
+# Every face in the train split, and a CycleGAN of a few steps: the drivers are under test here.
+TINY_REST = {"curate": {"split": {"train": 1.0, "val": 0.0, "test": 0.0}},
+             "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
+                          "data": {"crop_px": 32, "load_px": 36},
+                          "optim": {"steps_constant": 2, "steps_decay": 2}},
+             "dcgan": {"model": {"nz": 8, "ngf": 8, "ndf": 8}, "optim": {"steps": 3},
+                       "data": {"batch_size": 2}},
+             "ugatit": {"model": {"ch": 4, "n_res": 1, "n_dis_global": 3, "n_dis_local": 3},
+                        "data": {"crop_px": 32, "load_px": 36}, "optim": {"steps": 2}},
+             "landmarker": {"model": {"ch": 4, "n_blocks": 0}, "data": {"crop_px": 32, "batch_size": 2},
+                            "optim": {"steps": 2}},
+             "whitebox": {"model": {"ch": 4, "n_res": 1, "d_ch": 4}, "data": {"crop_px": 32, "batch_size": 2},
+                          "pretrain": {"steps": 2}, "optim": {"steps": 2},
+                          "structure": {"segments": 10, "workers": 0}},
+             # Every face is in the train split: evaluate on it (the drivers are under test, not the model).
+             "evaluate": {"split": "train", "max_images": 2, "generated": 4, "fixed_inputs": 2, "kid_subsets": 2},
+             "ablations": {"run": ["cyclegan_base", "dcgan_d1_g1"]},
+             "train": {"log_every": 2, "sample_every": 0, "ckpt_every": 2, "loader_workers": 0}}
+
+# Built by Snakemake before DVC sees the project (the targets, and the DVC stages they make).
+SNAKEMAKE_FIRST = ("preprocess", "train_cyclegan")
+SNAKEMAKE_FIRST_STAGES = {"crawl", "ingest", "detect", "matte", "align", "curate", "pack", "train_cyclegan"}
+# What a snapshot covers: the data stages' outputs and CycleGAN's run.
+SNAPSHOT_TOPS = ("data", "models/cyclegan")
+
+
+def shrink(project: Path, **demo) -> None:
+    p = project / "params.yaml"
+    params = yaml.safe_load(p.read_text())
+    params["demo"].update(TINY_DEMO, **demo)
+    params["runtime"]["workers"] = 1  # tiny data: no worker processes to start
+    for section, values in TINY_REST.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                params[section][key].update(value)
+            else:
+                params[section][key] = value
+    p.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def snapshot(root: Path, tops: tuple[str, ...] = ("data",)) -> dict[str, tuple[int, str]]:
+    """Every file under `tops` with its modification time and a digest of its content."""
+    import hashlib
+
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for top in tops for p in sorted((root / top).rglob("*")) if p.is_file()}
+
+
+def stage_sections(out: str) -> dict[str, str]:
+    """`dvc repro`'s output (stdout and stderr together) cut into what each stage printed,
+    its command's output included: stage name -> text."""
+    parts = re.split(r"^Running stage '([^']+)':$", out, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def rules_run(out: str) -> set[str]:
+    return set(re.findall(r"^(?:local)?rule (\w+):", out, re.M))
+
+
+@dataclass
+class Built:
+    """The shared build: its folder, and what each driver printed while building it."""
+
+    root: Path
+    snakemake: str          # `snakemake -c2 preprocess train_cyclegan` (stdout + stderr)
+    before: dict            # snapshot(SNAPSHOT_TOPS) after it
+    repro: str              # the first `dvc repro` (stdout + stderr, in order)
+    after: dict             # snapshot(SNAPSHOT_TOPS) after that
+    again: str              # a second `dvc repro`
+    dry_all: str            # then `snakemake -n all`
+    status: str             # `dvc status`
+    metrics_shown: str      # `dvc metrics show`
+
+    def save(self, path: Path) -> None:
+        record = {**asdict(self), "root": str(self.root)}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Built:
+        record = json.loads(path.read_text())
+        record["root"] = Path(record["root"])
+        for k in ("before", "after"):
+            record[k] = {f: tuple(v) for f, v in record[k].items()}
+        return cls(**record)
+
+
+def _merged(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
+    """Run a driver with stdout and stderr in one stream (so that each stage's output stays
+    under its heading); a failure raises with the output."""
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}")
+    return proc.stdout
+
+
+def build(dest: Path, copy_project) -> Built:
+    """Copy the project to `dest`, shrink it, and build everything: Snakemake first for
+    SNAKEMAKE_FIRST, then `dvc repro` twice; then what both drivers say of it."""
+    copy_project(dest)
+    shrink(dest)
+    smk = _merged(["snakemake", "-c2", *SNAKEMAKE_FIRST], dest)
+    before = snapshot(dest, SNAPSHOT_TOPS)
+    repro = _merged(["dvc", "repro"], dest)
+    after = snapshot(dest, SNAPSHOT_TOPS)
+    again = _merged(["dvc", "repro"], dest)
+    # Read-only checks on the build are run here, once: the tests only read the record and
+    # the files (a driver writing its logs or state into the build while another test
+    # copies it would race).
+    return Built(dest, smk, before, repro, after, again, _merged(["snakemake", "-n", "all"], dest),
+                 _merged(["dvc", "status"], dest), _merged(["dvc", "metrics", "show"], dest))
+
+
+def copy_built(built: Built, dest: Path) -> Path:
+    """A copy of the shared build for a test that changes it (modification times kept, so
+    that Snakemake sees what it saw)."""
+    shutil.copytree(built.root, dest, symlinks=True)
+    return dest
