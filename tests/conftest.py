@@ -73,8 +73,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     whole = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.getoption("keyword")
     budget = BUDGET_S.get(config.getoption("markexpr") or "") if whole else None
     of = f"of a {budget} s budget " if budget else ""
-    tr.write_line(f"wall time {wall:.0f} s {of}({cpu_kind()}; {WORKERS} worker{'s' * (WORKERS > 1)}, "
-                  f"{THREADS} thread{'s' * (THREADS > 1)} each)")
+    workers = config.getoption("numprocesses", None) or 1
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    tr.write_line(f"wall time {wall:.0f} s {of}({cpu_kind()}; {workers} worker{'s' * (workers > 1)}, "
+                  f"{threads} thread{'s' * (threads > 1)} each)")
     if budget and wall > budget:
         tr.write_line(f"WARNING: {wall - budget:.0f} s over the budget: the slowest durations are listed above; "
                       "make them leaner before adding more", yellow=True, bold=True)
@@ -109,9 +111,19 @@ def pytest_collection_modifyitems(config, items):
     items[:] = heads[0] + rest[:cut] + heads[1] + rest[cut:]
 
 
+# With TOONLAB_TEST_RUN_LOG=<file>, every command `run` runs appends a line there: its
+# seconds, the test, the command (where an end-to-end test spends its time).
+RUN_LOG = os.environ.get("TOONLAB_TEST_RUN_LOG")
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if RUN_LOG:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+        with open(RUN_LOG, "a") as f:
+            f.write(f"{time.monotonic() - t0:7.1f}\t{test}\t{' '.join(cmd)[:200]}\n")
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     return proc
@@ -175,7 +187,7 @@ def project(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory, worker_id):
+def built(tmp_path_factory, request):
     """The tiny project built once for the whole run by both drivers (tests/tiny_project.py),
     shared by the xdist workers: the first to ask builds it under a file lock, the other
     waits and reads its record. Read-only: a test that changes it takes `built_copy`. A
@@ -185,7 +197,7 @@ def built(tmp_path_factory, worker_id):
     from tiny_project import Built, build
 
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if worker_id != "master" else base
+    shared = base.parent if hasattr(request.config, "workerinput") else base  # the workers' common folder
     record, failed = shared / "built.json", shared / "built.failed"
     with FileLock(str(shared / "built.lock")):
         if failed.exists():

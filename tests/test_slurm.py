@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def prepare(project: Path, tiny: bool = True) -> None:
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "tiny, cpu, 2 processes"], project)
 
 
-def test_readme_cluster_example_on_a_real_slurm_equals_a_local_run(project, built, tmp_path):
+def test_readme_cluster_example_on_a_real_slurm_equals_a_local_run(project, tmp_path, request):
     commands = readme_cluster_commands()
     assert [c for c in commands if c.startswith(SETUP)] == commands[:len(SETUP)], commands
     assert all(c.startswith(SETUP[i]) for i, c in enumerate(commands[:len(SETUP)])), commands
@@ -97,7 +98,10 @@ def test_readme_cluster_example_on_a_real_slurm_equals_a_local_run(project, buil
     # The same stages on this machine, without Slurm: the shared build's data stages (the
     # same settings; Snakemake made them locally), and DCGAN trained again there with the
     # same two processes. Only that rule reruns: the data stages' settings did not change.
-    local = copy_built(built, tmp_path / "local")
+    # The build is asked for only now (not as an argument): the cluster run above overlaps
+    # with the build on the other worker instead of waiting for it.
+    local = copy_built(request.getfixturevalue("built"), tmp_path / "local")
+    shutil.rmtree(local / "models/dcgan")   # the copy's one-process run (this test's own copy)
     prepare(local, tiny=False)
     res = run(["snakemake", "--profile", "profiles/local", "train_dcgan"], local, timeout=900)
     assert rules_run(res.stdout + res.stderr) == {"train_dcgan"}, res.stdout + res.stderr

@@ -44,8 +44,16 @@ TINY_REST = {"curate": {"split": {"train": 1.0, "val": 0.0, "test": 0.0}},
 # Built by Snakemake before DVC sees the project (the targets, and the DVC stages they make).
 SNAKEMAKE_FIRST = ("preprocess", "train_cyclegan")
 SNAKEMAKE_FIRST_STAGES = {"crawl", "ingest", "detect", "matte", "align", "curate", "pack", "train_cyclegan"}
-# What a snapshot covers: the data stages' outputs and CycleGAN's run.
+# What a snapshot covers: the data stages' outputs and CycleGAN's run. Of the run, only the
+# bytes count: DVC puts the run's metrics and summary files back in place from its cache
+# after recording them (the same bytes, a new time).
 SNAPSHOT_TOPS = ("data", "models/cyclegan")
+
+
+def unchanged(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]]) -> bool:
+    """The same files, each with the same bytes, and under data/ the same time too."""
+    return before.keys() == after.keys() and all(
+        before[f] == after[f] if f.startswith("data/") else before[f][1] == after[f][1] for f in before)
 
 
 def shrink(project: Path, **demo) -> None:
@@ -113,8 +121,15 @@ class Built:
 def _merged(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
     """Run a driver with stdout and stderr in one stream (so that each stage's output stays
     under its heading); a failure raises with the output."""
+    import os
+    import time
+
+    t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout)
+    if os.environ.get("TOONLAB_TEST_RUN_LOG"):
+        with open(os.environ["TOONLAB_TEST_RUN_LOG"], "a") as f:
+            f.write(f"{time.monotonic() - t0:7.1f}\tbuilt\t{' '.join(cmd)}\n")
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}")
     return proc.stdout
