@@ -8,6 +8,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # every benchmark script at toy size: not in `make test-fast`
+
 SMOKE = {
     "cartoonize.py": (["--image-px", "256", "--ngf", "8", "--blocks", "1", "--repeat", "1", "--no-onnx"],
                       "total"),

@@ -139,6 +139,7 @@ def test_landmark_preservation_identity_vs_warp(tmp_path, packed, standin, monke
     assert "input-000.png" in fixed and "output-000.png" in fixed and "reconstruction-000.png" in fixed
 
 
+@pytest.mark.slow  # FID/KID with Inception on CPU: not in `make test-fast`
 def test_fid_kid_with_weights_file(tmp_path, packed, standin, monkeypatch):
     """With a weights file in the standard place, FID/KID are numbers: 0 for a run that
     reproduces the target set exactly, larger for a shifted one."""

@@ -339,6 +339,7 @@ def redness(x: torch.Tensor) -> float:
     return (x[:, 0] - (x[:, 1] + x[:, 2]) / 2).mean().item()
 
 
+@pytest.mark.slow  # a learning run: not in `make test-fast`
 @pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16"])
 def test_learning_moves_samples_toward_the_data_hue(amp):
     """A small DCGAN trained with the recipe's own train_step on strongly red images: the

@@ -312,6 +312,7 @@ def test_load_landmarker_foreign_checkpoint(tmp_path):
 # ----------------------------------------------------------------------------- learning (trained fixture)
 
 
+@pytest.mark.slow  # a learning run: not in `make test-fast`
 def test_learning_synthetic_landmarks(trained):
     """Held-out synthetic faces (both styles): the trained net's points are much closer to
     the true ones than the mean training template is. Fails if targets, the loss, the
@@ -319,6 +320,7 @@ def test_learning_synthetic_landmarks(trained):
     assert_learned(trained)
 
 
+@pytest.mark.slow  # a learning run: not in `make test-fast`
 def test_learning_synthetic_landmarks_in_bf16(tmp_path):
     """The same training in bf16 autocast (train.cpu_precision: bf16) meets the same bars. On
     a CPU that emulates bf16: these settings for a few steps beside fp32, which bf16 must

@@ -426,6 +426,7 @@ def test_checkpoint_resume_through_trainer(tmp_path):
         assert torch.equal(y, recipe.nets["G_A"](x)[0]) and inf.backward(y).shape == x.shape
 
 
+@pytest.mark.slow  # a learning run: not in `make test-fast`
 @pytest.mark.parametrize("cpu_precision", ["fp32", "bf16"])
 def test_learning_known_transform(tmp_path, cpu_precision):
     """B is the colour inversion of dark A images. After 200 steps G_A maps held-out A images

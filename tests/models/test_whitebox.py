@@ -390,6 +390,7 @@ def test_sample_images_and_inference():
 # ----------------------------------------------------------------------------- learning
 
 
+@pytest.mark.slow  # a learning run: not in `make test-fast`
 @pytest.mark.parametrize("cpu_precision", ["fp32", "bf16"])
 def test_learning_pretrain_then_adversarial(tmp_path, cpu_precision):
     """Noisy 'photos' to flat 'cartoons'. Pretrain (L1) brings G near the identity; the

@@ -23,6 +23,8 @@ from conftest import blobs, invert, write_folder
 from toonlab.train import checkpoint as ckpt
 from toonlab.train import runfolder
 
+pytestmark = pytest.mark.slow  # training runs in subprocesses (signals, resumes, world sizes): not in `make test-fast`
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 

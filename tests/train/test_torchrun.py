@@ -21,6 +21,8 @@ from toonlab.train import checkpoint as ckpt
 from toonlab.train import torchrun
 from toonlab.train.launch import train_under_torchrun
 
+pytestmark = pytest.mark.slow  # torchrun with gloo processes: not in `make test-fast`
+
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))
        and k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
 ENV.update({"OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"})

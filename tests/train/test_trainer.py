@@ -18,6 +18,7 @@ from conftest import BF16_TWIN_STEPS, NATIVE_BF16, bf16_twin, blobs, invert, wri
 from toonlab.train import checkpoint as ckpt
 
 
+@pytest.mark.slow  # training in subprocesses: not in `make test-fast`
 def test_resume_after_kill_9_equals_uninterrupted_run(workdir):
     write_params(workdir)
     rc, out = finish(toonlab(workdir, "train", "cyclegan", "--run-dir", "straight"))
@@ -47,6 +48,7 @@ def _same_losses(a, b):
     return all(a["metrics"][k] == b["metrics"][k] for k in keys)
 
 
+@pytest.mark.slow  # training in subprocesses: not in `make test-fast`
 def test_checkpoints_atomic_pruned_best_and_dvclive(workdir):
     write_params(workdir, train={"keep_last": 2, "sample_every": 10})
     rc, out = finish(toonlab(workdir, "train", "cyclegan"))
@@ -67,6 +69,7 @@ def test_checkpoints_atomic_pruned_best_and_dvclive(workdir):
     assert rc == 0 and "nothing to do" in out
 
 
+@pytest.mark.slow  # training in subprocesses: not in `make test-fast`
 def test_trains_in_a_git_repository_without_a_commit(workdir):
     """`git init` and no commit yet: DVCLive's Git lookup fails there; training must not."""
     subprocess.run(["git", "init", "-q", str(workdir)], check=True)
@@ -78,6 +81,7 @@ def test_trains_in_a_git_repository_without_a_commit(workdir):
     assert len(tsv) == 1 + 2
 
 
+@pytest.mark.slow  # training in subprocesses: not in `make test-fast`
 def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(workdir):
     write_params(workdir, cyclegan={"optim": {"lr": 1.0e30, "steps_constant": 10, "steps_decay": 10}},
                  train={"ckpt_every": 1})
@@ -87,6 +91,7 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(workdir):
     assert "Traceback" not in out
 
 
+@pytest.mark.slow  # training in subprocesses: not in `make test-fast`
 def test_cuda_requested_without_cuda_is_a_clear_error(workdir):
     write_params(workdir, runtime={"device": "cuda"})
     no_gpu = {"env": {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}}
@@ -96,6 +101,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error(workdir):
     assert rc == 0, out
 
 
+@pytest.mark.slow  # training in subprocesses: not in `make test-fast`
 def test_ddp_two_processes_gloo_weights_identical(workdir):
     write_params(workdir, train={"loader_workers": 0})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOONLAB_PROGRESS": "0"}
@@ -108,6 +114,7 @@ def test_ddp_two_processes_gloo_weights_identical(workdir):
     assert ckpt.latest(workdir / "models/cyclegan/checkpoints").name == "step-00000006.pt"
 
 
+@pytest.mark.slow  # a learning run: not in `make test-fast`
 @pytest.mark.parametrize("cpu_precision", ["fp32", "bf16"])
 def test_learning_known_transform(workdir, cpu_precision):
     """B is the colour inversion of dark A images. After training, G_A(a) is much closer to
