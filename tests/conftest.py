@@ -38,7 +38,7 @@ os.environ["DVC_NO_ANALYTICS"] = "1"
 # Whether this CPU computes bf16 natively (AMX / AVX512-BF16) or emulates it (AMD EPYC here),
 # asked before the line below hides it. bf16 learning tests run at full length only where it
 # is native; elsewhere they check the emulated bf16 arithmetic at the smallest size that
-# shows it (`bf16_steps`, `assert_bf16_tracks_fp32`).
+# shows it (`bf16_twin`, `assert_bf16_tracks_fp32`).
 from toonlab.train.precision import native_bf16  # noqa: E402
 
 NATIVE_BF16, NATIVE_BF16_WHY = native_bf16()
