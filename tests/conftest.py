@@ -117,15 +117,18 @@ RUN_LOG = os.environ.get("TOONLAB_TEST_RUN_LOG")
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env: dict[str, str] | None = None, merged: bool = False) -> subprocess.CompletedProcess:
+    """Run a command, raising with its output when it fails; `merged`: stderr into stdout,
+    in order (so that what each DVC stage's command printed stays under its heading)."""
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, text=True, timeout=timeout, env=env,
+                          stderr=subprocess.STDOUT if merged else subprocess.PIPE)
     if RUN_LOG:
         test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
         with open(RUN_LOG, "a") as f:
             f.write(f"{time.monotonic() - t0:7.1f}\t{test}\t{' '.join(cmd)[:200]}\n")
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{'(merged into stdout)' if merged else proc.stderr}")
     return proc
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+
+from conftest import run
 
 TINY_DEMO = {"variants_per_photo": 2, "anime_count": 4, "anime_px": 256, "photo_max_px": 256}
 # Every face in the train split, and a CycleGAN of a few steps: the drivers are under test here.
@@ -118,38 +119,22 @@ class Built:
         return cls(**record)
 
 
-def _merged(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
-    """Run a driver with stdout and stderr in one stream (so that each stage's output stays
-    under its heading); a failure raises with the output."""
-    import os
-    import time
-
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
-    if os.environ.get("TOONLAB_TEST_RUN_LOG"):
-        with open(os.environ["TOONLAB_TEST_RUN_LOG"], "a") as f:
-            f.write(f"{time.monotonic() - t0:7.1f}\tbuilt\t{' '.join(cmd)}\n")
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}")
-    return proc.stdout
-
-
 def build(dest: Path, copy_project) -> Built:
     """Copy the project to `dest`, shrink it, and build everything: Snakemake first for
     SNAKEMAKE_FIRST, then `dvc repro` twice; then what both drivers say of it."""
     copy_project(dest)
     shrink(dest)
-    smk = _merged(["snakemake", "-c2", *SNAKEMAKE_FIRST], dest)
+    smk = run(["snakemake", "-c2", *SNAKEMAKE_FIRST], dest, timeout=900, merged=True).stdout
     before = snapshot(dest, SNAPSHOT_TOPS)
-    repro = _merged(["dvc", "repro"], dest)
+    repro = run(["dvc", "repro"], dest, timeout=900, merged=True).stdout
     after = snapshot(dest, SNAPSHOT_TOPS)
-    again = _merged(["dvc", "repro"], dest)
+    again = run(["dvc", "repro"], dest, merged=True).stdout
     # Read-only checks on the build are run here, once: the tests only read the record and
     # the files (a driver writing its logs or state into the build while another test
     # copies it would race).
-    return Built(dest, smk, before, repro, after, again, _merged(["snakemake", "-n", "all"], dest),
-                 _merged(["dvc", "status"], dest), _merged(["dvc", "metrics", "show"], dest))
+    said = [run(cmd, dest, merged=True).stdout for cmd in (["snakemake", "-n", "all"], ["dvc", "status"],
+                                                           ["dvc", "metrics", "show"])]
+    return Built(dest, smk, before, repro, after, again, *said)
 
 
 def copy_built(built: Built, dest: Path) -> Path:
