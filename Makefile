@@ -31,13 +31,23 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends munge slurm-wlm >/dev/null; }
 
+# ToonLab with every extra but tf (pyproject.toml), editable, under the tested lock. Then one
+# OpenCV: insightface asks for opencv-python and mediapipe for opencv-contrib-python beside the
+# headless build albumentations and rembg ask for; all three unpack into the same cv2/ folder
+# and the last one wins (the GUI builds need libGL). Removing all three and putting back the
+# headless build alone leaves one owner of cv2, whatever order pip installed them in; `pip
+# check` may then report only those two requirements (OPENCV_EXPECTED), anything else fails.
+OPENCV_EXPECTED := ^(insightface [^ ]+ requires opencv-python|mediapipe [^ ]+ requires opencv-contrib-python),
 $(STAMP): requirements.in requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ToonLab needs Python 3.11, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" "setuptools>=68" wheel
-	$(BIN)/python -m pip install --quiet -c requirements.lock -r requirements.in
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/python -m pip check
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" "setuptools>=77" wheel
+	$(BIN)/python -m pip install --quiet --no-build-isolation -c requirements.lock -e ".[all,test]"
+	$(BIN)/python -m pip uninstall --quiet -y opencv-python opencv-contrib-python opencv-python-headless
+	$(BIN)/python -m pip install --quiet --no-deps -c requirements.lock opencv-python-headless
+	@out=$$($(BIN)/python -m pip check 2>&1); bad=$$(echo "$$out" | grep -v -E '$(OPENCV_EXPECTED)' \
+	  | grep -v '^No broken requirements found'); [ -z "$$bad" ] || { echo "$$out"; exit 1; }
+	$(BIN)/python -m toonlab.util.opencv
 	touch $@
 
 demo: install
@@ -73,12 +83,14 @@ bench: install
 gpu-check: install
 	$(BIN)/python benchmarks/gpu_check.py $(ARGS)
 
-# Re-resolve requirements.in in a scratch virtualenv and write the lock from it.
+# Re-resolve pyproject.toml (.[all,test], under the pins in requirements.in) in a scratch virtualenv and write the lock from it.
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install --quiet -r requirements.in
+	.venv-lock/bin/python -m pip install --quiet --upgrade "setuptools>=77" wheel
+	.venv-lock/bin/python -m pip install --quiet --no-build-isolation -c requirements.in ".[all,test]"
 	{ echo "# Tested lock of every package in the environment, used as a pip constraint file"; \
-	  echo "# (pip install -c requirements.lock ...). Regenerate with 'make lock' after changing requirements.in."; \
+	  echo "# (pip install -c requirements.lock ...). Regenerate with 'make lock' after changing"; \
+	  echo "# pyproject.toml's dependencies or the pins in requirements.in."; \
 	  .venv-lock/bin/python -m pip freeze | grep -v -E '^(-e |toonlab)'; } > requirements.lock
 	rm -rf .venv-lock
 

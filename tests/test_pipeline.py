@@ -89,3 +89,14 @@ def test_readme_has_the_stage_and_command_tables():
     for table in (pipeline.markdown_table(), command_table()):
         assert table in readme, "README's tables are stale: paste `toonlab pipeline --markdown`"
     assert "| `cartoonize` | `toonlab.apps.cartoonize` |" in command_table()
+
+
+def test_dvc_lock_records_only_stages_of_dvc_yaml():
+    """A renamed or removed stage leaves no entry behind in the committed dvc.lock."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    locked = yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    stale = [name for name in locked
+             if name.partition("@")[0] not in stages or ("@" in name) != ("foreach" in stages[name.partition("@")[0]])]
+    assert stale == [], f"dvc.lock has entries of stages dvc.yaml no longer has: {stale}"

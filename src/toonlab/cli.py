@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("doctor", "show which optional pretrained models and offline backends are available, "
         "and where each was looked for", _cmd_doctor)
 
+    p = add("weights", "fetch missing pretrained model files into their libraries' cache folders (hash-checked, "
+            "resumable, through HTTP(S)_PROXY; from $TOONLAB_WEIGHTS_MIRROR when set), or list them", _cmd_weights)
+    p.add_argument("action", choices=("fetch", "list"), help="fetch: download what is missing; list: the table "
+                   "of `toonlab doctor` (present or missing, source, hash)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="fetch only these (default and `all`: every one)")
+
     p = add("params", "validate the parameters file and print the effective values", _cmd_params)
     p.add_argument("--section", help="print only this section")
 
@@ -247,14 +253,19 @@ def _cmd_pipeline(args: argparse.Namespace, params: Any) -> int:
         except KeyError as exc:
             raise UsageError(str(exc.args[0])) from None
     elif args.write:
-        fileio.write_text(pipeline.DVC_YAML, pipeline.dvc_yaml(params))
-        log.info("wrote %s (%d stages)", pipeline.DVC_YAML, len(pipeline.stages()))
+        root = pipeline.project_root()
+        fileio.write_text(root / pipeline.DVC_YAML, pipeline.dvc_yaml(params, root))
+        log.info("wrote %s (%d stages)", root / pipeline.DVC_YAML, len(pipeline.stages()))
+        stamped = pipeline.write_stamps(root)
+        if stamped:
+            log.info("code stamps of the installed ToonLab written in %s: %s", root / pipeline.STAMP_DIR,
+                     ", ".join(stamped))
     elif args.check:
         diff = pipeline.check_dvc_yaml(params)
         if diff:
             raise ToonlabError(f"{pipeline.DVC_YAML} is out of date ({', '.join(diff)}): "
                                "run `toonlab pipeline --write`")
-        log.info("%s matches the stage table", pipeline.DVC_YAML)
+        log.info("%s matches the stage table", pipeline.project_root() / pipeline.DVC_YAML)
     elif args.markdown:
         print(pipeline.markdown_table() + "\n\n" + command_table())
     else:
@@ -274,6 +285,13 @@ def _cmd_snakemake(args: argparse.Namespace, params: Any) -> int:
     if getattr(args, "params", None) and Path(args.params).resolve() != Path(DEFAULT_PARAMS).resolve():
         raise UsageError("toonlab snakemake runs the Snakefile, which reads params.yaml: "
                          "give Snakemake overrides after -- (--config key=value) instead of --params")
+    from toonlab.pipeline import project_root
+
+    root = project_root()
+    if not any((root / f).is_file() for f in ("Snakefile", "workflow/Snakefile", "snakefile")):
+        raise ToonlabError(f"{root} has no Snakefile: the stages run ToonLab's Snakemake workflow (Snakefile and "
+                           "workflow/rules/ of ToonLab's repository); copy both into the project, or run the "
+                           "steps with the toonlab commands (toonlab pipeline lists them)")
     stage, _, item = args.stage.partition("@")
     run = drivers.stage_run(stage, params, item=item or None, extra=args.snakemake_args)
     why = ("forced: Snakemake has no record of making its outputs, and DVC found it stale" if run.forced
@@ -284,7 +302,8 @@ def _cmd_snakemake(args: argparse.Namespace, params: Any) -> int:
     local = Path(sys.executable).parent / "snakemake"
     exe = str(local) if local.is_file() else shutil.which("snakemake")
     if exe is None:
-        raise ToonlabError("snakemake is not installed here (make install puts it in .venv/bin)")
+        raise ToonlabError("snakemake is not installed here: pip install 'toonlab[pipeline]' "
+                           "(make install puts it in .venv/bin)")
     os.execv(exe, [exe, *run.argv[1:]])
     return 0  # not reached
 
@@ -494,10 +513,41 @@ def _cmd_export_dataset(args: argparse.Namespace, params: Any) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace, params: Any) -> int:
+    from toonlab.util.opencv import state
     from toonlab.weights import doctor_report
 
     print(doctor_report())
+    cv = state()
+    print(cv.line() + "".join(f"\n  problem: {p}" for p in cv.problems()))
     return 0
+
+
+def _cmd_weights(args: argparse.Namespace, params: Any) -> int:
+    """`weights fetch` fetches regardless of runtime.fetch_weights (asking is consent); one line
+    per file on stdout, one `toonlab: error:` line per failure on stderr, exit 1 if any failed."""
+    from toonlab import weights
+
+    if args.action == "list":
+        if args.names:
+            raise UsageError("weights list takes no names")
+        print("\n".join(weights.weights_table()))
+        return 0
+    names = list(weights.WEIGHTS) if not args.names or "all" in args.names else list(dict.fromkeys(args.names))
+    unknown = [n for n in names if n not in weights.WEIGHTS]
+    if unknown:
+        raise UsageError(f"unknown weights {', '.join(unknown)}; choose from {', '.join(weights.WEIGHTS)} or all")
+    failed = 0
+    for name in names:
+        w = weights.WEIGHTS[name]
+        if w.available():
+            print(f"{name}: present in {w.directory()}")
+            continue
+        try:
+            print(f"{name}: fetched into {weights.fetch(name)}")
+        except weights.FetchError as exc:
+            failed += 1
+            print(f"toonlab: error: {name}: {exc}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_params(args: argparse.Namespace, params: Any) -> int:
@@ -560,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
                 update={"workers": args.workers})})
         if not hasattr(args, "log_level"):
             setup_logging(params.runtime.log_level)
+        from toonlab import weights
+
+        weights.configure(params.runtime.fetch_weights)  # a stage missing a pretrained file may fetch it
         return int(args.func(args, params) or 0)
     except ToonlabError as exc:
         if debug:
@@ -571,8 +624,14 @@ def main(argv: list[str] | None = None) -> int:
         print("toonlab: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: still no raw traceback unless asked for
+        from toonlab.extras import missing_extra
+
         if debug:
             traceback.print_exc()
+        missing = missing_extra(exc)  # a module of an extra that is not installed: not a bug
+        if missing:
+            print(f"toonlab: error: {args.command}: {missing}", file=sys.stderr)
+            return 1
         print(f"toonlab: internal error: {type(exc).__name__}: {exc}\n"
               "(run again with --debug for the traceback, and please report it)", file=sys.stderr)
         return 1

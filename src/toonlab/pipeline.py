@@ -14,6 +14,15 @@ which code it depends on.
 
 The command-line shell (`cli.py`, `params.py`) is no stage's dependency: the values a
 stage reads come from params.yaml, which DVC and Snakemake track by value.
+
+The project is the working directory's (the nearest folder up holding dvc.yaml or
+params.yaml: `project_root()`), never the package's location. In ToonLab's own checkout
+(a folder with `src/toonlab/`) the code deps are those source files.
+In any other project (ToonLab installed from a wheel) a stage cannot list files of
+site-packages: its code dep is `.toonlab/code/<stage>.txt`, the sha256 of every file
+of its closure in the installed package (`code_stamp`), written by `toonlab pipeline
+--write` (and by the Snakefile when it loads). Upgrading ToonLab changes exactly the
+stamps of the stages whose code changed, so DVC and Snakemake re-run those and no others.
 This module is light (no torch, no OpenCV): the Snakefile imports it.
 """
 
@@ -31,9 +40,27 @@ from toonlab.models import registry
 
 PACKAGE = "toonlab"
 PACKAGE_DIR = Path(__file__).resolve().parent
-ROOT = PACKAGE_DIR.parents[1]            # the repository: src/toonlab/ -> ./
 RULES_DIR = "workflow/rules"
 DVC_YAML = "dvc.yaml"
+STAMP_DIR = ".toonlab/code"              # installed mode: one code stamp per stage
+PROJECT_MARKERS = ("dvc.yaml", "params.yaml")
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project folder: the nearest of the working directory and its parents that holds
+    dvc.yaml or params.yaml (the working directory itself when none does)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / m).is_file() for m in PROJECT_MARKERS):
+            return folder
+    return here
+
+
+def source_checkout(root: Path | None = None) -> bool:
+    """True in a checkout of ToonLab (or a copy of one): the project has src/toonlab/. Its
+    stages list those source files (the closure is read from the package that runs, which
+    is that source in an editable install)."""
+    return ((root or project_root()) / "src" / PACKAGE / "__init__.py").is_file()
 
 
 # ----------------------------------------------------------------------------- stages
@@ -96,8 +123,10 @@ def _inference_code() -> tuple[str, ...]:
     return tuple(m for f in fams for m in (f.params_module, f.model_module))
 
 
-# Data the report reads besides code (the published numbers it shows beside the measured ones).
+# Data the report reads besides code (the published numbers it shows beside the measured ones):
+# a dep by path in ToonLab's checkout, part of the report's code stamp elsewhere.
 PAPER_TABLES = "src/toonlab/eval/paper_tables.yaml"
+PACKAGE_DATA = {PAPER_TABLES: PACKAGE_DIR / "eval" / "paper_tables.yaml"}
 
 
 def stages() -> list[Stage]:
@@ -237,23 +266,82 @@ def closure(entries: tuple[str, ...] | list[str]) -> list[Path]:
     return sorted(module_file(m) for m in seen)  # type: ignore[type-var]
 
 
-def code_deps(name: str) -> list[str]:
-    """The code a stage depends on: its import closure and its rule file, as paths
-    relative to the repository root (what dvc.yaml lists and the rules take as inputs)."""
-    return list(_code_deps(name, id(registry.FAMILIES)))
+def code_deps(name: str, root: Path | None = None) -> list[str]:
+    """The code a stage depends on, as paths relative to the project root (what dvc.yaml
+    lists and the rules take as inputs): in ToonLab's checkout its import closure and its
+    rule file; elsewhere its code stamp (and its rule file when the project has one)."""
+    root = root or project_root()
+    return list(_code_deps(name, id(registry.FAMILIES), root, source_checkout(root)))
 
 
 @functools.lru_cache(maxsize=None)
-def _code_deps(name: str, families: int) -> tuple[str, ...]:
+def _code_deps(name: str, families: int, root: Path, source: bool) -> tuple[str, ...]:
     # Keyed by the registry too (its identity): the Snakefile asks once per job.
     s = stage(name)
-    files = [p.relative_to(ROOT).as_posix() for p in closure(s.entry)]
-    return (*files, f"{RULES_DIR}/{s.rules}")
+    rules = f"{RULES_DIR}/{s.rules}"
+    if source:
+        files = [f"src/{PACKAGE}/{p.relative_to(PACKAGE_DIR).as_posix()}" for p in closure(s.entry)]
+        return (*files, rules)
+    return (f"{STAMP_DIR}/{s.name}.txt", *((rules,) if (root / rules).is_file() else ()))
 
 
-def stages_holding(path: str) -> list[str]:
-    """The stages whose code holds `path` (relative to the repository root)."""
-    return [s.name for s in stages() if path in code_deps(s.name)]
+def stage_deps(s: Stage, root: Path | None = None) -> list[str]:
+    """A stage's data deps as dvc.yaml lists them (package data is in the code stamp
+    outside ToonLab's checkout)."""
+    if source_checkout(root):
+        return list(s.deps)
+    return [d for d in s.deps if d not in PACKAGE_DATA]
+
+
+def code_stamp(name: str) -> str:
+    """The text of a stage's code stamp: the sha256 of each file of its closure in the
+    installed package (and of the package data it reads), by path inside the package. No
+    version number: an upgrade that leaves a stage's code alone leaves its stamp alone."""
+    import hashlib
+
+    s = stage(name)
+    files = [*closure(s.entry), *(PACKAGE_DATA[d] for d in s.deps if d in PACKAGE_DATA)]
+    lines = [f"# The code of stage {name} in the installed ToonLab (written by `toonlab pipeline --write`",
+             "# and by the Snakefile; DVC and Snakemake track this file): sha256 per file."]
+    for path in sorted(set(files)):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        lines.append(f"{digest}  {PACKAGE}/{path.relative_to(PACKAGE_DIR).as_posix()}")
+    return "\n".join(lines) + "\n"
+
+
+def stale_stamps(root: Path | None = None) -> list[str]:
+    """Stages whose code stamp is missing or differs from the installed code ([] in
+    ToonLab's checkout, which has none)."""
+    root = root or project_root()
+    if source_checkout(root):
+        return []
+    stale = []
+    for s in stages():
+        path = root / STAMP_DIR / f"{s.name}.txt"
+        try:
+            current = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            current = None
+        if current != code_stamp(s.name):
+            stale.append(s.name)
+    return stale
+
+
+def write_stamps(root: Path | None = None) -> list[str]:
+    """Write the code stamps that are stale (atomically; untouched when current, so their
+    times do not change); the stages written."""
+    from toonlab.util import fileio
+
+    root = root or project_root()
+    stale = stale_stamps(root)
+    for name in stale:
+        fileio.write_text(root / STAMP_DIR / f"{name}.txt", code_stamp(name))
+    return stale
+
+
+def stages_holding(path: str, root: Path | None = None) -> list[str]:
+    """The stages whose code holds `path` (relative to the project root)."""
+    return [s.name for s in stages() if path in code_deps(s.name, root)]
 
 
 # ----------------------------------------------------------------------------- dvc.yaml
@@ -277,8 +365,9 @@ def _persist(paths: tuple[str, ...]) -> list[dict[str, dict[str, bool]]]:
     return [{p: {"persist": True}} for p in paths]
 
 
-def dvc_stage(s: Stage) -> dict[str, Any]:
-    body: dict[str, Any] = {"cmd": s.cmd, "deps": [*s.deps, *code_deps(s.name)], "params": list(s.params),
+def dvc_stage(s: Stage, root: Path | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"cmd": s.cmd, "deps": [*stage_deps(s, root), *code_deps(s.name, root)],
+                            "params": list(s.params),
                             "outs": _persist(s.outs)}
     if s.metrics:
         body["metrics"] = _persist(s.metrics)
@@ -287,16 +376,19 @@ def dvc_stage(s: Stage) -> dict[str, Any]:
     return {"foreach": s.foreach, "do": body} if s.foreach else body
 
 
-def dvc_yaml(params: Any = None) -> str:
+def dvc_yaml(params: Any = None, root: Path | None = None) -> str:
     """The text of dvc.yaml: every stage (a training stage's loss curves are its `plots`,
     templated on its run folder like its other outputs)."""
-    doc: dict[str, Any] = {"stages": {s.name: dvc_stage(s) for s in stages()}}
+    doc: dict[str, Any] = {"stages": {s.name: dvc_stage(s, root) for s in stages()}}
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 
-def check_dvc_yaml(params: Any, path: str | Path = DVC_YAML) -> list[str]:
-    """Stages whose dvc.yaml entry differs from the stage table ([] when in sync)."""
-    want = yaml.safe_load(dvc_yaml(params))
+def check_dvc_yaml(params: Any, path: str | Path | None = None) -> list[str]:
+    """Stages whose dvc.yaml entry differs from the stage table, or whose code stamp is
+    stale outside ToonLab's checkout ([] when in sync)."""
+    root = project_root()
+    path = path or root / DVC_YAML
+    want = yaml.safe_load(dvc_yaml(params, root))
     try:
         have = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -305,6 +397,7 @@ def check_dvc_yaml(params: Any, path: str | Path = DVC_YAML) -> list[str]:
             if want["stages"].get(name) != have.get("stages", {}).get(name)]
     if have.get("plots"):
         diff.append("plots (top level: now each training stage's own)")
+    diff += [f"{STAMP_DIR}/{name}.txt" for name in stale_stamps(root)]
     return diff
 
 

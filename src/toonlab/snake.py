@@ -149,6 +149,13 @@ def prepare(config: dict, params_path: str = DEFAULT_PARAMS, main_process: bool 
     else:
         fileio.write_text(OVERRIDE_FILE, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
         flow = Workflow(params, str(OVERRIDE_FILE))
+    if main_process:
+        # Outside ToonLab's checkout the rules' code inputs are the installed code's stamps:
+        # brought up to date here (rewritten only when the code changed), before any rule looks.
+        stamped = pipeline.write_stamps()
+        if stamped:
+            print(f"toonlab: the installed ToonLab's code changed for: {', '.join(stamped)} "
+                  f"(stamps in {pipeline.STAMP_DIR}/)", file=sys.stderr)
     if main_process and not os.environ.get("DVC_STAGE"):
         _adopt(flow.params_file)
     return flow

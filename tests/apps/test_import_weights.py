@@ -285,7 +285,7 @@ def test_whitebox_without_tensorflow(tmp_path, capsys, monkeypatch):
     out = tmp_path / "wb"
     assert _cli(tmp_path, "whitebox", str(tmp_path / "saved_models"), "--out", str(out)) == 1
     err = capsys.readouterr().err
-    assert "pip install tensorflow-cpu" in err and not out.exists()
+    assert "pip install 'toonlab[tf]'" in err and not out.exists()
 
 
 def test_whitebox_through_a_stand_in_tensorflow(tmp_path, monkeypatch):

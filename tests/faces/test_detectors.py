@@ -6,6 +6,7 @@ crop) and t1.jpg (a group photo with 6 people); anime: ToonLab's drawn portraits
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 from pathlib import Path
@@ -28,7 +29,7 @@ from toonlab.faces.detectors import (
 )
 from toonlab.faces.params import DetectParams
 
-skimage_data = pytest.importorskip("skimage.data")
+skimage_data = importlib.import_module("skimage.data")
 
 # Rough face centres in t1.jpg (1280x886), left to right: Rachel, Monica, Ross, Chandler,
 # Joey, Phoebe.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import socket
@@ -25,7 +26,7 @@ PORTRAITS = range(8)
 
 @pytest.fixture(scope="module")
 def mediapipe_matte():
-    pytest.importorskip("mediapipe")
+    importlib.import_module("mediapipe")
     m = MediapipeMatte()
     yield m
     m.close()
@@ -38,7 +39,7 @@ def floodfill():
 
 @pytest.fixture(scope="module")
 def astronaut() -> np.ndarray:
-    skdata = pytest.importorskip("skimage.data")
+    skdata = importlib.import_module("skimage.data")
     return skdata.astronaut()
 
 
@@ -157,7 +158,7 @@ def test_mediapipe_insightface_group_photo(mediapipe_matte):
 
 
 def test_mediapipe_options(astronaut):
-    pytest.importorskip("mediapipe")
+    importlib.import_module("mediapipe")
     raw = MediapipeMatte(MatteParams(mediapipe_model=1, refine_radius=0.0))
     try:
         alpha = raw.matte(astronaut)
@@ -311,7 +312,7 @@ def test_rembg_unknown_model():
 
 def _tiny_onnx(path: Path, side: int) -> None:
     """A stand-in model with rembg's input/output layout: the mask is the channel mean."""
-    onnx = pytest.importorskip("onnx")
+    onnx = importlib.import_module("onnx")
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, side, side])
@@ -326,8 +327,8 @@ def _tiny_onnx(path: Path, side: int) -> None:
 @pytest.mark.parametrize("model, file, side", [("u2net_human_seg", "u2net_human_seg.onnx", 320),
                                                ("isnet-anime", "isnet-anime.onnx", 1024)])
 def test_rembg_runs_from_the_local_file_only(model, file, side, tmp_path, monkeypatch, no_network):
-    pytest.importorskip("rembg")
-    pytest.importorskip("onnxruntime")
+    importlib.import_module("rembg")
+    importlib.import_module("onnxruntime")
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     _tiny_onnx(tmp_path / file, side)
     m = RembgMatte(model)

@@ -363,7 +363,8 @@ def load_inference(run: str | None, train_out_dir: str | Path, device: torch.dev
         try:
             from toonlab.apps.export import load_onnx_inference
         except ImportError as exc:
-            raise ToonlabError(f"ONNX inference is not available in this installation ({exc})") from None
+            raise ToonlabError(f"ONNX inference is not available in this installation ({exc}); "
+                               "install it with `pip install 'toonlab[serve]'`") from None
         return load_onnx_inference(onnx), f"onnx:{onnx}"
     if not run:
         raise UsageError("say which model to use: --run RUN_OR_CHECKPOINT (or --onnx EXPORT_DIR)")

@@ -46,7 +46,7 @@ from toonlab.log import get_logger
 
 log = get_logger(__name__)
 
-TF_EXTRA = "pip install tensorflow-cpu"
+TF_EXTRA = "pip install 'toonlab[tf]' (tensorflow-cpu)"
 MAX_LISTED = 5
 
 
