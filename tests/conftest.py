@@ -34,6 +34,11 @@ BIN = Path(sys.executable).parent
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 os.environ.setdefault("TOONLAB_PROGRESS", "0")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("TOONLAB_FETCH_WEIGHTS", "never")  # the suite never downloads; test_weights.py opts in
+# Loopback test servers are reached directly, whatever proxy the machine running the suite uses
+# (the crawler and `weights fetch` honour *_PROXY; their proxy tests set their own).
+for _var in [v for v in os.environ if v.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")]:
+    del os.environ[_var]
 os.environ["DVC_NO_ANALYTICS"] = "1"
 # Whether this CPU computes bf16 natively (AMX / AVX512-BF16) or emulates it (AMD EPYC here),
 # asked before the line below hides it. bf16 learning tests run at full length only where it

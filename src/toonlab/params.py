@@ -46,6 +46,10 @@ class RuntimeParams(Section):
     # export): auto (bf16 where native, within the parity tolerance and faster) | fp32 | bf16
     # (toonlab.train.inference_precision). Training: train.cpu_precision.
     cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # A pretrained file a stage needs and cannot find (toonlab.weights): auto fetches it from its
+    # owner's URL (or $TOONLAB_WEIGHTS_MIRROR), hash-checked; never only says where to put it.
+    # TOONLAB_FETCH_WEIGHTS=auto|never overrides this.
+    fetch_weights: Literal["auto", "never"] = "auto"
 
 
 class _Checks(Section):

@@ -15,7 +15,8 @@ The parameter layout is torchvision's, so the state dict keys are those of
 file loads strictly. Input handling follows pytorch-fid: bilinear resize to 299x299
 (``align_corners=False``), then the [-1, 1] range the network was trained on.
 
-Nothing is downloaded: the file is looked up in torch.hub's checkpoint folder
+The file is looked up in torch.hub's checkpoint folder and fetched (checked against the
+hash in its name) when `runtime.fetch_weights` is auto
 (``toonlab.weights.require("inception_fid")``).
 """
 

@@ -34,9 +34,10 @@ Backends (``make_face_backend(domain, params)``):
   shared by every ``MediapipeFaces`` and closed at exit or by ``close_mediapipe_graphs()``.
 
 * ``InsightfaceFaces`` (photo, optional): SCRFD (``det_10g.onnx``) + 106-point 2D
-  landmarks (``2d106det.onnx``) of insightface's ``buffalo_l`` pack. The pack must already
-  be on disk: ``toonlab.weights.require("buffalo_l")`` is called before anything of
-  insightface is built (its downloader has no timeout), and the pack folder is passed to
+  landmarks (``2d106det.onnx``) of insightface's ``buffalo_l`` pack. The pack must be on
+  disk: ``toonlab.weights.require("buffalo_l")`` (which fetches it when
+  ``runtime.fetch_weights`` is auto) is called before anything of insightface is built
+  (its own downloader has no timeout), and the pack folder is passed to
   ``FaceAnalysis`` as a path, so it never downloads. Five points = SCRFD's keypoints
   (ArcFace template order: image-left eye, image-right eye, nose, image-left and
   image-right mouth corner).

@@ -7,10 +7,10 @@ Three backends, all implementing `toonlab.faces.base.MatteBackend`
   inside the mediapipe wheel, so it works offline. Optionally refined with a colour guided
   filter so that the (upsampled, 256x256) mask follows the image's edges.
 * `RembgMatte` - rembg's ONNX models, `u2net_human_seg` for photos and `isnet-anime` for
-  anime. Better quality, but the model files must already be on disk ($U2NET_HOME or
-  ~/.u2net): `toonlab.weights.require` is called before any rembg session exists, and the
-  session is built from that local file with rembg's own pre- and post-processing, so rembg
-  never reaches for the network.
+  anime. Better quality, but the model files must be on disk ($U2NET_HOME or ~/.u2net):
+  `toonlab.weights.require` (which fetches them, md5-checked, when `runtime.fetch_weights`
+  is auto) is called before any rembg session exists, and the session is built from that
+  local file with rembg's own pre- and post-processing, so rembg never reaches for the network.
 * `FloodfillMatte` (`toonlab.faces.anime_matte`) - anime, the offline fallback and the
   LOW-QUALITY one: it assumes a
   flat(-ish) background reaching the image border (flat colour, gradient, a few stripes,

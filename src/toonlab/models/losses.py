@@ -218,7 +218,7 @@ class FrozenVGG(nn.Module):
     (VGG16) and the white-box `VGG19Features`.
 
     `weights="imagenet"` loads `file_name` from torch.hub's checkpoint folder
-    (``toonlab.weights.require(hub_name)``; nothing is downloaded, a missing file raises
+    (``toonlab.weights.require(hub_name)``; fetched when `runtime.fetch_weights` is auto (`toonlab.weights`), else a missing file raises
     MissingWeightsError, a file without the expected keys `bad_file_error`).
     `weights="random"`: Kaiming init and a warning (`random_note`, to `logger`), meaningless
     as a loss, for smoke tests only. Parameters do not require grad and the module stays in
@@ -287,7 +287,7 @@ class VGGPerceptual(FrozenVGG):
     `layer` is one of relu1_2, relu2_2, relu3_3, relu4_3 (features indices 3, 8, 15, 22);
     only the layers up to it are built. `weights="imagenet"` loads torchvision's ImageNet
     file ``vgg16-397923af.pth`` from torch.hub's checkpoint folder (see
-    ``toonlab.weights.require("vgg16")``; nothing is downloaded, a missing file raises
+    ``toonlab.weights.require("vgg16")``; fetched when `runtime.fetch_weights` is auto (`toonlab.weights`), else a missing file raises
     MissingWeightsError). `weights="random"` keeps a random initialisation: meaningless
     as a loss, for smoke tests only.
 

@@ -11,9 +11,10 @@ N x 3 x 112 x 112 in [-1, 1], output L2-normalised embeddings.
 (rows h/2.1*0.47 .. h - h/2.1*0.3, a centred square), resizes it to 112 px (bilinear,
 align_corners=True) and returns mean(1 - cos(e(x), e(y))). The network is frozen: no
 parameter requires grad and it stays in eval mode; gradients still reach the images.
-Weights come only from a local file (`toonlab.weights.require("mobilefacenet")`:
-``model_mobilefacenet.pth`` in $TOONLAB_WEIGHTS, default ~/.cache/toonlab); nothing is
-downloaded and a missing file raises MissingWeightsError.
+Weights come from a local file (`toonlab.weights.require("mobilefacenet")`:
+``model_mobilefacenet.pth`` in $TOONLAB_WEIGHTS, default ~/.cache/toonlab; photo2cartoon
+publishes no direct link, so only a mirror can fetch it) and a missing file raises
+MissingWeightsError.
 """
 
 from __future__ import annotations

@@ -202,8 +202,8 @@ class VGG19Features(FrozenVGG):
     """Frozen VGG19 `features[:26]` (conv1_1 .. conv4_4, no final ReLU) of images in [-1, 1].
 
     weights "imagenet": torchvision's `vgg19-dcbb9e9d.pth` from the torch hub checkpoint
-    folder (`toonlab.weights.require("vgg19")`; never downloaded, MissingWeightsError
-    otherwise). "random": Kaiming init, meaningless as a loss (smoke tests only). Stays in
+    folder (`toonlab.weights.require("vgg19")`; fetched when `runtime.fetch_weights` is auto,
+    MissingWeightsError otherwise). "random": Kaiming init, meaningless as a loss (smoke tests only). Stays in
     eval mode; gradients flow to the input only.
     """
 
