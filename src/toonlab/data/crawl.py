@@ -4,7 +4,8 @@ Input lists are plain text (one URL per line; blank lines and `#` comment lines 
 ignored) or CSV with a header holding a `url` column and optional `domain` and
 `license` columns. A folder stands for every `.txt` and `.csv` file below it.
 
-Each URL is fetched at most once per run, by a pool of `concurrency` threads, with:
+Each URL is fetched at most once per run, by a pool of `concurrency` threads, on
+urllib3 (connections, TLS, chunked framing), with:
 
 * a per-host rate limit (`per_host_rate` requests per second, shared by all threads);
 * a socket timeout for connecting and for each read (`timeout_s`) and one deadline per
@@ -12,12 +13,17 @@ Each URL is fetched at most once per run, by a pool of `concurrency` threads, wi
   that trickles bytes or asks for long `Retry-After` waits is also stopped (a
   Retry-After beyond the deadline ends the URL with `retry_after_too_long`);
 * retries with exponential backoff (`backoff_s * 2**n`) on connection errors, timeouts,
-  truncated bodies, 5xx and 429 answers; never on other 4xx, on status codes outside
-  100-599 (`bad_status`) or on a malformed chunked body (`bad_chunked`);
+  truncated bodies, proxy failures, 5xx and 429 answers; never on other 4xx, on status
+  codes outside 100-599 (`bad_status`), on a malformed chunked body (`bad_chunked`) or
+  on a tunnel that the proxy refuses with a 4xx (`proxy_error`);
 * an address policy (`AddressPolicy`): hosts resolving to loopback, private,
   link-local, multicast, unspecified or reserved addresses are refused
   (`blocked_address`) unless `allow_private` or `allow_hosts` says otherwise; it is
   checked on the address actually connected to, for the listed URL and every redirect;
+* proxies from HTTP_PROXY, HTTPS_PROXY (a CONNECT tunnel), ALL_PROXY and NO_PROXY or
+  their lower-case forms, as curl and requests read them (`Proxies`); through a proxy
+  the target is judged by name (`AddressPolicy.refuses_name`), the proxy's own address
+  is exempt, and proxy credentials go out as Proxy-Authorization, never into the log;
 * redirects followed by hand, at most `max_redirects`, to http/https only, loops detected;
 * credentials in a URL (`user:secret@host`) sent as HTTP basic auth to that URL's own
   origin only (never across a redirect to another origin) and redacted (`***`) in
@@ -56,11 +62,16 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+
+import urllib3
+import urllib3.connection
+import urllib3.exceptions
 
 from toonlab.data.crawl_log import read_records
 from toonlab.data.decode import decode_bytes, display_text, path_text
@@ -79,7 +90,6 @@ ALLOWED_SCHEMES = ("http", "https")
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 OK_CODES = (200, 203)
 RETRY_CODES = (408, 429)  # plus every 5xx
-MAX_CHUNK_LINE = 1024
 CHUNK = 64 * 1024
 LIST_SUFFIXES = (".txt", ".csv")
 EXTENSIONS = ("jpg", "png", "gif", "webp", "bmp", "tif")
@@ -376,7 +386,8 @@ class AddressPolicy:
     100.64/10), link-local (169.254/16, fe80::/10, cloud metadata services), multicast,
     unspecified and reserved addresses are refused. `allow_private` lifts that;
     `allow_hosts` names exceptions: host names (matched exactly) or networks (matched
-    against the address)."""
+    against the address). Through a proxy the crawler never learns the target's address
+    (the proxy resolves the name), so `refuses_name` judges the name instead."""
 
     def __init__(self, allow_private: bool = False, allow_hosts: Iterable[str] = ()):
         self.allow_private = allow_private
@@ -411,6 +422,35 @@ class AddressPolicy:
         return (f"{host} resolves to {ip}, a {kind} address (set crawl.allow_private: true or list the "
                 "host in crawl.allow_hosts to crawl your own network)")
 
+    def refuses_name(self, host: str) -> str | None:
+        """The check for a host that a proxy resolves: None when it may be fetched, else why not.
+
+        An IP literal is judged as that address. `localhost`, `*.localhost`, names of one
+        label and special-use local names (.local, .internal, .home.arpa, .localdomain)
+        lead to this machine or to the proxy's own network, so they need `allow_private`
+        or their name in `allow_hosts`. Any other name is the proxy's to resolve; a network
+        in `allow_hosts` cannot match it (its address is never seen here)."""
+        name = host.lower().strip("[]").rstrip(".")
+        try:
+            ipaddress.ip_address(name.split("%", 1)[0])
+        except ValueError:
+            pass
+        else:
+            return self.refuses(name, name)
+        if self.allow_private or name in self.names:
+            return None
+        if name == "localhost" or name.endswith(".localhost"):
+            kind = "loopback"
+        elif "." not in name or name.endswith(_LOCAL_SUFFIXES):
+            kind = "local-network"
+        else:
+            return None
+        return (f"{host} is a {kind} name, resolved by the proxy where the crawler cannot check its address "
+                "(set crawl.allow_private: true or list the host in crawl.allow_hosts to crawl your own network)")
+
+
+_LOCAL_SUFFIXES = (".local", ".internal", ".home.arpa", ".localdomain")
+
 
 def _address_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """The class of a non-global address, None for a global unicast one."""
@@ -435,7 +475,8 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _6TO4 = ipaddress.ip_network("2002::/16")
 
 
-def _connect(host: str, port: int, timeout: float, policy: AddressPolicy) -> socket.socket:
+def _connect(host: str, port: int, timeout: float | None, policy: AddressPolicy,
+             options: Iterable[tuple[int, int, int]] = ()) -> socket.socket:
     """A TCP socket connected to an address of `host` that the policy allows.
 
     The policy is checked on the resolved addresses and the socket connects to exactly
@@ -451,6 +492,8 @@ def _connect(host: str, port: int, timeout: float, policy: AddressPolicy) -> soc
             continue
         sock = socket.socket(family, kind, proto)
         try:
+            for option in options:
+                sock.setsockopt(*option)
             sock.settimeout(timeout)
             sock.connect(addr)
             why = policy.refuses(host, sock.getpeername()[0])
@@ -467,28 +510,182 @@ def _connect(host: str, port: int, timeout: float, policy: AddressPolicy) -> soc
     raise _Fail("rejected", "blocked_address", detail=refused or f"{host} has no address")
 
 
-class _HTTPConnection(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, timeout: float, policy: AddressPolicy):
-        super().__init__(host, port, timeout=timeout)
-        self.policy = policy
-
-    def connect(self) -> None:
-        self.sock = _connect(self.host, self.port, self.timeout, self.policy)
+# ----------------------------------------------------------------------------- proxies
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, timeout: float, policy: AddressPolicy, context: ssl.SSLContext):
-        super().__init__(host, port, timeout=timeout, context=context)
-        self.policy = policy
-        self.tls_context = context
+@dataclass(frozen=True)
+class Proxy:
+    url: str  # scheme://host:port, never with credentials
+    authorization: str | None  # Proxy-Authorization, from user:password in the proxy URL
 
-    def connect(self) -> None:
-        sock = _connect(self.host, self.port, self.timeout, self.policy)
+
+class Proxies:
+    """The proxies named by HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, or by their
+    lower-case forms, which win (as with curl and requests; `urllib.request` reads them,
+    and ignores HTTP_PROXY inside a CGI request). A bare `host:port` is an http:// proxy.
+
+    http:// URLs go to their proxy as absolute-form requests; https:// ones through a
+    CONNECT tunnel, TLS to the target end to end. The proxy's own address is not subject
+    to the address policy (proxies usually sit on a private network): the target is
+    judged by name instead (`AddressPolicy.refuses_name`). Credentials in a proxy URL
+    are sent as Proxy-Authorization and never logged."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        env = urllib.request.getproxies_environment() if env is None else env
+        self.by_scheme: dict[str, Proxy] = {}
+        for scheme in ALLOWED_SCHEMES:
+            value = (env.get(scheme) or env.get("all") or "").strip()
+            if value:
+                self.by_scheme[scheme] = _parse_proxy(value, scheme)
+        self.no_proxy = env.get("no", "")
+
+    def choose(self, scheme: str, host: str, port: int) -> Proxy | None:
+        """The proxy for a URL, None when it goes straight to its host."""
+        proxy = self.by_scheme.get(scheme)
+        return None if proxy is None or _bypassed(host, port, self.no_proxy) else proxy
+
+
+def _parse_proxy(value: str, scheme: str) -> Proxy:
+    text = value if "://" in value else "http://" + value
+    parts = urlsplit(text)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if parts.scheme.lower() not in ALLOWED_SCHEMES or not host:
+        raise ToonlabError(f"the proxy for {scheme}:// URLs ({scheme.upper()}_PROXY or ALL_PROXY, or their lower-case "
+                           f"forms) is {redact(text)!r}, not an http:// or https:// proxy URL")
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    return Proxy(f"{parts.scheme.lower()}://{netloc}", _basic_auth(text))
+
+
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """Whether NO_PROXY sends host:port straight to it: `*` every host; a name itself and
+    its subdomains (a leading `.` or `*.` is ignored); `name:port` or `[v6]:port` only
+    that port; an address or CIDR network the IP-literal hosts in it."""
+    host = host.lower().strip("[]").rstrip(".")
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    for entry in re.split(r"[\s,]+", no_proxy.strip().lower()):
+        if entry == "*":
+            return True
+        m = re.fullmatch(r"\[(.+)\](?::(\d+))?|([^:]+):(\d+)", entry)
+        name, want = (m.group(1) or m.group(3), m.group(2) or m.group(4)) if m else (entry, None)
+        if not name or (want is not None and int(want) != port):
+            continue
         try:
-            self.sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
+            net = ipaddress.ip_network(name, strict=False)
+        except ValueError:
+            name = name.removeprefix("*.").strip(".")
+            if name and (host == name or host.endswith("." + name)):
+                return True
+        else:
+            if ip is not None and ip.version == net.version and ip in net:
+                return True
+    return False
+
+
+# ----------------------------------------------------------------------------- transport (urllib3)
+
+
+class _Guarded:
+    """What the crawler adds to urllib3's connections (keywords of the pool manager):
+
+    * `policy`: checked on the address actually connected to (`_connect`); None on a
+      connection to a proxy, whose own address is exempt (see `Proxies`);
+    * `deadline` (time.monotonic): the URL's deadline; a timer shuts the socket down then,
+      so a server that trickles bytes, each read within timeout_s, cannot hold the URL."""
+
+    def __init__(self, *args: Any, policy: AddressPolicy | None, deadline: float, **kw: Any):
+        self._watchdog: threading.Timer | None = None
+        super().__init__(*args, **kw)
+        self.policy, self.deadline = policy, deadline
+
+    def _new_conn(self) -> socket.socket:
+        if self.policy is None:
+            sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        else:
+            sock = _connect(self.host, self.port, self.timeout, self.policy, self.socket_options or ())
+        self._watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()), self._expire, (sock,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        return sock
+
+    def _expire(self, tcp: socket.socket) -> None:
+        for sock in (self.sock, tcp):  # the TLS socket once there is one (it owns the descriptor then)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                return
+            except (AttributeError, OSError):
+                pass
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        super().close()  # type: ignore[misc]
+
+
+class _HTTPConnection(_Guarded, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Guarded, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+# One manager per request: a pool key of scheme, host and port is enough, and urllib3's
+# default key would refuse the guard keywords (policy, deadline) that pass to the pools.
+_POOL_KEYS = dict.fromkeys(_POOLS, lambda context: (context["scheme"], context["host"], context["port"]))
+
+
+def _failure(exc: BaseException, status: int | None, in_body: bool, proxy: Proxy | None) -> _Fail:
+    """The crawl outcome of an error from urllib3, http.client, ssl or socket. urllib3
+    wraps the error it caught, so every exception on the chain counts."""
+    chain: list[BaseException] = []
+    todo: list[object] = [exc]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, BaseException) and all(e is not c for c in chain):
+            chain.append(e)
+            todo += [e.__cause__, e.__context__, *e.args]
+    root = exc  # the error as the traceback would end, for people
+    while (cause := root.__cause__ or (None if root.__suppress_context__ else root.__context__)) is not None:
+        root = cause
+    text = " ".join(redact(str(root)).split())[:300]
+
+    def has(*types: type) -> bool:
+        return any(isinstance(e, types) for e in chain)
+
+    if has(urllib3.exceptions.InvalidChunkLength) or "line exceeded maximum allowed length" in text:
+        return _Fail("failed", "bad_chunked", status, detail=f"malformed chunked body: {text}")
+    if has(ssl.SSLError, urllib3.exceptions.SSLError):  # an untrusted certificate does not heal
+        return _Fail("failed", "tls_error", status, retry=not has(ssl.SSLCertVerificationError))
+    # The proxy unreachable (urllib3's ProxyError), or its answer to CONNECT not 200 (from http.client).
+    tunnel = re.search(r"Tunnel connection failed: (\d{3})", text)
+    if proxy is not None and (tunnel or has(urllib3.exceptions.ProxyError)):
+        code = int(tunnel[1]) if tunnel else None
+        retry = code is None or code >= 500 or code in RETRY_CODES
+        return _Fail("failed", "proxy_error", code, retry=retry, detail=f"the proxy {proxy.url}: {text}")
+    if has(socket.gaierror, urllib3.exceptions.NameResolutionError):
+        return _Fail("failed", "dns_error", status, retry=True)
+    if has(TimeoutError, urllib3.exceptions.ReadTimeoutError):
+        return _Fail("failed", "timeout", status, retry=True)
+    if in_body:  # the connection ended, or broke, before the whole body came
+        return _Fail("failed", "truncated", status, retry=True, detail=text)
+    if has(http.client.HTTPException) and not has(ConnectionError, urllib3.exceptions.NewConnectionError):
+        return _Fail("failed", "bad_response", status, detail=text)  # not HTTP: a retry cannot heal it
+    return _Fail("failed", "connection_error", status, retry=True)
 
 
 # ----------------------------------------------------------------------------- fetching
@@ -509,12 +706,20 @@ class _Clock:
         return self.total if self.deadline is None else self.deadline - time.monotonic()
 
 
+_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError)
+
+
 class Fetcher:
-    def __init__(self, params: CrawlParams, limiter: HostRateLimiter | None = None):
+    """Fetches single URLs on urllib3: straight to the host, its address checked by the
+    policy at connect time, or through the proxy that `proxies` (default: the
+    environment) names for it, the host checked by name before anything is sent."""
+
+    def __init__(self, params: CrawlParams, limiter: HostRateLimiter | None = None, proxies: Proxies | None = None):
         self.p = params
         self.limiter = limiter or HostRateLimiter(params.per_host_rate)
         self.ssl_context = ssl.create_default_context()
         self.policy = AddressPolicy.of(params)
+        self.proxies = Proxies() if proxies is None else proxies
 
     # One URL, retries included. Returns (record fields, body or None).
     def fetch(self, url: str) -> tuple[dict, bytes | None]:
@@ -572,161 +777,82 @@ class Fetcher:
         raise _Fail("failed", "too_many_redirects", status)
 
     def _request(self, url: str, clock: _Clock, auth: str | None = None) -> tuple[bytes, int] | _Redirect:
-        """One HTTP GET. Returns (body, status) for an image, a _Redirect for a
-        redirect, raises _Fail otherwise."""
+        """One HTTP GET, straight to the host or through its proxy (redirects are not
+        followed here: `_follow` checks every hop again). Returns (body, status) for an
+        image, a _Redirect for a redirect, raises _Fail otherwise."""
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
+        proxy = self.proxies.choose(parts.scheme, host, port)
+        if proxy is not None and (why := self.policy.refuses_name(host)) is not None:
+            raise _Fail("rejected", "blocked_address", detail=why)  # before anything is sent
         self.limiter.wait(f"{host}:{port}")
         clock.start()
         remaining = clock.remaining()
-        if remaining <= 0:
+        if remaining <= 0 or clock.deadline is None:
             raise _Fail("failed", "timeout", retry=True)
         timeout = min(self.p.timeout_s, remaining)
-        if parts.scheme == "https":
-            conn: http.client.HTTPConnection = _HTTPSConnection(host, port, timeout, self.policy, self.ssl_context)
+        kw: dict[str, Any] = {"num_pools": 1, "maxsize": 1, "timeout": urllib3.Timeout(connect=timeout, read=timeout),
+                              "ssl_context": self.ssl_context, "deadline": clock.deadline,
+                              "policy": None if proxy else self.policy}  # a proxy's own address is exempt
+        if proxy is None:
+            pools = urllib3.PoolManager(**kw)
         else:
-            conn = _HTTPConnection(host, port, timeout, self.policy)
-        expired = threading.Event()
-        watchdog: threading.Timer | None = None
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
+            pools = urllib3.ProxyManager(proxy.url, proxy_ssl_context=self.ssl_context, **kw, proxy_headers=(
+                {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None))
+        pools.pool_classes_by_scheme, pools.key_fn_by_scheme = _POOLS, _POOL_KEYS  # type: ignore[assignment]
+        headers = {"User-Agent": self.p.user_agent, "Accept": "image/*, application/octet-stream;q=0.5",
+                   "Accept-Encoding": "identity", "Connection": "close"}
+        if auth:
+            headers["Authorization"] = auth
+        target = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path or "/", parts.query, ""))
+        resp: urllib3.BaseHTTPResponse | None = None
         try:
-            conn.connect()
-            sock = conn.sock
-
-            def _expire() -> None:  # the URL's deadline: cut the socket under a trickling server
-                expired.set()
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-            remaining = clock.remaining()
-            if remaining <= 0:
-                raise _Fail("failed", "timeout", retry=True)
-            watchdog = threading.Timer(remaining, _expire)
-            watchdog.daemon = True
-            watchdog.start()
-            conn.putrequest("GET", path, skip_accept_encoding=True)
-            conn.putheader("User-Agent", self.p.user_agent)
-            conn.putheader("Accept", "image/*, application/octet-stream;q=0.5")
-            conn.putheader("Accept-Encoding", "identity")
-            if auth:
-                conn.putheader("Authorization", auth)
-            conn.putheader("Connection", "close")
-            conn.endheaders()
-            resp = conn.getresponse()
-            status = resp.status
-            if not 100 <= status <= 599:  # not HTTP: a retry cannot heal it
-                raise _Fail("failed", "bad_status", status, detail=f"status code {status} is outside 100-599")
-            if status in REDIRECT_CODES:
-                return _Redirect(status, resp.getheader("Location"))
-            if status not in OK_CODES:
-                retry = status >= 500 or status in RETRY_CODES
-                raise _Fail("failed", f"http_{status}", status, retry=retry,
-                            retry_after=_retry_after(resp.getheader("Retry-After")) if retry else None)
-            if not _content_type_ok(resp.getheader("Content-Type")):
-                raise _Fail("failed", "bad_content_type", status)
-            length = resp.getheader("Content-Length")
-            if length is not None and length.strip().isdigit() and int(length) > self.p.max_bytes:
-                raise _Fail("failed", "too_large", status)
-            buf = self._read_chunked(resp, status, clock) if resp.chunked else self._read_plain(resp, status, clock)
-            if expired.is_set():
-                raise _Fail("failed", "timeout", status, retry=True)
-            if not buf:
-                raise _Fail("failed", "empty_body", status)
-            if sniff_image(bytes(buf[:32])) is None:
-                raise _Fail("failed", "not_an_image", status)
-            return bytes(buf), status
+            resp = pools.urlopen("GET", target, headers=headers, redirect=False, retries=False, preload_content=False,
+                                 decode_content=False)
+            return self._answer(resp, clock)
         except _Fail:
-            if expired.is_set():
+            if clock.remaining() <= 0:
                 raise _Fail("failed", "timeout", retry=True) from None
             raise
-        except ssl.SSLError as exc:
-            if expired.is_set():
+        except _TRANSPORT_ERRORS as exc:
+            if clock.remaining() <= 0:  # the watchdog cut the connection at the URL's deadline
                 raise _Fail("failed", "timeout", retry=True) from None
-            cert = isinstance(exc, ssl.SSLCertVerificationError)
-            raise _Fail("failed", "tls_error", retry=not cert) from None
-        except (TimeoutError, socket.timeout):
-            raise _Fail("failed", "timeout", retry=True) from None
-        except socket.gaierror:
-            raise _Fail("failed", "dns_error", retry=True) from None
-        except (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionError) as exc:
-            if expired.is_set():
-                raise _Fail("failed", "timeout", retry=True) from None
-            raise _Fail("failed", "connection_error", retry=True) from exc
-        except http.client.HTTPException:
-            if expired.is_set():
-                raise _Fail("failed", "timeout", retry=True) from None
-            raise _Fail("failed", "bad_response", retry=False) from None
-        except (OSError, ValueError):
-            if expired.is_set():
-                raise _Fail("failed", "timeout", retry=True) from None
-            raise _Fail("failed", "connection_error", retry=True) from None
+            raise _failure(exc, resp.status if resp else None, resp is not None, proxy) from None
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            conn.close()
+            if resp is not None:
+                resp.release_conn()
+            pools.clear()  # closes the connection and stops its watchdog
 
-    def _read_plain(self, resp: http.client.HTTPResponse, status: int, clock: _Clock) -> bytearray:
+    def _answer(self, resp: urllib3.BaseHTTPResponse, clock: _Clock) -> tuple[bytes, int] | _Redirect:
+        status = resp.status
+        if not 100 <= status <= 599:  # not HTTP: a retry cannot heal it
+            raise _Fail("failed", "bad_status", status, detail=f"status code {status} is outside 100-599")
+        if status in REDIRECT_CODES:
+            return _Redirect(status, resp.headers.get("Location"))
+        if status not in OK_CODES:
+            retry = status >= 500 or status in RETRY_CODES
+            raise _Fail("failed", f"http_{status}", status, retry=retry,
+                        retry_after=_retry_after(resp.headers.get("Retry-After")) if retry else None)
+        if not _content_type_ok(resp.headers.get("Content-Type")):
+            raise _Fail("failed", "bad_content_type", status)
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.strip().isdigit() and int(length) > self.p.max_bytes:
+            raise _Fail("failed", "too_large", status)
         buf = bytearray()
-        while True:
-            chunk = resp.read1(CHUNK)
-            if not chunk:
-                break
-            buf += chunk
+        for piece in resp.stream(CHUNK, decode_content=False):  # chunked framing: urllib3
+            buf += piece
             if len(buf) > self.p.max_bytes:
                 raise _Fail("failed", "too_large", status)
             if clock.remaining() <= 0:
                 raise _Fail("failed", "timeout", status, retry=True)
-        if resp.length:  # fewer bytes than Content-Length announced
-            raise _Fail("failed", "truncated", status, retry=True)
-        return buf
-
-    def _read_chunked(self, resp: http.client.HTTPResponse, status: int, clock: _Clock) -> bytearray:
-        """A chunked body, framing read here: a malformed size line or chunk end is
-        `bad_chunked` (never retried), a connection that ends early is retried."""
-        fp = resp.fp
-        resp.chunked = False  # http.client must not parse the framing a second time
-        buf = bytearray()
-
-        def cut_short() -> _Fail:
-            return _Fail("failed", "truncated", status, retry=True, detail="the chunked body ended early")
-
-        def malformed(what: str) -> _Fail:
-            return _Fail("failed", "bad_chunked", status, detail=f"malformed chunked body: {what}")
-
-        while True:
-            line = fp.readline(MAX_CHUNK_LINE + 1)
-            if not line:
-                raise cut_short()
-            if not line.endswith(b"\n"):
-                if len(line) > MAX_CHUNK_LINE:
-                    raise malformed("chunk size line too long")
-                raise cut_short()
-            size_text = line.split(b";", 1)[0].strip()
-            if not re.fullmatch(rb"[0-9a-fA-F]{1,16}", size_text):
-                raise malformed(f"chunk size {size_text[:20]!r}")
-            size = int(size_text, 16)
-            if size == 0:
-                return buf  # trailers, if any, are not needed (the connection closes)
-            if len(buf) + size > self.p.max_bytes:
-                raise _Fail("failed", "too_large", status)
-            while size:
-                piece = fp.read(min(size, CHUNK))
-                if not piece:
-                    raise cut_short()
-                buf += piece
-                size -= len(piece)
-                if clock.remaining() <= 0:
-                    raise _Fail("failed", "timeout", status, retry=True)
-            end = fp.readline(MAX_CHUNK_LINE + 1)
-            if not end:
-                raise cut_short()
-            if end not in (b"\r\n", b"\n"):
-                raise malformed("chunk not followed by CRLF")
+        if clock.remaining() <= 0:
+            raise _Fail("failed", "timeout", status, retry=True)
+        if not buf:
+            raise _Fail("failed", "empty_body", status)
+        if sniff_image(bytes(buf[:32])) is None:
+            raise _Fail("failed", "not_an_image", status)
+        return bytes(buf), status
 
 
 # ----------------------------------------------------------------------------- crawl log
@@ -835,6 +961,9 @@ def crawl(lists: list[Path], out_root: Path, log_path: Path, params: CrawlParams
                 for e in todo if redact(e.url) not in records}
 
     fetcher = Fetcher(params)
+    for scheme, proxy in fetcher.proxies.by_scheme.items():  # proxy.url never holds credentials
+        log.info("crawl: %s:// URLs go through the proxy %s%s", scheme, proxy.url,
+                 f" (except NO_PROXY {fetcher.proxies.no_proxy!r})" if fetcher.proxies.no_proxy else "")
 
     def work(e: UrlEntry) -> dict:
         fetched_at = utc_now()
