@@ -260,3 +260,95 @@ def test_the_review_files_are_pipeline_inputs():
     assert "data/review/photo.csv" in inputs and "data/review/anime.csv" in inputs
     for domain in ("photo", "anime"):
         assert (REPO / "data/review" / f"{domain}.csv").read_text().startswith("sha256,face_index,decision")
+
+
+@pytest.mark.slow  # a headless browser: not in `make test-fast`
+def test_page_shows_markup_as_text(tmp_path):
+    """Markup in every field the page shows (the domain, file names, reasons, details, the
+    split, near-duplicates and their reason, a decision's reason, the review file's folder)
+    is text: in the page as served, and in what its script draws in a real browser."""
+    import hashlib
+
+    import pyarrow as pa
+    import uvicorn
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_pages_escaping import evil, shown_as_text
+    from toonlab.apps.review import Reviewer, create_app
+    from toonlab.apps.web import bind, url_of
+    from toonlab.data.ingest import COLUMNS, write_manifest
+    from toonlab.faces.review import Decision, write_review
+    from toonlab.params import validate_params
+    from toonlab.util.tables import write_parquet
+
+    domain = "dom?#%" + evil("domain")     # ?, # and %: the image URLs must encode the domain
+    params = validate_params({"data": {"raw_dir": str(tmp_path / "raw")},
+                              "ingest": {"out_dir": str(tmp_path / "interim")},
+                              "align": {"out_dir": str(tmp_path / "processed")},
+                              "curate": {"out_dir": str(tmp_path / "curated"),
+                                         "review_dir": str(tmp_path / ("review" + evil("review_dir")))}})
+    files = {"kept": f"k{evil('file')}.png", "rejected": f"r{evil('other_file')}.png", "dup": f"d{evil('dup')}.png"}
+    shas, ingest = {}, []
+    for k, (role, name) in enumerate(files.items()):
+        path = tmp_path / "raw" / domain / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((64, 64, 3), 60 * k, np.uint8)).save(path)
+        shas[role] = hashlib.sha256(path.read_bytes()).hexdigest()
+        row = {c: ("" if kind == "string" else 0) for c, kind in COLUMNS}
+        row.update(path=name, domain=domain, sha256=shas[role], status="ok", animated=False, orientation=1)
+        if role != "rejected":
+            row["dup_group"] = "g1"
+        if role == "dup":
+            row.update(status="rejected", reason=evil("dup_reason"), duplicate_of=files["kept"])
+        ingest.append(row)
+    write_manifest(ingest, tmp_path / "interim" / domain)
+    face = {"domain": domain, "face_index": 0, "crop_256": "", "crop_128": "", "box": [4.0, 4.0, 40.0, 40.0],
+            "score": 0.9, "face_px": 36.0, "yaw": 2.0, "blur": 80.0, "bg_fraction": 0.3}
+    kept = {**face, "raw_path": files["kept"], "sha256": shas["kept"], "status": "ok", "reason": "", "detail": ""}
+    rejected = {**face, "raw_path": files["rejected"], "sha256": shas["rejected"], "status": "rejected",
+                "reason": evil("reason"), "detail": evil("detail")}
+    write_parquet(pa.Table.from_pylist([kept, rejected]), tmp_path / "processed" / domain / "manifest.parquet")
+    write_parquet(pa.Table.from_pylist([{**kept, "detail": evil("kept_detail"), "split": evil("split")}]),
+                  tmp_path / "curated" / f"{domain}.parquet")
+    rv = Reviewer(params, [domain])
+    write_review(rv.review_path(domain), [Decision(shas["kept"], 0, "reject", evil("decision_reason"))])
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(rv), log_level="warning", access_log=False, ws="none"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = url_of(sock)
+    drv = _driver()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            shown_as_text(r.read().decode(), ["domain"], scripts=1)
+        # An injected handler would call alert(field): record the calls instead of opening dialogs.
+        drv.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
+            "source": "window.ran = []; window.alert = (m) => window.ran.push(String(m));"})
+        drv.get(url)
+        WebDriverWait(drv, 60).until(lambda d: d.find_element(By.ID, "count").text == "2 of 2 faces")
+        body = drv.find_element(By.TAG_NAME, "body")
+        body.send_keys("o")                                   # the raw image and the near-duplicates too
+        texts = [drv.find_element(By.ID, "grid").text, drv.find_element(By.ID, "file").text]
+        for _ in range(2):
+            texts.append(drv.find_element(By.ID, "detail").text)
+            assert drv.execute_script("return document.querySelectorAll('[onerror]').length") == 0
+            body.send_keys("j")
+        reasons = [o.get_attribute("value") for o in drv.find_elements(By.CSS_SELECTOR, "#reason option")]
+        assert reasons == ["", evil("reason")]
+        assert drv.execute_script("return document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
+        WebDriverWait(drv, 30).until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#detail img')].every((i) => i.complete)"))
+        widths = drv.execute_script("return [...document.querySelectorAll('#detail img')].map((i) => i.naturalWidth)")
+        assert widths and widths[0] > 0, f"the raw image did not load (its URL must encode the domain): {widths}"
+        assert drv.execute_script("return window.ran") == []
+    finally:
+        drv.quit()
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+    shown = "\n".join(texts)
+    missing = [f for f in ("file", "other_file", "dup", "dup_reason", "reason", "detail", "kept_detail", "split",
+                           "decision_reason", "review_dir") if evil(f) not in shown]
+    assert missing == []

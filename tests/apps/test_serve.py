@@ -507,6 +507,38 @@ def test_loaded_runs_are_bounded_in_bytes(tmp_path):
     assert len(warned) == 2 and "serve.max_loaded_mb" in warned[0] and cg in warned[0], warned
 
 
+def test_page_shows_markup_as_text(tmp_path, monkeypatch):
+    """Markup in the fields the page prints (a run's folder name and its family, in the run
+    menu) is text, and the menu's value is the run's name as the API takes it."""
+    import torch
+
+    from conftest import register_family
+    from test_pages_escaping import evil, shown_as_text
+    from toonlab.apps.serve import Studio, render_page, select_runs
+    from toonlab.params import load_params
+    from toonlab.schema import Section
+    from toonlab.train import checkpoint as ckpt
+
+    class Hostile(Section):
+        pass
+
+    family = "fam" + evil("family")
+    register_family(monkeypatch, family, Hostile)
+    ckpt.save(tmp_path / "models" / ("run" + evil("run")) / "checkpoints" / "step-00000001.pt",
+              {"family": family, "step": 1, "config": {}, "nets": {}})
+    params = load_params(_params(tmp_path))
+    studio = Studio(params, select_runs([], params.train.out_dir), torch.device("cpu"))
+    try:
+        text = render_page(studio)
+    finally:
+        studio.close()
+    page = shown_as_text(text, ["run", "family"], scripts=2)
+    assert [a["value"] for tag, a in page.elements if tag == "option" and "value" in a][0] == "run" + evil("run")
+    assert 'accept="image/jpeg,image/png"' in text
+    limits = text.split('<script type="application/json" id="limits">')[1].split("</script>")[0]
+    assert json.loads(limits) == studio.describe()["limits"]
+
+
 # ----------------------------------------------------------------------------- the page in Chromium
 
 

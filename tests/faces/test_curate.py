@@ -296,3 +296,62 @@ def test_missing_inputs_are_usage_errors(inputs, tmp_path):
     with pytest.raises(UsageError, match="ingest manifest"):
         curate(["photo"], inputs / "raw", tmp_path / "nowhere", inputs / "processed",
                CurateParams(out_dir=str(tmp_path / "c"), report_dir=str(tmp_path / "r")))
+
+
+# ----------------------------------------------------------------------------- markup in the data
+
+
+def test_report_shows_markup_as_text(tmp_path):
+    """Markup in every field the page prints (domain, file and folder names, reasons,
+    details, group id, backends, license, salt, review reasons and file) is text."""
+    from test_pages_escaping import evil, shown_as_text
+    from toonlab.faces.review import Decision, write_review
+
+    domain = "dom" + evil("domain")
+    raw, ing, proc = tmp_path / "raw" / domain, tmp_path / "interim" / domain, tmp_path / "processed" / domain
+    names = {"kept": f"k{evil('kept_file')}.png", "human": f"h{evil('human_file')}.png",
+             "rejected": f"r{evil('rejected_file')}.png", "dup": f"d{evil('dup_file')}.png"}
+    ingest_rows, processed = [], []
+    for k, (role, name) in enumerate(names.items()):
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        _picture(120, 100, k).save(raw / name)
+        data = (raw / name).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        extra = {"license": evil("license")} if role == "kept" else {}
+        if role == "dup":
+            extra = {"status": "rejected", "reason": "exact_duplicate", "dup_group": evil("group"),
+                     "duplicate_of": names["kept"]}
+        elif role == "kept":
+            extra["dup_group"] = evil("group")
+        ingest_rows.append(_ingest_row(name, domain, data, 120, 100, **extra))
+        if role == "dup":
+            continue
+        row = {f.name: None for f in PROCESSED_SCHEMA}
+        row.update(domain=domain, raw_path=name, sha256=sha, face_index=0, status="ok", reason="", detail="",
+                   crop_256="", crop_128="", box=[10.0, 10.0, 60.0, 70.0], five_256=[], landmarks_256=[],
+                   detect_backend=evil("backend"), detect_version=evil("version"), matte_backend="rembg",
+                   matte_version="1", score=0.9, face_px=50.0, yaw=1.0, blur=100.0, bg_fraction=0.2)
+        if role == "rejected":
+            row.update(status="rejected", reason=evil("reason"), detail=evil("detail"))
+        else:
+            for px in (256, 128):
+                _save_crop(proc / f"{px}/{sha[:12]}.png", px, k)
+                row[f"crop_{px}"] = f"{px}/{sha[:12]}.png"
+        processed.append(row)
+    (raw / "bad.txt").write_text("not an image")
+    ingest_rows.append(_ingest_row(f"i{evil('ingest_file')}.txt", domain, None, status="rejected",
+                                   reason=evil("ingest_reason"), detail=evil("ingest_detail")))
+    write_manifest(sorted(ingest_rows, key=lambda r: r["path"]), ing)
+    proc.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(processed, schema=PROCESSED_SCHEMA), proc / "manifest.parquet")
+    review_dir = tmp_path / ("review" + evil("review_dir"))
+    human = next(r for r in processed if r["raw_path"] == names["human"])
+    write_review(review_dir / f"{domain}.csv", [
+        Decision(human["sha256"], 0, "reject", evil("decision_reason")),
+        Decision("0" * 64, 3, "keep", "gone")])                              # stale: listed, not applied
+
+    run_curate(tmp_path, tmp_path / "out", domains=[domain], salt=evil("salt"), review_dir=str(review_dir))
+    text = (tmp_path / "out" / "report" / "index.html").read_text(encoding="utf-8")
+    shown_as_text(text, ["domain", "kept_file", "human_file", "rejected_file", "dup_file", "license", "group",
+                         "reason", "detail", "backend", "version", "ingest_file", "ingest_reason", "ingest_detail",
+                         "review_dir", "decision_reason", "salt"])

@@ -32,11 +32,9 @@ and name a face of the processed manifest.
 
 
 import getpass
-import html
 import io
 import json
 import os
-import string
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +45,7 @@ from toonlab.apps.web import LOOPBACK, asset, bind, url_of
 from toonlab.errors import ToonlabError
 from toonlab.faces.review import DECISIONS, Decision, ReviewError, load_review, pending, review_file, write_review
 from toonlab.log import get_logger
+from toonlab.util.templates import render
 
 log = get_logger(__name__)
 
@@ -363,9 +362,12 @@ def create_app(rv: Reviewer, loopback: bool = True):
 
 
 def render_page(rv: Reviewer) -> str:
-    esc = html.escape
-    options = "".join(f'<option value="{esc(d)}">{esc(d)}</option>' for d in rv.domains)
-    return string.Template(asset("review.html")).substitute(domains=options)
+    """The page (templates/review.html.j2 with assets/review.css and .js); the faces come
+    from /api/faces."""
+    from markupsafe import Markup
+
+    # The package's own style sheet and script, inlined as they are: no user data in them.
+    return render("review.html.j2", domains=rv.domains, css=Markup(asset("review.css")), js=Markup(asset("review.js")))
 
 
 # ----------------------------------------------------------------------------- the server
@@ -378,7 +380,7 @@ def review(params: Any, domains: list[str], host: str | None = None, port: int |
         import uvicorn
     except ImportError as exc:
         raise ToonlabError(f"the review page needs FastAPI and uvicorn ({exc}); install them with "
-                           "`pip install fastapi uvicorn` (make install does)") from None
+                           "`pip install 'toonlab[serve]'` (make install does)") from None
     host = host or params.serve.host
     port = DEFAULT_PORT if port is None else port
     rv = Reviewer(params, domains)

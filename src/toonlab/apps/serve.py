@@ -47,10 +47,8 @@ larger run still loads, alone, with a warning).
 import asyncio
 import ctypes
 import functools
-import html
 import itertools
 import json
-import string
 import threading
 import time
 from collections import OrderedDict
@@ -70,6 +68,7 @@ from toonlab.log import get_logger
 from toonlab.models import registry
 from toonlab.train.runs import RunRef, resolve_run
 from toonlab.util import codec
+from toonlab.util.templates import render
 
 log = get_logger(__name__)
 
@@ -686,7 +685,7 @@ def serve(params, runs: list[str], device: torch.device, host: str | None = None
         import uvicorn
     except ImportError as exc:
         raise ToonlabError(f"the web page needs FastAPI and uvicorn ({exc}); install them with "
-                           "`pip install fastapi uvicorn python-multipart` (make install does)") from None
+                           "`pip install 'toonlab[serve]'` (make install does)") from None
     host = host or params.serve.host
     port = params.serve.port if port is None else port
     chosen = select_runs(runs or list(params.serve.runs), params.train.out_dir)
@@ -712,17 +711,20 @@ def serve(params, runs: list[str], device: torch.device, host: str | None = None
 # ----------------------------------------------------------------------------- the page
 
 
+MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp", "GIF": "image/gif",
+              "TIFF": "image/tiff"}
+
+
 def render_page(studio: Studio) -> str:
-    """The single page (assets/serve.html, .css, .js): upload form, error box, original |
-    cartoon, per-face crops."""
+    """The single page (templates/serve.html.j2 with assets/serve.css and .js): upload
+    form, error box, original | cartoon, per-face crops."""
+    from markupsafe import Markup
+
     desc = studio.describe()
-    esc = html.escape
-    options = "".join(f'<option value="{esc(r["name"])}">{esc(r["label"])}</option>' for r in desc["runs"])
     formats = desc["limits"]["formats"]
-    mimes = ",".join({"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp",
-                      "GIF": "image/gif", "TIFF": "image/tiff"}[f] for f in formats)
-    limits_text = (f"{', '.join(formats)}; up to {studio.settings.max_upload_mb:g} MB and "
-                   f"{desc['limits']['max_pixels'] / 1e6:g} megapixels")
-    return string.Template(asset("serve.html")).substitute(
-        css=asset("serve.css"), js=asset("serve.js"), mimes=mimes, limits_text=esc(limits_text), options=options,
-        limits_json=json.dumps(desc["limits"]).replace("</", "<\\/"))
+    return render("serve.html.j2", runs=desc["runs"], mimes=",".join(MIME_TYPES[f] for f in formats),
+                  limits_text=(f"{', '.join(formats)}; up to {studio.settings.max_upload_mb:g} MB and "
+                               f"{desc['limits']['max_pixels'] / 1e6:g} megapixels"),
+                  limits=desc["limits"],
+                  # The package's own style sheet and script, inlined as they are: no user data in them.
+                  css=Markup(asset("serve.css")), js=Markup(asset("serve.js")))

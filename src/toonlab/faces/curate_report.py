@@ -4,25 +4,26 @@ per stage, contact sheets of kept crops and of rejected images per reason, histo
 the face measurements, the duplicate groups found by ingest and the backends used.
 
 `toonlab.faces.curate` decides (split, curated manifests, counts); this module only
-draws. The output is a pure function of its inputs: sorted iteration, fixed encoders
-(baseline JPEG thumbnails, Agg PNG histograms without metadata), no timestamps.
+draws: thumbnails and histograms, and the values of the page, whose markup is
+`toonlab/templates/curation.html.j2` (every value it prints escaped). The output is a
+pure function of its inputs: sorted iteration, fixed encoders (baseline JPEG thumbnails,
+Agg PNG histograms without metadata), no timestamps.
 """
 
 from __future__ import annotations
 
-import html
-import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from toonlab.faces.params import CurateParams
 from toonlab.log import progress
 from toonlab.util import codec
+from toonlab.util.templates import render
 
 SPLITS = ("train", "val", "test")
 FLOODFILL = "floodfill"
@@ -199,17 +200,11 @@ HIST_METRICS = (
 
 def histogram_png(faces: list[dict], title: str) -> bytes:
     """Kept vs rejected faces: 2x2 histograms, as deterministic PNG bytes (Agg, no metadata)."""
-    import matplotlib
-    import matplotlib.style
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from toonlab.util.templates import figure, figure_bytes
 
     kept = [r for r in faces if r["status"] == "ok"]
     rejected = [r for r in faces if r["status"] != "ok"]
-    with matplotlib.style.context("default"), matplotlib.rc_context({"svg.hashsalt": "toonlab",
-                                                                     "font.size": 9}):
-        fig = Figure(figsize=(9.0, 6.0), dpi=90)
-        FigureCanvasAgg(fig)
+    with figure(9.0, 6.0, dpi=90, font_size=9) as fig:
         axes = fig.subplots(2, 2)
         for ax, (key, label, logx) in zip(axes.ravel(), HIST_METRICS):
             k = _finite(r.get(key) for r in kept)
@@ -234,61 +229,12 @@ def histogram_png(faces: list[dict], title: str) -> bytes:
                 ax.legend(loc="best", frameon=False)
             ax.set_xlabel(label)
             ax.set_ylabel("faces")
-        fig.suptitle(title)
+        fig.suptitle(title).set_parse_math(False)   # the domain's name is text, not mathtext
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+        return figure_bytes(fig, "png")
 
 
 # ----------------------------------------------------------------------------- HTML
-
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em auto;max-width:1200px;
-padding:0 1em;color:#222;background:#fafafa}
-h1{margin-bottom:.2em}h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
-th{background:#eee}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.warning{background:#fff3cd;border:2px solid #e0a800;color:#6b4e00;padding:.8em 1em;margin:1em 0;
-font-weight:600;border-radius:4px}
-.sheet{display:flex;flex-wrap:wrap;gap:6px;margin:.5em 0 1em}
-.sheet figure{margin:0;font-size:11px;text-align:center;overflow:hidden}
-.sheet figcaption{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-.sheet img{display:block;border:2px solid transparent}
-.rep img{border-color:#2a9d5c}.rep figcaption{color:#2a9d5c;font-weight:600}
-.group{border:1px solid #ddd;background:#fff;padding:.3em .6em;margin:.4em 0}
-.note{color:#666;font-size:90%}
-nav a{margin-right:1em}
-"""
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _sheet(thumbs: list[_Thumb], px: int, rep_flags: list[bool] | None = None) -> str:
-    parts = ['<div class="sheet">']
-    for i, t in enumerate(thumbs):
-        cls = ' class="rep"' if rep_flags and rep_flags[i] else ""
-        parts.append(f'<figure{cls} style="width:{px + 4}px" title="{_e(t.title)}">'
-                     f'<img src="{t.uri}" width="{px}" height="{px}" alt="{_e(t.caption)}">'
-                     f"<figcaption>{_e(t.caption)}</figcaption></figure>")
-    parts.append("</div>")
-    return "".join(parts)
-
-
-def _count_table(counts: Mapping[str, int], head: tuple[str, str] = ("reason", "count")) -> str:
-    if not counts:
-        return '<p class="note">none</p>'
-    rows = "".join(f'<tr><td>{_e(k)}</td><td class="n">{v}</td></tr>' for k, v in counts.items())
-    return f"<table><tr><th>{_e(head[0])}</th><th>{_e(head[1])}</th></tr>{rows}</table>"
-
-
-def _shown(n_shown: int, n: int) -> str:
-    if n_shown < n:
-        return f'<p class="note">showing {n_shown} of {n}, sampled evenly in file-name order</p>'
-    return ""
 
 
 def _file_name(path: str) -> str:
@@ -372,8 +318,8 @@ def plan_domain(domain: str, stats: dict, ingest_rows: list[dict], processed_row
     return report
 
 
-def _summary_table(reports: dict[str, DomainReport]) -> str:
-    doms = list(reports)
+def _summary_table(reports: dict[str, DomainReport]) -> list[dict[str, Any]]:
+    """Counts per stage (rows) and domain (columns)."""
     lines = [
         ("raw files", lambda s: s["raw_files"]),
         ("ingest: ok", lambda s: s["ingest"]["ok"]),
@@ -388,115 +334,51 @@ def _summary_table(reports: dict[str, DomainReport]) -> str:
         ("images kept", lambda s: s["faces"]["images_kept"]),
     ] + [(f"{sp}: faces (images)", (lambda sp: lambda s: f"{s['split'][sp]['faces']} ({s['split'][sp]['images']})")(sp))
          for sp in SPLITS]
-    head = "<tr><th>stage</th>" + "".join(f"<th>{_e(d)}</th>" for d in doms) + "</tr>"
-    body = "".join("<tr><td>" + _e(name) + "</td>" + "".join(f'<td class="n">{_e(fn(reports[d].stats))}</td>'
-                                                               for d in doms) + "</tr>" for name, fn in lines)
-    return f"<table>{head}{body}</table>"
+    return [{"stage": name, "counts": [fn(rep.stats) for rep in reports.values()]} for name, fn in lines]
 
 
-def _backends_table(reports: dict[str, DomainReport]) -> str:
-    rows = []
-    for d, rep in reports.items():
-        for b in rep.stats["backends"]:
-            flag = ' <strong>(low-quality fallback)</strong>' if b["stage"] == "matte" and b["name"] == FLOODFILL else ""
-            rows.append(f'<tr><td>{_e(d)}</td><td>{_e(b["stage"])}</td><td>{_e(b["name"])}{flag}</td>'
-                        f'<td>{_e(b["version"])}</td><td class="n">{b["rows"]}</td></tr>')
-    if not rows:
-        return '<p class="note">no backend recorded</p>'
-    return ("<table><tr><th>domain</th><th>stage</th><th>backend</th><th>version</th><th>rows</th></tr>"
-            + "".join(rows) + "</table>")
+def _backends(reports: dict[str, DomainReport]) -> list[dict[str, Any]]:
+    return [{"domain": d, "stage": b["stage"], "name": b["name"], "version": b["version"], "rows": b["rows"],
+             "fallback": b["stage"] == "matte" and b["name"] == FLOODFILL}
+            for d, rep in reports.items() for b in rep.stats["backends"]]
 
 
-def _review_section(review: dict | None, rep: DomainReport, px: int) -> str:
-    """Human review (toonlab.faces.review): counts per decision and reason, the faces it
-    decided, and the decisions that could not be applied."""
+def _review(review: dict | None) -> dict[str, Any] | None:
+    """Human review (toonlab.faces.review): counts per decision and reason, and the
+    decisions that could not be applied."""
     if not review:
-        return ""
-    out = [f"<h3>Human review ({review['decisions']} decisions in {_e(review['file'])})</h3>\n",
-           f'<p class="note">rejected by a human: {review["rejected"]}; kept against the automatic checks: '
-           f'{review["rescued"]}; agreeing with them: {review["confirmed"]}; stale: {len(review["stale"])}; '
-           f'refused: {len(review["refused"])}</p>\n']
-    counts = {f"{dec}: {reason}": n for dec, by in review["by_decision_reason"].items() for reason, n in by.items()}
-    out.append(_count_table(counts, ("decision: reason", "faces")))
-    if rep.human:
-        out.append(f"<h4>Faces decided by a human ({rep.n_human})</h4>\n" + _shown(len(rep.human), rep.n_human)
-                   + _sheet(rep.human, px) + "\n")
+        return None
+    counts = [(f"{dec}: {reason}", n) for dec, by in review["by_decision_reason"].items() for reason, n in by.items()]
     bad = [(s, "stale: no such image or face any more") for s in review["stale"]] + [
         (s, "refused: an image-level rejection cannot be kept" if s.get("why") == "image_level"
          else "refused: the face has no aligned crop") for s in review["refused"]]
-    if bad:
-        out.append("<h4>Decisions not applied</h4>\n<table><tr><th>line</th><th>sha256</th><th>face</th>"
-                   "<th>decision</th><th>why</th></tr>"
-                   + "".join(f'<tr><td class="n">{s["line"]}</td><td>{_e(s["sha256"][:16])}\u2026</td>'
-                             f'<td class="n">{s["face_index"]}</td><td>{_e(s["decision"])}</td><td>{_e(why)}</td></tr>'
-                             for s, why in bad) + "</table>\n")
-    return "".join(out)
+    return {**review, "counts": counts, "n_stale": len(review["stale"]), "n_refused": len(review["refused"]),
+            "not_applied": [{"line": s["line"], "sha256": s["sha256"][:16], "face_index": s["face_index"],
+                             "decision": s["decision"], "why": why} for s, why in bad]}
+
+
+def _domain(name: str, rep: DomainReport, params: CurateParams) -> dict[str, Any]:
+    s = rep.stats
+    shown = rep.ingest_rejected[: params.contact_sheet_max * 4]
+    return {
+        "name": name, "review": _review(s.get("review")), "rep": rep,
+        "ingest_reasons": list(s["ingest"]["rejected_by_reason"].items()),
+        "image_reasons": list(s["faces"]["images_rejected_by_reason"].items()),
+        "face_reasons": list(s["faces"]["rejected_by_reason"].items()),
+        "splits": [{"name": sp, "faces": s["split"][sp]["faces"], "images": s["split"][sp]["images"]} for sp in SPLITS],
+        "licenses": list(s.get("licenses", {}).items()),
+        "rejected": [{"reason": reason, "sheet": sheet, "n": n} for reason, (sheet, n) in rep.rejected.items()],
+        "ingest_rejected": [{"path": r["path"], "reason": r.get("reason"), "detail": r.get("detail")} for r in shown],
+        "groups": [{"id": gid, "sheet": sheet, "reps": reps} for gid, sheet, reps in rep.groups],
+        "histograms": codec.png_uri(rep.hist_png),
+    }
 
 
 def render_html(reports: dict[str, DomainReport], params: CurateParams) -> str:
-    px = params.thumb_px
-    out = ['<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
-           "<title>ToonLab curation report</title>\n", f"<style>{CSS}</style>\n</head>\n<body>\n",
-           "<h1>ToonLab curation report</h1>\n"]
+    """The page (`toonlab/templates/curation.html.j2`, which escapes every value it prints)."""
     r = params.split
-    out.append(f'<p class="note">split: train {r.train:g} / val {r.val:g} / test {r.test:g} by hash of the image '
-               f"sha256 (salt {_e(params.salt)!s}); contact sheets show at most {params.contact_sheet_max} "
-               "thumbnails.</p>\n")
-    flood = [d for d, rep in reports.items() if rep.stats["floodfill_matte"]]
-    if flood:
-        out.append(f'<div class="warning floodfill">Warning: the {_e(", ".join(flood))} mattes were made with the '
-                   f'"{FLOODFILL}" matte backend, a lower-quality fallback. '
-                   "Check the alpha of the kept crops below before training on them.</div>\n")
-    out.append("<nav>" + "".join(f'<a href="#domain-{_e(d)}">{_e(d)}</a>' for d in reports) + "</nav>\n")
-    out.append("<h2>Counts per stage</h2>\n" + _summary_table(reports) + "\n")
-    out.append("<h2>Backends</h2>\n" + _backends_table(reports) + "\n")
-
-    for d, rep in reports.items():
-        s = rep.stats
-        out.append(f'<h2 id="domain-{_e(d)}">{_e(d)}</h2>\n')
-        out.append("<h3>Ingest rejections by reason</h3>\n" + _count_table(s["ingest"]["rejected_by_reason"]))
-        out.append("<h3>Images rejected at image level, by reason</h3>\n"
-                   + _count_table(s["faces"]["images_rejected_by_reason"]))
-        out.append("<h3>Faces rejected by reason</h3>\n" + _count_table(s["faces"]["rejected_by_reason"]))
-        out.append("<h3>Split sizes</h3>\n<table><tr><th>split</th><th>faces</th><th>images</th></tr>"
-                   + "".join(f'<tr><td>{sp}</td><td class="n">{s["split"][sp]["faces"]}</td>'
-                             f'<td class="n">{s["split"][sp]["images"]}</td></tr>' for sp in SPLITS) + "</table>\n")
-        out.append("<h3>Kept faces per license</h3>\n"
-                   '<p class="note">the URL list\'s license column, from the crawl log; unknown: not from a crawl '
-                   "or no license given</p>\n" + _count_table(s.get("licenses", {}), ("license", "faces")))
-
-        out.append(_review_section(s.get("review"), rep, px))
-        out.append(f"<h3>Kept faces ({rep.n_kept})</h3>\n")
-        out.append('<p class="note">aligned 256 px crops over a checkerboard (transparent = matte '
-                   'background); green dots: the five landmarks</p>\n')
-        out.append(_shown(len(rep.kept), rep.n_kept) + (_sheet(rep.kept, px) if rep.kept else
-                                                        '<p class="note">none</p>') + "\n")
-        for reason, (sheet, n) in rep.rejected.items():
-            out.append(f'<h3>Rejected: {_e(reason)} ({n})</h3>\n<p class="note">raw images; red box: the face '
-                       "concerned</p>\n" + _shown(len(sheet), n) + _sheet(sheet, px) + "\n")
-
-        out.append(f"<h3>Files rejected by ingest ({len(rep.ingest_rejected)}, duplicates below)</h3>\n")
-        if rep.ingest_rejected:
-            shown = rep.ingest_rejected[: params.contact_sheet_max * 4]
-            out.append("<table><tr><th>file</th><th>reason</th><th>detail</th></tr>"
-                       + "".join(f'<tr><td>{_e(r["path"])}</td><td>{_e(r.get("reason"))}</td>'
-                                 f'<td>{_e(r.get("detail"))}</td></tr>' for r in shown) + "</table>\n"
-                       + _shown(len(shown), len(rep.ingest_rejected)).replace(", sampled evenly in file-name order", ""))
-        else:
-            out.append('<p class="note">none</p>\n')
-
-        out.append(f"<h3>Duplicate groups ({rep.n_groups})</h3>\n")
-        if rep.groups:
-            out.append('<p class="note">\u2605 and green frame: the representative kept by ingest; the others '
-                       "were rejected as exact or near duplicates</p>\n" + _shown(len(rep.groups), rep.n_groups))
-            for gid, sheet, reps in rep.groups:
-                out.append(f'<div class="group"><strong>group {_e(gid)}</strong> ({len(sheet)} shown)'
-                           + _sheet(sheet, px, reps) + "</div>\n")
-        else:
-            out.append('<p class="note">none</p>\n')
-
-        out.append("<h3>Face measurements: kept vs rejected</h3>\n"
-                   f'<img src="{codec.png_uri(rep.hist_png)}" alt="{_e(d)} histograms" style="max-width:100%">\n')
-    out.append("</body>\n</html>\n")
-    return "".join(out)
+    return render("curation.html.j2", px=params.thumb_px, split=f"train {r.train:g} / val {r.val:g} / test {r.test:g}",
+                  salt=params.salt, sheet_max=params.contact_sheet_max, floodfill=FLOODFILL,
+                  flood=[d for d, rep in reports.items() if rep.stats["floodfill_matte"]],
+                  domain_names=list(reports), summary=_summary_table(reports), backends=_backends(reports),
+                  domains=[_domain(d, rep, params) for d, rep in reports.items()])

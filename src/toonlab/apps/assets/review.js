@@ -1,57 +1,3 @@
-<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>ToonLab review</title>
-<style>
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
-header{position:sticky;top:0;background:#fff;border-bottom:1px solid #ccc;padding:.5em 1em;z-index:2}
-header label{margin-right:1em}
-#pending{margin-left:1em;font-weight:600}
-#pending.some{color:#9a5b00}
-#error{display:none;background:#fde2e4;border:2px solid #d1495b;padding:.5em 1em;margin:.5em 1em}
-main{display:flex;gap:1em;padding:1em}
-#grid{flex:1;display:flex;flex-wrap:wrap;gap:6px;align-content:flex-start}
-.face{width:100px;font-size:11px;text-align:center;cursor:pointer;border:3px solid transparent;background:#fff}
-.face img,.face .noimg{width:96px;height:96px;display:block;margin:auto;background:#555;color:#ddd}
-.face.kept{border-color:#cfe8d8}.face.rejected{border-color:#f3d0d5}
-.face.current{border-color:#1b6ac9;box-shadow:0 0 0 2px #1b6ac9}
-.face .cap{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-.badge{display:inline-block;padding:0 .3em;border-radius:3px;font-weight:600}
-.badge.reject{background:#d1495b;color:#fff}.badge.keep{background:#2a9d5c;color:#fff}
-#detail{width:300px;flex:none;position:sticky;top:4em;align-self:flex-start;background:#fff;border:1px solid #ddd;
-padding:.6em;font-size:13px}
-#detail img{max-width:100%;display:block;margin:.3em 0}
-#detail table{border-collapse:collapse}#detail td{padding:.1em .5em;border-bottom:1px solid #eee}
-.keys{color:#666;font-size:12px}
-#dups{display:flex;gap:4px;flex-wrap:wrap}#dups figure{margin:0;width:146px;font-size:11px}
-#dups img{width:146px}#matte{background:#000}
-.face .dup{color:#1b6ac9;font-weight:600}
-</style>
-</head>
-<body>
-<header>
-<label>domain <select id="domain">$domains</select></label>
-<label>state <select id="state"><option value="">all</option><option value="kept">kept</option>
-<option value="rejected">rejected</option></select></label>
-<label>reason <select id="reason"><option value="">all</option></select></label>
-<label>split <select id="split"><option value="">all</option><option value="train">train</option><option value="val">val</option>
-<option value="test">test</option></select></label>
-<label>score <select id="metric"><option value="">any</option><option value="score">detector score</option>
-<option value="face_px">face size (px)</option><option value="yaw">yaw (deg)</option><option value="blur">blur (sharpness)</option>
-<option value="bg_fraction">matte background</option></select></label>
-<input id="lo" size="5" placeholder="min" aria-label="minimum"> <input id="hi" size="5" placeholder="max" aria-label="maximum">
-<label><input type="checkbox" id="sorted"> sort by it</label>
-<label>reason for the next decision <input id="why" size="14" placeholder="optional"></label>
-<span id="count"></span> <span id="page"></span><span id="pending"></span>
-<div class="keys">keys: j / &rarr; / &darr; next, k / &larr; / &uarr; previous, n / PageDown next page, p / PageUp previous page, r reject, a keep, u undo,
-o raw image and near-duplicates, m matte; every decision is saved at once to <code id="file"></code>; apply them with
-<code>dvc repro curate</code> or <code>snakemake -c2 curate</code></div>
-</header>
-<div id="error"></div>
-<main><div id="grid"></div><aside id="detail"></aside></main>
-<script>
 "use strict";
 const $$ = (id) => document.getElementById(id);
 let faces = [], shown = [], cur = 0, undo = [], showRaw = false, showMatte = false, domain = "";
@@ -84,6 +30,11 @@ async function load() {
 
 function esc(s) { return String(s).replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";"); }
 
+// An image URL of face f (crop, matte, raw, dup) as an escaped attribute value.
+function src(kind, f, k) {
+  return esc("/" + kind + "/" + encodeURIComponent(domain) + "/" + f.i + (k === undefined ? "" : "/" + k));
+}
+
 function filter() {
   const st = $$("state").value, re = $$("reason").value, sp = $$("split").value, m = $$("metric").value;
   const lo = parseFloat($$("lo").value), hi = parseFloat($$("hi").value);
@@ -99,7 +50,7 @@ function filter() {
 }
 
 function badge(f) {
-  return f.decision ? ' <span class="badge ' + f.decision + '">' + f.decision + "</span>" : "";
+  return f.decision ? ' <span class="badge ' + esc(f.decision) + '">' + esc(f.decision) + "</span>" : "";
 }
 
 function draw() {
@@ -107,9 +58,9 @@ function draw() {
   const pages = Math.max(1, Math.ceil(shown.length / PER_PAGE));
   $$("page").textContent = pages > 1 ? "page " + (page + 1) + " of " + pages : "";
   g.innerHTML = shown.slice(first, first + PER_PAGE).map((f, k) => [f, first + k]).map(([f, n]) =>
-    '<div class="face ' + f.state + (n === cur ? " current" : "") + '" data-n="' + n + '" data-i="' + f.i + '">'
-    + (f.crop ? '<img loading="lazy" src="/crop/' + domain + "/" + f.i + '" alt="">' : '<div class="noimg">no crop</div>')
-    + '<div class="cap">' + esc(f.raw_path.split("/").pop()) + " #" + f.face_index
+    '<div class="face ' + esc(f.state) + (n === cur ? " current" : "") + '" data-n="' + n + '" data-i="' + f.i + '">'
+    + (f.crop ? '<img loading="lazy" src="' + src("crop", f) + '" alt="">' : '<div class="noimg">no crop</div>')
+    + '<div class="cap">' + esc(f.raw_path.split("/").pop()) + " #" + esc(f.face_index)
     + (f.dups.length ? ' <span class="dup" title="near-duplicates from ingest">&asymp;' + f.dups.length + "</span>" : "") + "</div>"
     + '<div class="cap">' + (f.state === "kept" ? "kept" : esc(f.reason)) + badge(f) + "</div></div>").join("");
   for (const el of g.children) el.onclick = () => { cur = +el.dataset.n; draw(); };
@@ -120,21 +71,21 @@ function draw() {
 function detail() {
   const f = shown[cur], d = $$("detail");
   if (!f) { d.innerHTML = "<p>no face matches the filters</p>"; return; }
-  const rows = Object.entries(f.scores).map(([k, v]) => "<tr><td>" + k + "</td><td>" + v + "</td></tr>").join("");
-  d.innerHTML = "<strong>" + esc(f.raw_path) + "</strong> face " + f.face_index
-    + '<div id="d-state">' + f.state + (f.reason ? " (" + esc(f.reason) + ")" : "") + "; automatic: " + esc(f.auto)
-    + "; split " + f.split + '</div><div id="d-decision">decision: ' + (f.decision ? badge(f)
+  const rows = Object.entries(f.scores).map(([k, v]) => "<tr><td>" + esc(k) + "</td><td>" + esc(v) + "</td></tr>").join("");
+  d.innerHTML = "<strong>" + esc(f.raw_path) + "</strong> face " + esc(f.face_index)
+    + '<div id="d-state">' + esc(f.state) + (f.reason ? " (" + esc(f.reason) + ")" : "") + "; automatic: " + esc(f.auto)
+    + "; split " + esc(f.split) + '</div><div id="d-decision">decision: ' + (f.decision ? badge(f)
     + (f.decision_reason ? " " + esc(f.decision_reason) : "") : "none") + "</div>"
-    + (f.crop ? '<img src="/crop/' + domain + "/" + f.i + '" width="256" height="256" alt="crop">' : "<p>no aligned crop</p>")
+    + (f.crop ? '<img src="' + src("crop", f) + '" width="256" height="256" alt="crop">' : "<p>no aligned crop</p>")
     + "<table>" + rows + "</table>" + (f.detail ? '<p class="keys">' + esc(f.detail) + "</p>" : "")
-    + (showMatte && f.crop ? '<img id="matte" src="/matte/' + domain + "/" + f.i + '" width="256" height="256" alt="matte">' : "")
-    + (showRaw ? '<img id="raw" src="/raw/' + domain + "/" + f.i + '" alt="raw image">'
+    + (showMatte && f.crop ? '<img id="matte" src="' + src("matte", f) + '" width="256" height="256" alt="matte">' : "")
+    + (showRaw ? '<img id="raw" src="' + src("raw", f) + '" alt="raw image">'
        + (f.dups.length ? '<div class="keys">near-duplicates from ingest:</div><div id="dups">'
-          + f.dups.map((g, k) => '<figure><img src="/dup/' + domain + "/" + f.i + "/" + k + '" alt="duplicate"><figcaption>'
+          + f.dups.map((g, k) => '<figure><img src="' + src("dup", f, k) + '" alt="duplicate"><figcaption>'
             + esc(g.path) + " (" + esc(g.reason) + ")</figcaption></figure>").join("") + "</div>" : "")
        : '<p class="keys">o: raw image' + (f.dups.length ? " and " + f.dups.length + " near-duplicate(s)" : "")
          + (f.crop ? ", m: matte" : "") + "</p>")
-    + '<p class="keys">sha256 ' + f.sha256.slice(0, 16) + "&hellip;</p>";
+    + '<p class="keys">sha256 ' + esc(f.sha256.slice(0, 16)) + "&hellip;</p>";
 }
 
 async function decide(f, decision, reason, note, remember) {
@@ -170,6 +121,3 @@ for (const id of ["state", "reason", "split", "metric", "sorted"]) $$(id).onchan
 for (const id of ["lo", "hi"]) $$(id).oninput = () => filter();
 $$("domain").onchange = () => { undo = []; load(); $$("domain").blur(); };
 load();
-</script>
-</body>
-</html>
