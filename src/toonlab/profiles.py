@@ -9,16 +9,19 @@ one line). Every family has `demo` (the small, fast values committed in params.y
 `reference` (the paper's / reference implementation's settings); a section's profiles
 all set the same keys, so switching back and forth is exact.
 
-`apply_profile` rewrites only the keys whose value changes, in place: the value's text
-is replaced where it stands (PyYAML's node positions), a trailing comment keeps its
-column, and every other byte of the file (comments, blank lines, key order, quoting)
-stays as it was. A key missing from the file is added only when its effective value
-(the default) differs. The result is validated like any params file and checked to hold
-exactly the intended values before it is written (atomically). params.yaml is
-versioned (git; DVC tracks the sections as stage params), so a switch is one commit:
+`apply_profile` rewrites only the keys whose value changes: a round trip through
+ruamel.yaml (load, set the values, dump) keeps the comments, key order, quoting and the
+file's indentation; an end-of-line comment keeps its column (or goes back to its
+neighbours' column when a longer value had pushed it right, so a switch back restores
+the bytes). Only the switched top-level sections are taken from ruamel's output: every
+other section keeps its bytes (ruamel would join a flow list wrapped over two lines). A key
+missing from the file is added only when its effective value (the default) differs. The
+result is validated like any params file (read with PyYAML, as everywhere else) and
+checked to hold exactly the intended values before it is written (atomically). params.yaml
+is versioned (git; DVC tracks the sections as stage params), so a switch is one commit:
 `toonlab profile reference ugatit && git commit params.yaml`.
 
-Light: PyYAML and pydantic only (no torch), like the rest of the configuration layer.
+Light: PyYAML, ruamel.yaml and pydantic only (no torch), like the rest of the configuration layer.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
+import io
 import json
 import re
 import shlex
@@ -35,7 +39,14 @@ from types import ModuleType
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import CommentMark, YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString, SingleQuotedScalarString
+from ruamel.yaml.tokens import CommentToken
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from toonlab.errors import ParamsError, ToonlabError, UsageError
 from toonlab.models import registry
@@ -198,144 +209,199 @@ def format_value(value: Any, style: str | None = None) -> str:
     raise TypeError(f"profiles hold scalars only, got {type(value).__name__}")
 
 
-# ----------------------------------------------------------------------------- rewriting the text
+# ----------------------------------------------------------------------------- rewriting the file
 
 
-def _entry(node: MappingNode, key: str) -> tuple[Node, Node] | None:
-    found = None
-    for k, v in node.value:
-        if isinstance(k, ScalarNode) and k.value == key:
-            found = (k, v)           # the last one wins, as when loading
-    return found
+class _Representer(RoundTripRepresenter):
+    """ruamel's round-trip representer, writing new floats as `format_value` does: YAML 1.2
+    floats such as `1e-05` are strings to PyYAML (YAML 1.1), which reads params.yaml."""
+
+    def represent_plain_float(self, data: float) -> Any:
+        return self.represent_scalar("tag:yaml.org,2002:float", format_value(data))
 
 
-def _line_end(text: str, index: int) -> int:
-    end = text.find("\n", index)
-    end = len(text) if end < 0 else end
-    return end - 1 if end > 0 and text[end - 1] == "\r" else end
+_Representer.add_representer(float, _Representer.represent_plain_float)
 
 
-_TRAILING_COMMENT = re.compile(r"^\s*[^\s#].*?\S( +)#")
-
-
-def _comment_columns(text: str, index: int, around: int = 2) -> list[int]:
-    """Columns of the trailing comments on the lines next to the one holding `index`."""
-    lines = text[:index].split("\n")
-    row = len(lines) - 1
-    all_lines = text.split("\n")
-    out = []
-    for r in (*range(row - around, row), *range(row + 1, row + around + 1)):
-        if 0 <= r < len(all_lines):
-            m = _TRAILING_COMMENT.match(all_lines[r])
-            if m:
-                out.append(m.end() - 1)
-    return out
-
-
-def _last_line_end(node: Node, text: str) -> int:
-    """End of the last line of a block mapping's content (before its line break)."""
-    while isinstance(node, (MappingNode, SequenceNode)) and not node.flow_style and node.value:
-        last = node.value[-1]
-        node = last[1] if isinstance(node, MappingNode) else last
-    return _line_end(text, node.end_mark.index)
-
-
-def _render(values: dict[str, Any], indent: int, newline: str) -> str:
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            lines.append(f"{' ' * indent}{key}:")
-            lines.append(_render(value, indent + 2, newline))
-        else:
-            lines.append(f"{' ' * indent}{key}: {format_value(value)}")
-    return newline.join(lines)
-
-
-class _Plan:
-    """The edits that set `values` in the text: (start, end, replacement, order)."""
-
-    def __init__(self, text: str, source: str):
-        self.text = text
-        self.source = source
-        self.newline = "\r\n" if "\r\n" in text else "\n"
-        self.edits: list[tuple[int, int, str, int]] = []
-        self.changes: list[Change] = []
-
-    def replace(self, key: str, node: Node, old: Any, new: Any) -> None:
-        if not isinstance(node, ScalarNode) or node.style in ("|", ">"):
-            raise UsageError(f"{self.source}: {key} is not a single value on one line; set it to "
-                             f"{format_value(new)} by hand")
-        text = self.text
-        start, end = node.start_mark.index, node.end_mark.index
-        value = format_value(new, node.style if isinstance(new, str) else None)
-        if start == end:                   # `key:` with nothing after it (null)
-            value = " " + value
-        rest = text[end:_line_end(text, end)]
-        gap = len(rest) - len(rest.lstrip(" "))
-        if gap and rest[gap:].startswith("#"):   # a trailing comment: keep it in its column
-            column = node.end_mark.column + gap
-            needed = node.start_mark.column + len(value) + 1
-            # Back to the column of the neighbours' comments when it was pushed right before.
-            left = [c for c in _comment_columns(text, start) if needed <= c < column]
-            column = max(left) if left else max(column, needed)
-            width = column - node.start_mark.column - len(value)
-            self.edits.append((start, end + gap, value + " " * width, len(self.edits)))
-        else:
-            self.edits.append((start, end, value, len(self.edits)))
-        self.changes.append(Change(key, old, new))
-
-    def insert(self, prefix: tuple[str, ...], parent: Node, missing: dict[str, Any],
-               defaults: dict[tuple[str, ...], Any]) -> None:
-        where = ".".join(prefix) or "(top level)"
-        if not isinstance(parent, MappingNode) or parent.flow_style or not parent.value:
-            raise UsageError(f"{self.source}: cannot add {', '.join(missing)} to {where} (not a block mapping); "
-                             "add the keys by hand")
-        indent = parent.value[0][0].start_mark.column
-        at = _last_line_end(parent, self.text)
-        self.edits.append((at, at, self.newline + _render(missing, indent, self.newline), len(self.edits)))
-        for path, value in flatten(missing, prefix).items():
-            self.changes.append(Change(".".join(path), defaults.get(path), value, added=True))
-
-    def apply(self) -> str:
-        text = self.text
-        for start, end, value, _ in sorted(self.edits, key=lambda e: (e[0], e[3]), reverse=True):
-            text = text[:start] + value + text[end:]
-        return text
-
-
-def _plan(plan: _Plan, node: Node | None, values: dict[str, Any], prefix: tuple[str, ...],
-          loaded: Any, effective: dict[tuple[str, ...], Any]) -> None:
-    """Add the edits that give `values` (nested, under `prefix`) to the plan."""
-    missing: dict[str, Any] = {}
-    for key, value in values.items():
-        path = (*prefix, key)
-        entry = _entry(node, key) if isinstance(node, MappingNode) else None
-        if entry is None:
-            wanted = {k: v for k, v in flatten(value, path).items() if not _same(effective.get(k), v)} \
-                if isinstance(value, dict) else ({path: value} if not _same(effective.get(path), value) else {})
-            for leaf, v in wanted.items():   # only the keys whose default differs
-                sub = missing
-                for part in leaf[len(prefix):-1]:
-                    sub = sub.setdefault(part, {})
-                sub[leaf[-1]] = v
-        elif isinstance(value, dict):
-            if not isinstance(entry[1], MappingNode):
-                raise UsageError(f"{plan.source}: {'.'.join(path)} is not a mapping; fix it by hand")
-            _plan(plan, entry[1], value, path, loaded, effective)
-        else:
-            old = _lookup(loaded, path)[1]
-            if not _same(old, value):
-                plan.replace(".".join(path), entry[1], old, value)
-    if missing:
-        if node is None:
-            raise UsageError(f"{plan.source}: {'.'.join(prefix) or 'the file'} is empty; "
-                             "write the section in block style first")
-        plan.insert(prefix, node, missing, effective)
-
-
-def _parse(text: str, source: str) -> tuple[Node | None, Any]:
+def _round_trip(text: str, source: str) -> tuple[YAML, Any]:
+    """A round-trip YAML set up to write `text` back as it was (its indentation, long lines
+    unwrapped, quotes kept), and the document loaded with it."""
+    rt = YAML(typ="rt")
+    rt.Representer = _Representer
+    rt.width = 1 << 30
+    rt.preserve_quotes = True
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+        root, indent, dash = load_yaml_guess_indent(text, yaml=rt)
+    except DuplicateKeyError as exc:
+        raise UsageError(f"{source}: {exc.problem}; remove one (a profile switch would not know which to set)"
+                         ) from None
+    except YAMLError as exc:
+        raise UsageError(f"{source}: not valid YAML: {exc}") from None
+    mapping = _mapping_indent(root)
+    rt.indent(mapping=mapping, sequence=indent if dash is not None else mapping + 2,
+              offset=dash if dash is not None else mapping)
+    return rt, root
+
+
+def _mapping_indent(root: Any) -> int:
+    """The file's mapping indentation, from its first nested block mapping (2 without one)."""
+    for key, value in root.items() if isinstance(root, CommentedMap) else ():
+        if isinstance(value, CommentedMap) and value and not value.fa.flow_style():
+            return value.lc.key(next(iter(value)))[1] - root.lc.key(key)[1]
+    return 2
+
+
+def _yaml_value(value: Any, old: Any = None) -> Any:
+    """A new value as ruamel should write it: a string double-quoted where PyYAML would not
+    read it back as the same string (`yes`, `1e3`, ``), unless it replaces a quoted one (whose
+    quotes ruamel's CommentedMap keeps)."""
+    quote = isinstance(value, str) and not isinstance(old, ScalarString) and format_value(value)[0] == '"'
+    return DoubleQuotedScalarString(value) if quote else value
+
+
+def _eol_comment(mapping: CommentedMap, key: Any) -> CommentToken | None:
+    """The comment after a key's value on its line (not one that only holds the lines below)."""
+    token = mapping.ca.items.get(key, [None] * 3)[2]
+    return token if token is not None and not token.value.startswith("\n") else None
+
+
+def _comment_column(mapping: CommentedMap, key: Any, new: Any) -> int | None:
+    """Where the end-of-line comment of a changed value goes: its column, or one space after a
+    longer value; and back to the neighbours' column when a longer value had pushed it right
+    (so that switching back gives the file's bytes)."""
+    token = _eol_comment(mapping, key)
+    if token is None:
+        return None
+    old = mapping[key]
+    style = "'" if isinstance(old, SingleQuotedScalarString) else '"' if isinstance(old, ScalarString) else None
+    needed = mapping.lc.value(key)[1] + len(format_value(new, style if isinstance(new, str) else None)) + 1
+    keys = list(mapping)
+    at = keys.index(key)
+    near = [_eol_comment(mapping, k) for k in keys[max(0, at - 2):at] + keys[at + 1:at + 3]]
+    left = [t.column for t in near if t is not None and needed <= t.column < token.column]
+    return max(left) if left else max(token.column, needed)
+
+
+def _last_leaf(mapping: CommentedMap) -> tuple[CommentedMap, Any]:
+    """The innermost last entry of a block mapping: the one whose comment slot holds the
+    comment lines that follow the mapping."""
+    key = next(reversed(mapping))
+    while isinstance(mapping[key], CommentedMap) and mapping[key] and not mapping[key].fa.flow_style():
+        mapping = mapping[key]
+        key = next(reversed(mapping))
+    return mapping, key
+
+
+def _append(mapping: CommentedMap, missing: dict[str, Any], move_comments: bool) -> None:
+    """Add nested keys at the end of a mapping, below its last line: the comment lines that
+    followed it (the next section's heading) stay after the added keys, unless not
+    `move_comments` (a new top-level section goes at the end of the file: see `_splice`)."""
+    leaf_map, leaf = _last_leaf(mapping) if mapping else (None, None)
+    for key, value in missing.items():
+        mapping[key] = _nested(value)
+    token = leaf_map.ca.items.get(leaf, [None] * 3)[2] if leaf_map is not None else None
+    if token is None or not move_comments or mapping.fa.flow_style():
+        return
+    line, _, below = token.value.partition("\n")
+    if not below:
+        return
+    if line:
+        token.value = line + "\n"
+    else:
+        leaf_map.ca.items[leaf][2] = None
+    new_map, new_leaf = _last_leaf(mapping)
+    new_map.ca.items.setdefault(new_leaf, [None] * 4)[2] = CommentToken("\n" + below, CommentMark(0), None)
+
+
+def _nested(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = CommentedMap()
+        for key, sub in value.items():
+            out[key] = _nested(sub)
+        return out
+    return _yaml_value(value)
+
+
+class _Edit:
+    """Sets a profile's values in the round-trip document, and collects the changes."""
+
+    def __init__(self, loaded: Any, source: str):
+        self.loaded = loaded                    # PyYAML's reading: the values as ToonLab sees them
+        self.source = source
+        self.changes: list[Change] = []
+        self.columns: list[tuple[CommentToken, int]] = []
+
+    def set(self, node: Any, values: dict[str, Any], prefix: tuple[str, ...],
+            effective: dict[tuple[str, ...], Any]) -> None:
+        """Give `values` (nested, under `prefix`) to `node`, the mapping at `prefix`."""
+        missing: dict[str, Any] = {}
+        added: list[Change] = []
+        for key, value in values.items():
+            path = (*prefix, key)
+            if not isinstance(node, CommentedMap) or key not in node:
+                wanted = flatten(value, path) if isinstance(value, dict) else {path: value}
+                for leaf, v in wanted.items():   # only the keys whose default differs
+                    if not _same(effective.get(leaf), v):
+                        sub = missing
+                        for part in leaf[len(prefix):-1]:
+                            sub = sub.setdefault(part, {})
+                        sub[leaf[-1]] = v
+                        added.append(Change(".".join(leaf), effective.get(leaf), v, added=True))
+            elif isinstance(value, dict):
+                if not isinstance(node[key], CommentedMap):
+                    raise UsageError(f"{self.source}: {'.'.join(path)} is not a mapping; fix it by hand")
+                self.set(node[key], value, path, effective)
+            else:
+                old = _lookup(self.loaded, path)[1]
+                if not _same(old, value):
+                    column = _comment_column(node, key, value)
+                    if column is not None:
+                        self.columns.append((_eol_comment(node, key), column))
+                    node[key] = _yaml_value(value, node[key])
+                    self.changes.append(Change(".".join(path), old, value))
+        if missing:
+            if not isinstance(node, CommentedMap):
+                raise UsageError(f"{self.source}: {'.'.join(prefix) or 'the file'} is empty; "
+                                 "write the section in block style first")
+            _append(node, missing, move_comments=bool(prefix))
+            self.changes += added
+
+    def place_comments(self) -> None:
+        """Move the changed values' comments (after every column was worked out from the file's)."""
+        for token, column in self.columns:
+            token.start_mark = CommentMark(column)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of each top-level key (libyaml's composer where PyYAML has it: a fast look)."""
+    root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return {key.value: key.start_mark.line for key, _ in root.value}
+
+
+def _splice(text: str, new_text: str, rewritten: list[str]) -> str:
+    """`text` with only the top-level sections in `rewritten` (and any new ones) taken from
+    ruamel's output: every other byte as it was (ruamel joins wrapped flow lists, for one)."""
+    old_lines, new_lines = text.splitlines(keepends=True), new_text.splitlines(keepends=True)
+    old_at, new_at = _key_lines(text), _key_lines(new_text)
+
+    def region(lines: list[str], at: dict[str, int], key: str) -> list[str]:
+        end = min((line for line in at.values() if line > at[key]), default=len(lines))
+        return lines[at[key]:end]
+
+    out = old_lines[:min(old_at.values())]
+    for key in new_at:
+        if key in old_at and key not in rewritten:
+            out += region(old_lines, old_at, key)
+        else:
+            if out and not out[-1].endswith("\n"):
+                out[-1] += "\n"
+            out += region(new_lines, new_at, key)
+    return "".join(out)
+
+
+def _parse(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UsageError(f"{source}: not valid YAML: {exc}") from None
 
@@ -348,21 +414,35 @@ def plan_profile(text: str, section_names: list[str], profile: str, source: str 
         if profile not in known[section].PROFILES:
             raise UsageError(f"no profile {profile!r} for {section}; its profiles: "
                              f"{', '.join(known[section].PROFILES)}")
-    root, loaded = _parse(text, source)
+    loaded = _parse(text, source)
     params = validate_params(loaded if loaded is not None else {}, source=source)
-    plan = _Plan(text, source)
+    crlf = "\r\n" in text
+    text_lf = text.replace("\r\n", "\n") if crlf else text
+    rt, root = _round_trip(text_lf, source)
+    edit = _Edit(loaded, source)
     for section in section_names:
         values = {section: profiles(section)[profile]}
         effective = flatten({section: getattr(params, section).model_dump(mode="python")})
-        _plan(plan, root, values, (), loaded, effective)
-    new_text = plan.apply()
+        edit.set(root, values, (), effective)
+    if not edit.changes:
+        return text, []
+    edit.place_comments()
+    out = io.StringIO()
+    rt.dump(root, out)
+    new_text = out.getvalue()
+    if isinstance(root, CommentedMap) and root and not root.fa.flow_style():
+        new_text = _splice(text_lf, new_text, section_names)
+    if text_lf.endswith("\n") and not new_text.endswith("\n"):   # ruamel ends a flow mapping without one
+        new_text += "\n"
+    if crlf:
+        new_text = new_text.replace("\n", "\r\n")
     _check(new_text, loaded, params, section_names, profile, source)
-    return new_text, plan.changes
+    return new_text, edit.changes
 
 
 def _check(new_text: str, loaded: Any, params: Any, section_names: list[str], profile: str, source: str) -> None:
     """The new text is valid, its sections hold the profile and nothing else changed."""
-    _, new_loaded = _parse(new_text, source)
+    new_loaded = _parse(new_text, source)
     try:
         new_params = validate_params(new_loaded if new_loaded is not None else {}, source=source)
     except ParamsError as exc:   # e.g. an ablation variant that does not fit the new sizes
@@ -383,7 +463,10 @@ def apply_profile(params_path: str | Path, names: list[str], profile: str, dry_r
     path = Path(params_path)
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
-    text = path.read_bytes().decode("utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a UTF-8 text file") from None
     section_names = targets(names)
     new_text, changes = plan_profile(text, section_names, profile, source=str(path))
     if changes and not dry_run:

@@ -219,6 +219,106 @@ def test_missing_keys_are_added_only_where_the_default_differs(tmp_path):
     assert profiles.matching(load_params(path), "ugatit")[0] == "reference"
 
 
+SWITCHES = [(section, name) for section, module in profiles.sections().items() for name in module.PROFILES
+            if name != "demo"]
+
+
+@pytest.mark.parametrize(("section", "profile"), SWITCHES)
+def test_a_switch_touches_only_its_keys_and_back_gives_the_committed_bytes(tmp_path, section, profile):
+    original = PARAMS.read_bytes()
+    path, changes = switched(tmp_path, profile, [section])
+    assert changes and all(c.key.startswith(f"{section}.") and not c.added for c in changes)
+    old_lines, new_lines = original.decode().splitlines(True), path.read_bytes().decode().splitlines(True)
+    assert len(new_lines) == len(old_lines)
+    changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+    assert len(changed) == len(changes)
+    for i in changed:   # the key and its comment stay; the rest of the file is the committed bytes
+        assert new_lines[i].split(":")[0] == old_lines[i].split(":")[0]
+        assert new_lines[i].partition("#")[2] == old_lines[i].partition("#")[2]
+    # A flow list wrapped over two lines (which ruamel would join) is kept as it was.
+    assert ("    ugatit_paper: [ugatit_adalin, ugatit_in, ugatit_ln, ugatit_adain, ugatit_gn, ugatit_no_cam,\n"
+            "                   ugatit_no_g_cam, ugatit_no_d_cam, cyclegan_base]\n") in "".join(new_lines)
+    assert profiles.matching(load_params(path), section)[0] == profile
+    assert {c.key for c in profiles.apply_profile(path, [section], "demo")} == {c.key for c in changes}
+    assert path.read_bytes() == original
+
+
+TRICKY = """# a header comment, then an explicit document start
+---
+seed: 0
+ugatit:
+    model:
+        variant: 'ugatit'      # single-quoted
+        ch: 16    #   odd   spacing
+        n_res: 2
+        n_dis_global: 5
+        n_dis_local: 4
+    # a comment line between two mappings
+    optim: {steps: 150, lr: 0.0001}     # a flow mapping
+    data:
+        crop_px: 64
+        load_auto: "scale"   # double-quoted
+        composite: ''
+        resize: bilinear       # """ + "a long comment, not to be wrapped " * 5 + """
+evaluate:
+    runs: [cyclegan, ugatit, whitebox,
+           dcgan]   # a flow list over two lines
+    metrics_dir: metrics
+"""
+
+
+def test_a_tricky_layout_round_trips_byte_for_byte(tmp_path):
+    """Four-space indentation, CRLF line ends, quotes of both kinds, a flow mapping, a long
+    comment and a wrapped flow list: all kept, and the switch back gives the bytes (which it
+    cannot once keys missing from the file were added, as soft_adalin's loss weights are)."""
+    path = tmp_path / "params.yaml"
+    original = TRICKY.replace("\n", "\r\n").encode()
+    path.write_bytes(original)
+    changes = profiles.apply_profile(path, ["ugatit"], "reference")
+    assert {c.key for c in changes} == {"ugatit.model.ch", "ugatit.model.n_res", "ugatit.model.n_dis_global",
+                                        "ugatit.model.n_dis_local", "ugatit.optim.steps", "ugatit.data.crop_px",
+                                        "ugatit.data.load_auto"}
+    new = path.read_bytes().decode()
+    assert "\n" not in new.replace("\r\n", "")
+    lines = new.split("\r\n")
+    for line in ("        ch: 64    #   odd   spacing", "        n_dis_local: 5",
+                 "    optim: {steps: 1000000, lr: 0.0001} # a flow mapping",
+                 '        load_auto: "plus30"  # double-quoted', "        variant: 'ugatit'      # single-quoted",
+                 TRICKY.splitlines()[16], "    runs: [cyclegan, ugatit, whitebox,"):
+        assert line in lines
+    assert profiles.matching(load_params(path), "ugatit")[0] == "reference"
+    profiles.apply_profile(path, ["ugatit"], "demo")
+    assert path.read_bytes() == original
+    # Soft-AdaLIN: a string into single quotes, and a missing mapping added in the file's indentation.
+    changes = profiles.apply_profile(path, ["ugatit"], "soft_adalin")
+    assert [c.key for c in changes if c.added] == ["ugatit.loss.cycle_weight", "ugatit.loss.faceid_weight"]
+    new = path.read_bytes().decode()
+    assert "        variant: 'soft_adalin' # single-quoted\r\n" in new
+    assert "        composite: 'white'\r\n" in new
+    assert "\r\n    loss:\r\n        cycle_weight: 50.0\r\n        faceid_weight: 1.0\r\nevaluate:\r\n" in new
+    assert profiles.matching(load_params(path), "ugatit")[0] == "soft_adalin"
+
+
+def test_a_missing_section_goes_at_the_end_of_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    text = "seed: 0\nserve:\n  port: 8000   # a comment\n\n# the last comment"
+    path.write_text(text)
+    changes = profiles.apply_profile(path, ["landmarker"], "demo")
+    assert changes and all(c.added for c in changes)
+    new = path.read_text()
+    assert new.startswith(text + "\nlandmarker:\n  model:\n    ch: 16\n")
+    assert profiles.matching(load_params(path), "landmarker")[0] == "demo"
+
+
+def test_a_duplicate_key_is_a_usage_error(tmp_path):
+    """PyYAML reads the last of two equal keys, ruamel refuses them: the switch names the key."""
+    path = tmp_path / "params.yaml"
+    path.write_text("ugatit:\n  model:\n    ch: 16\n    ch: 32\n")
+    with pytest.raises(UsageError, match='params.yaml: found duplicate key "ch" .*; remove one'):
+        profiles.apply_profile(path, ["ugatit"], "reference")
+    assert path.read_text() == "ugatit:\n  model:\n    ch: 16\n    ch: 32\n"
+
+
 def test_an_invalid_result_is_not_written(tmp_path):
     """An ablation variant that no longer fits the reference sizes: nothing is written."""
     data = PARAMS.read_text().replace("overrides: {model.light: false, model.variant: \"ugatit\"}",
