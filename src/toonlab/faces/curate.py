@@ -41,7 +41,7 @@ from toonlab.errors import ToonlabError, UsageError
 from toonlab.faces import provenance
 from toonlab.faces.curate_report import FLOODFILL, SPLITS, DomainReport, Thumbs, plan_domain, render_html
 from toonlab.faces.params import CurateParams, SplitParams
-from toonlab.faces.review import apply_review_table, load_review, review_file
+from toonlab.faces.review import apply_review_table, read_review, review_file
 from toonlab.log import get_logger
 from toonlab.util import fileio, tables
 
@@ -178,8 +178,9 @@ def curate(domains: Sequence[str], raw_dir: str | Path, ingest_dir: str | Path, 
     out_dir, report_dir = Path(params.out_dir), Path(params.report_dir)
     thumbs = Thumbs(params.thumb_px)
     reports: dict[str, DomainReport] = {}
-    # Human decisions (toonlab.faces.review), all read and checked before anything is written.
-    reviews = {d: load_review(review_file(params.review_dir, d)) for d in domains}
+    # Human decisions (toonlab.faces.review), all read and checked before anything is written,
+    # each under its shared lock (not while a review page is writing it).
+    reviews = {d: read_review(review_file(params.review_dir, d)) for d in domains}
     for domain in domains:
         ingest_table = tables.read_table(ingest_dir / domain / "manifest.parquet", f"ingest manifest for '{domain}'",
                                          "run `toonlab ingest` first")

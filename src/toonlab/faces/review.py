@@ -11,8 +11,18 @@ stage)::
 
 `sha256` (64 hex digits) and `face_index` (an integer, -1 for an image-level row) and
 `decision` (`reject` or `keep`) are required; `reason`, `note`, `who`, `when` are free
-text. A missing file means no decision. A bad row (unknown decision, bad hash or index,
-the same face twice, an unknown column) is a clear error naming the file and line.
+text, read back exactly as written: any Unicode text, line breaks and control characters
+included (`render_review` quotes every field that holds a quote, a comma, a line break or
+another control character, or spaces at either end; the reader decodes the bytes itself,
+so a quoted carriage return stays one). A missing file means no decision. A bad row
+(unknown decision, bad hash or index, the same face twice, an unknown column) is a clear
+error naming the file and line.
+
+Writers take turns: `toonlab review` holds an exclusive OS lock (`review_lock`: flock on
+the sibling `.<domain>.csv.lock`, never on the file itself, which each write replaces)
+around each read-modify-write of a file, so two review pages (two processes) on one
+project lose no decision; `curate` reads under the shared lock (`read_review`). The lock
+files are ignored by git and DVC (.gitignore, .dvcignore).
 
 `curate` applies the decisions (`apply_review`):
 
@@ -30,13 +40,15 @@ the same face twice, an unknown column) is a clear error naming the file and lin
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from toonlab.errors import UsageError
 from toonlab.log import get_logger
@@ -49,6 +61,9 @@ REQUIRED = ("sha256", "face_index", "decision")
 DECISIONS = ("reject", "keep")
 HUMAN_REJECT = "human_reject"
 _SHA = re.compile(r"[0-9a-f]{64}")
+# A field holding one of these is quoted: CSV's own syntax, and every line break or other
+# control character (csv's writer leaves a lone "\r" bare with a "\n" line end).
+_QUOTE = re.compile(r'[",\x00-\x1f\x7f-\x9f\u2028\u2029]')
 
 
 class ReviewError(UsageError):
@@ -79,6 +94,38 @@ def review_file(review_dir: str | Path, domain: str) -> Path:
     return Path(review_dir) / f"{domain}.csv"
 
 
+@contextlib.contextmanager
+def review_lock(path: str | Path, shared: bool = False) -> Iterator[None]:
+    """Hold the OS lock of review file `path`, exclusive (a writer: around the whole
+    read-modify-write) or shared (a reader): flock on its sibling `.<name>.lock`.
+
+    A reader takes it only where the lock file exists (a writer creates it) and can be
+    opened: the file is replaced whole by each write, so a reader without it still reads
+    one whole version. No lock where the OS has no flock (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    fd = None
+    try:
+        if not shared:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDONLY if shared else os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if not shared:
+            raise ReviewError(f"cannot lock review file {path} ({lock}: {exc.strerror})") from None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
 # ----------------------------------------------------------------------------- read / write
 
 
@@ -107,8 +154,9 @@ def parse_review(text: str, source: str = "review file") -> dict[tuple[str, int]
         if None in rec:
             problems.append(f"{source}, line {line}: more fields than the header has")
             continue
-        vals = {k: (v or "").strip() for k, v in rec.items()}
-        if not any(vals.values()):
+        # The required fields are read leniently (spaces, case); the free text as written.
+        vals = {k: (v or "").strip() if k in REQUIRED else (v or "") for k, v in rec.items()}
+        if not any(v.strip() for v in vals.values()):
             continue  # a blank line
         sha = vals.get("sha256", "").lower()
         bad = []
@@ -156,20 +204,35 @@ def load_review(path: str | Path) -> dict[tuple[str, int], Decision]:
     return parse_review(text, str(path))
 
 
+def _field(text: str) -> str:
+    if _QUOTE.search(text) or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def render_review(decisions: Iterable[Decision]) -> str:
     """A review file's text: the header, then the decisions sorted by (sha256, face_index)
-    (stable diffs whatever order they were made in)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
+    (stable diffs whatever order they were made in), one per line unless a field holds a
+    line break (quoted, as every field with a control character)."""
+    rows = [",".join(COLUMNS)]
     for d in sorted(decisions, key=lambda d: d.key):
-        w.writerow(d.row())
-    return buf.getvalue()
+        rows.append(",".join(_field(v) for v in d.row().values()))
+    return "\n".join(rows) + "\n"
 
 
 def write_review(path: str | Path, decisions: Iterable[Decision]) -> None:
-    """Write a review file atomically (temporary sibling, then rename)."""
-    fileio.write_text(path, render_review(decisions))
+    """Write a review file atomically (temporary sibling, then rename); a failure is a
+    ReviewError (the file is left as it was)."""
+    try:
+        fileio.write_text(path, render_review(decisions))
+    except OSError as exc:
+        raise ReviewError(f"cannot write review file {path}: {exc.strerror or exc}") from None
+
+
+def read_review(path: str | Path) -> dict[tuple[str, int], Decision]:
+    """`load_review` under the shared `review_lock` (not while a review page writes it)."""
+    with review_lock(path, shared=True):
+        return load_review(path)
 
 
 # ----------------------------------------------------------------------------- apply
