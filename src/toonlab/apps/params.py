@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from toonlab.schema import Section
 
@@ -16,6 +18,9 @@ class ServeParams(Section):
     """The local web page: address, upload limits and the runs it offers."""
 
     host: str = "127.0.0.1"
+    # Host names (or addresses) requests may name besides the loopback names and `host`
+    # (both pages refuse others: DNS rebinding), e.g. the machine's name on the network.
+    allowed_hosts: list[str] = []
     port: Annotated[int, Field(ge=0, le=65535)] = 8000       # 0: any free port (the URL is printed)
     max_upload_mb: Annotated[float, Field(gt=0.0, le=1024.0)] = 15.0
     max_pixels: Annotated[int, Field(ge=1)] = 25_000_000      # the lower of this and decode.max_pixels wins
@@ -34,6 +39,21 @@ class ServeParams(Section):
     idle_timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 100   # uvicorn limit_concurrency: beyond, 503
     display_px: Annotated[int, Field(ge=64, le=8192)] = 1600  # long side of the images sent back to the page
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            text = item.strip().lower().removeprefix("[").removesuffix("]")
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                if not re.fullmatch(r"[a-z0-9_]([a-z0-9._-]*[a-z0-9])?", text):
+                    raise ValueError(f"{item!r} is not a host name or an address (no scheme, port or path: "
+                                     "e.g. mybox.lan or 192.168.1.20)") from None
+            out.append(text)
+        return out
 
 
 class CartoonizeParams(Section):

@@ -24,10 +24,16 @@ curate`) applies them. The page shows how many faces a re-run would move
     GET  /dup/D/I/K           the K-th other member of face I's near-duplicate group (JPEG)
     GET  /healthz             liveness
 
-Same safety as `toonlab serve`: 127.0.0.1 by default and a warning for any other
-address (the page has no authentication); on loopback, requests naming another host
-are refused (DNS rebinding); decisions must be JSON (no cross-site form posts), small,
-and name a face of the processed manifest.
+Same safety as `toonlab serve`, from the same layer (`toonlab.apps.web`, the `serve`
+section of params.yaml): 127.0.0.1 by default and a warning for any other address (the
+page has no authentication); requests naming another host than a loopback name, the
+bound address or one of `serve.allowed_hosts` are refused (403 ``bad_host``: DNS
+rebinding), and so are decisions a page of another origin sends (403 ``bad_origin``); a
+request head or body that stalls is answered 408 after `serve.idle_timeout_s`, and at
+most `serve.max_connections` connections are open. Decisions must be JSON (no
+cross-site form posts), at most 16 KiB, and name a face of the processed manifest.
+Images are read only from inside their folders (`data.raw_dir`, `align.out_dir`): a
+file or folder swapped for a symbolic link after ingest is not followed (404).
 """
 
 
@@ -41,9 +47,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from toonlab.apps.web import LOOPBACK, asset, bind, url_of
-from toonlab.errors import ToonlabError
-from toonlab.faces.review import DECISIONS, Decision, ReviewError, load_review, pending, review_file, write_review
+from toonlab.apps import web
+from toonlab.apps.web import LOOPBACK, asset
+from toonlab.faces.review import (
+    DECISIONS,
+    Decision,
+    ReviewError,
+    load_review,
+    pending,
+    review_file,
+    review_lock,
+    write_review,
+)
 from toonlab.log import get_logger
 from toonlab.util.templates import render
 
@@ -85,7 +100,7 @@ class Reviewer:
         self.domains = list(dict.fromkeys(domains))
         self.lock = threading.Lock()
         self._cache: dict[str, _Domain] = {}
-        self.who = os.environ.get("TOONLAB_REVIEWER") or _user()
+        self.who = _text(os.environ.get("TOONLAB_REVIEWER") or _user())
         for d in self.domains:
             self.load(d)  # fail at start-up when a manifest is missing
 
@@ -177,8 +192,12 @@ class Reviewer:
 
     def decide(self, domain: str, sha256: str, face_index: int, decision: str, reason: str = "",
                note: str = "") -> dict[str, Any]:
-        """Record (or with decision "" remove) the decision on one face, at once."""
-        with self.lock:
+        """Record (or with decision "" remove) the decision on one face: it is in the file
+        when this returns (a failed write is a ReviewError). The whole read-modify-write
+        holds the file's OS lock (`review_lock`), so that review pages in other processes
+        on the same project take turns with this one instead of overwriting its decisions."""
+        path = self.review_path(domain)
+        with self.lock, review_lock(path):
             data = self.load(domain)
             row = next((r for r in data.processed if _key(r) == (sha256, face_index)), None)
             if row is None:
@@ -186,17 +205,17 @@ class Reviewer:
             if decision == "keep" and face_index < 0 and row["status"] != "ok":
                 raise ValueError(f"{row['raw_path']} was rejected as a whole ({row.get('reason') or 'no reason'}): "
                                  "there is no face to keep")
-            path = self.review_path(domain)
-            decisions = load_review(path)   # the file as it is now (edits by hand included)
+            decisions = load_review(path)   # the file as it is now (other pages' and hand edits included)
             if decision:
                 when = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-                decisions[(sha256, face_index)] = Decision(sha256, face_index, decision, reason, note, self.who, when)
+                decisions[(sha256, face_index)] = Decision(sha256, face_index, decision, _text(reason), _text(note),
+                                                           self.who, when)
             else:
                 decisions.pop((sha256, face_index), None)
             write_review(path, decisions.values())
-            log.info("review %s: %s face %d of %s -> %s", domain, "set" if decision else "cleared", face_index,
-                     sha256[:12], decision or "(no decision)")
-            return {"ok": True, "decision": decision, **self.status(domain, decisions)}
+        log.info("review %s: %s face %d of %s -> %s", domain, "set" if decision else "cleared", face_index,
+                 sha256[:12], decision or "(no decision)")
+        return {"ok": True, "decision": decision, **self.status(domain, decisions)}
 
 
 def _dup_groups(ingest_rows: list[dict]) -> dict[str, list[dict]]:
@@ -214,6 +233,12 @@ def _dup_groups(ingest_rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
+def _text(s: str) -> str:
+    """`s` as UTF-8 can hold it: a lone surrogate (from JSON's \\udXXX or an undecodable
+    environment) becomes U+FFFD; everything else, control characters included, is kept."""
+    return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -224,14 +249,18 @@ def _user() -> str:
 # ----------------------------------------------------------------------------- the app
 
 
-def create_app(rv: Reviewer, loopback: bool = True):
+def create_app(rv: Reviewer, hosts: frozenset[str] | None = None):
+    """The FastAPI application around a Reviewer, answering to `hosts` (default: the
+    loopback names and serve.allowed_hosts; `web.LocalOnly`)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="ToonLab review", docs_url=None, redoc_url=None, openapi_url=None)
-
-    def error(status: int, reason: str, message: str) -> JSONResponse:
-        return JSONResponse({"error": message, "reason": reason}, status_code=status)
+    settings = rv.params.serve
+    app.add_middleware(web.LocalOnly, hosts=hosts or web.allowed_hosts(LOOPBACK[0], settings.allowed_hosts))
+    error = web.error
+    max_file = int(rv.params.ingest.max_file_mb * 2**20)   # what ingest reads at most
 
     class Answer(Exception):
         """Raised by the lookups below: the route answers `response` (a 404) at once."""
@@ -242,14 +271,6 @@ def create_app(rv: Reviewer, loopback: bool = True):
     @app.exception_handler(Answer)
     async def answer(request: Request, exc: Answer) -> JSONResponse:
         return exc.response
-
-    @app.middleware("http")
-    async def host_guard(request: Request, call_next):
-        if loopback:
-            host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
-            if host not in LOOPBACK:
-                return error(403, "bad_host", f"this page answers on loopback names only, not {host!r}")
-        return await call_next(request)
 
     def domain_of(domain: str) -> str:
         if domain not in rv.domains:
@@ -286,18 +307,27 @@ def create_app(rv: Reviewer, loopback: bool = True):
         rel = r.get("crop_256") or r.get("crop_128")
         if not rel:
             return error(404, "no_crop", "this face has no aligned crop")
-        root = (Path(rv.params.align.out_dir) / d).resolve()
-        path = (root / rel).resolve()
-        if root not in path.parents or not path.is_file():
-            return error(404, "no_crop", "the crop file is missing (re-run `toonlab align`)")
-        return Response(path.read_bytes(), media_type="image/png", headers={"Cache-Control": "no-cache"})
+        data = web.read_inside(Path(rv.params.align.out_dir) / d, rel, max_file)
+        if data is None:
+            return error(404, "no_crop", "the crop file is missing or not a file inside align.out_dir "
+                         "(re-run `toonlab align`)")
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     def raw_jpeg(domain: str, raw_path: str, box: Any = None, px: int = 640):
-        from toonlab.faces.curate_report import _load_raw, _raw_file, _raw_thumb
+        import numpy as np
+        from PIL import Image
 
-        im = _load_raw(_raw_file(Path(rv.params.data.raw_dir) / domain, raw_path))
-        if im is None:
-            return error(404, "no_raw", "the raw image cannot be read")
+        from toonlab.data.decode import decode_bytes, path_from_text
+        from toonlab.data.params import DecodeParams
+        from toonlab.faces.curate_report import _raw_thumb
+
+        data = web.read_inside(Path(rv.params.data.raw_dir) / domain, path_from_text(raw_path), max_file)
+        # Ingest's size and aspect limits are for training data, not for looking at files.
+        dec = decode_bytes(data, DecodeParams(min_side=1, max_aspect=1e6)) if data else None
+        if dec is None or not dec.ok or dec.image is None:
+            return error(404, "no_raw", "the raw image cannot be read (missing, not an image, or not a file "
+                         "inside data.raw_dir)")
+        im = Image.fromarray(np.ascontiguousarray(dec.image[..., :3]))
         thumb = _raw_thumb(im, px, tuple(float(v) for v in box) if box is not None and len(box) == 4 else None)
         buf = io.BytesIO()
         thumb.save(buf, format="JPEG", quality=88)
@@ -334,11 +364,12 @@ def create_app(rv: Reviewer, loopback: bool = True):
     async def decide(request: Request):
         if (request.headers.get("content-type") or "").split(";")[0].strip() != "application/json":
             return error(415, "not_json", "send the decision as application/json")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > _MAX_BODY:
-                return error(413, "too_large", "a decision is a small JSON object")
+        length = request.headers.get("content-length")
+        if length is not None and int(length) > _MAX_BODY:    # h11 checked that it is a number
+            return error(413, "too_large", "a decision is a small JSON object")
+        body = await web.read_body(request, _MAX_BODY, settings, "decision")
+        if not isinstance(body, bytes):
+            return body     # 408 or 413
         try:
             msg = json.loads(body)
             domain, sha, fi = str(msg["domain"]), str(msg["sha256"]).lower(), int(msg["face_index"])
@@ -349,8 +380,9 @@ def create_app(rv: Reviewer, loopback: bool = True):
         if decision and decision not in DECISIONS:
             return error(400, "bad_decision", f"decision must be one of {', '.join(DECISIONS)} or empty")
         d = domain_of(domain)
-        try:
-            return rv.decide(d, sha, fi, decision, reason.replace("\n", " "), note.replace("\n", " "))
+        try:   # on a worker thread: the write waits for other pages' turns (the file's lock)
+            return await run_in_threadpool(rv.decide, d, sha, fi, decision, reason.replace("\n", " "),
+                                           note.replace("\n", " "))
         except KeyError:
             return error(404, "no_face", f"no face {fi} of {sha[:12]} in the processed manifest")
         except ReviewError as exc:
@@ -376,27 +408,14 @@ def render_page(rv: Reviewer) -> str:
 def review(params: Any, domains: list[str], host: str | None = None, port: int | None = None,
            on_ready=print) -> None:
     """The `toonlab review` command: runs until interrupted."""
-    try:
-        import uvicorn
-    except ImportError as exc:
-        raise ToonlabError(f"the review page needs FastAPI and uvicorn ({exc}); install them with "
-                           "`pip install 'toonlab[serve]'` (make install does)") from None
+    web.need_server("the review page")
     host = host or params.serve.host
     port = DEFAULT_PORT if port is None else port
     rv = Reviewer(params, domains)
     for d in rv.domains:
         load_review(rv.review_path(d))  # a broken review file: the error now, not on the page
-    loopback = host in LOOPBACK
-    if not loopback:
-        log.warning("review: listening on %s: anyone who can reach this address can change the review "
-                    "decisions (the page has no authentication)", host)
-    sock = bind(host, port)
-    config = uvicorn.Config(create_app(rv, loopback), log_level="warning", access_log=False, ws="none",
-                            timeout_keep_alive=5, limit_concurrency=params.serve.max_connections)
-    server = uvicorn.Server(config)
+    app = create_app(rv, web.allowed_hosts(host, params.serve.allowed_hosts))
+    sock = web.listen(host, port, "review", "change the review decisions")
     on_ready(f"ToonLab review of {', '.join(rv.domains)} (decisions in {params.curate.review_dir}/) on "
-             f"{url_of(sock)}  (Ctrl+C to stop)")
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
+             f"{web.url_of(sock)}  (Ctrl+C to stop)")
+    web.run(app, sock, params.serve)

@@ -15,23 +15,29 @@ Uploads are checked cheapest first, before any pixel is decoded: the request siz
 rules of `decode`: 413 / 400). A photo without a face is 422. Every error is a JSON
 ``{"error": message, "reason": code}``; nothing a client sends stops the server.
 
-Hostile or broken clients are bounded in time and memory:
+Hostile or broken clients are bounded in time and memory. What both local pages share
+(`toonlab serve`, `toonlab review`) lives in `toonlab.apps.web`:
 
-* At most `serve.max_concurrent_uploads` uploads are in flight (body being read, waiting
-  for or in the cartoonize work); one more is answered 503 with ``Retry-After`` before
-  its body is read. Beyond `serve.max_connections` open connections, uvicorn itself
-  answers 503 (`limit_concurrency`).
+* Requests naming another host than a loopback name, the bound address or one of
+  `serve.allowed_hosts` are refused (403 ``bad_host``: DNS rebinding), and so are uploads
+  a page of another origin sends (403 ``bad_origin``, from ``Origin`` / ``Sec-Fetch-Site``),
+  before any byte of their body is read.
+* The connection's protocol closes a connection whose request head is not complete
+  within `serve.idle_timeout_s` (408 when part of a head arrived), and drains and drops
+  the body of a request answered early (403, 411, 413, 503, ...) only while bytes keep
+  coming and for at most `serve.upload_timeout_s`, so that the client reads the answer
+  instead of a reset. Beyond `serve.max_connections` open connections uvicorn answers
+  503; idle keep-alive connections close after 5 s; request heads are limited to 64 KiB.
 * An accepted upload's body is read into one bytes object (at most the request limit)
   under two deadlines: no byte for `serve.idle_timeout_s`, or the whole body not there
   after `serve.upload_timeout_s` (a Content-Length larger than what is sent, a client
-  trickling bytes): 408 ``upload_timeout`` and the connection is closed.
-* Outside the app, the connection's protocol (uvicorn's h11 protocol, subclassed: uvicorn
-  has no header timeout) closes a connection whose request head is not complete within
-  `serve.idle_timeout_s` (408 when part of a head arrived), and drains and drops the body
-  of a request answered early (411, 413, 503, ...) only while bytes keep coming and for
-  at most `serve.upload_timeout_s`, so that the client reads the answer instead of a
-  reset. Idle keep-alive connections close after 5 s (uvicorn `timeout_keep_alive`);
-  request heads are limited to 64 KiB (h11).
+  trickling bytes): 408 ``upload_timeout`` and the connection is closed (`web.read_body`).
+
+This page adds:
+
+* At most `serve.max_concurrent_uploads` uploads are in flight (body being read, waiting
+  for or in the cartoonize work); one more is answered 503 with ``Retry-After`` before
+  its body is read.
 * Nothing blocks the event loop: bodies are read asynchronously, and the decode, face
   detection, translation and encoding run in a worker thread, one photo at a time behind
   one lock (CPU inference and the detectors are not re-entrant), so at most one decoded
@@ -61,8 +67,9 @@ import cv2
 import numpy as np
 import torch
 
+from toonlab.apps import web
 from toonlab.apps.params import ServeParams
-from toonlab.apps.web import LOOPBACK, asset, bind, url_of
+from toonlab.apps.web import LOOPBACK, asset
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger
 from toonlab.models import registry
@@ -78,11 +85,6 @@ _FORM_OVERHEAD = 64 * 1024    # bytes allowed on top of the photo for the other 
 # that a client still sending reads the answer instead of a reset connection.
 _DISCARD_MAX = 512 * 2**20
 _RETRY_AFTER_S = 5            # the Retry-After of a 503 (too many uploads in flight)
-_MAX_HEAD_BYTES = 64 * 1024   # request line + headers (h11_max_incomplete_event_size)
-_KEEP_ALIVE_S = 5             # idle keep-alive connections are closed after this (uvicorn)
-# Set in a request's ASGI scope by an answer that closes the connection at once (the body
-# not drained): a timed-out upload, a Content-Length over _DISCARD_MAX.
-_CLOSE_NOW = "toonlab.close_now"
 
 
 # ----------------------------------------------------------------------------- runs
@@ -406,58 +408,17 @@ def run_bytes(inf) -> int:
 # ----------------------------------------------------------------------------- the app
 
 
-def create_app(studio: Studio):
-    """The FastAPI application around a Studio."""
+def create_app(studio: Studio, hosts: frozenset[str] | None = None):
+    """The FastAPI application around a Studio, answering to `hosts` (default: the
+    loopback names and serve.allowed_hosts; `web.LocalOnly`)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse
 
     app = FastAPI(title="ToonLab", docs_url=None, redoc_url=None, openapi_url=None)
     settings = studio.settings
+    app.add_middleware(web.LocalOnly, hosts=hosts or web.allowed_hosts(LOOPBACK[0], settings.allowed_hosts))
     in_flight = [0]      # uploads admitted and not yet answered (one event loop: no lock needed)
-
-    def error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse({"error": message, "reason": reason}, status_code=status, headers=headers)
-
-    def closing(request: Request, status: int, reason: str, message: str) -> JSONResponse:
-        """An answer after which the connection is closed without draining the body."""
-        request.scope[_CLOSE_NOW] = True
-        return error(status, reason, message, headers={"Connection": "close"})
-
-    async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
-        """The request body as one bytes object, or the answer to give instead: 408 (and the
-        connection closed) when no byte comes for idle_timeout_s or the whole body is not
-        there after upload_timeout_s."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.upload_timeout_s
-        chunks: list[bytes] = []
-        got = 0
-        while True:
-            left = deadline - loop.time()
-            try:
-                if left <= 0:
-                    raise TimeoutError
-                message = await asyncio.wait_for(request.receive(), min(settings.idle_timeout_s, left))
-            except TimeoutError:
-                if left <= settings.idle_timeout_s:
-                    why = (f"the upload was not complete after {settings.upload_timeout_s:g} s "
-                           "(serve.upload_timeout_s)")
-                else:
-                    why = f"the upload stalled: nothing received for {settings.idle_timeout_s:g} s (serve.idle_timeout_s)"
-                log.info("serve: %s (%d bytes of %s received)", why, got, request.headers.get("content-length"))
-                return closing(request, 408, "upload_timeout", f"{why}; {got} bytes received")
-            if message["type"] == "http.disconnect":
-                return error(400, "disconnected", "the client closed the connection before the upload was complete")
-            chunk = message.get("body", b"")
-            got += len(chunk)
-            if got > limit:     # h11 holds the body to its Content-Length; a safeguard all the same
-                return closing(request, 413, "too_large", f"the upload is over {limit / 2**20:.1f} MB")
-            if chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        chunks.clear()
-        return body
+    error, closing = web.error, web.closing
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -499,7 +460,7 @@ def create_app(studio: Studio):
             in_flight[0] -= 1
 
     async def _admitted(request: Request, limit: int):
-        body = await read_body(request, limit)
+        body = await web.read_body(request, limit, settings)
         if isinstance(body, JSONResponse):
             return body
         box = [body]
@@ -543,168 +504,24 @@ def create_app(studio: Studio):
     return app
 
 
-def http_protocol(settings: ServeParams):
-    """uvicorn's h11 protocol with deadlines for the time the server waits on a client
-    outside the app (uvicorn has none: its keep-alive timer is cancelled by the first byte
-    of a request and not re-armed):
-
-    * a request head must be complete within idle_timeout_s (of the connection, or of the
-      previous answer): else 408 when part of a head arrived, and the connection closed;
-    * the unread body of a request answered early (411, 413, 503, ...) is drained and
-      dropped by h11 while bytes keep coming (idle_timeout_s) and for at most
-      upload_timeout_s after the answer; then the connection is closed. This holds for a
-      client that sent ``Connection: close`` too (`Lingering`), except after an answer
-      that closes at once (`_CLOSE_NOW`).
-
-    While the app has the request, the app's own deadlines apply (`read_body`)."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    idle_s, total_s = settings.idle_timeout_s, settings.upload_timeout_s
-    body = json.dumps({"error": f"the request headers did not arrive within {idle_s:g} s (serve.idle_timeout_s)",
-                       "reason": "request_timeout"}).encode()
-    timeout_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                   b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-
-    class Lingering:
-        """The connection's transport as uvicorn sees it. uvicorn closes the connection as
-        soon as it has answered a client that sent ``Connection: close`` (urllib, curl, most
-        scripts), even when that client is still sending the body of a request answered
-        early (413, 503): the client then gets a broken pipe or a reset instead of the
-        answer. Here that close() only stops uvicorn's part; the protocol drains and drops
-        the rest of the body and closes when it is complete (or by the deadlines)."""
-
-        def __init__(self, transport, protocol: "DeadlineProtocol") -> None:
-            self.real = transport
-            self.protocol = protocol
-            self.lingering = False
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.real, name)
-
-        def is_closing(self) -> bool:
-            return self.lingering or self.real.is_closing()
-
-        def close(self) -> None:
-            if self.lingering or not self.protocol._may_linger():
-                self.real.close()
-                return
-            self.lingering = True
-            self.real.resume_reading()     # uvicorn pauses reading while the app does not read
-            self.protocol._watch()
-
-    class DeadlineProtocol(H11Protocol):
-        _timer: asyncio.TimerHandle | None = None
-        _phase: Any = None
-        _deadline = 0.0
-        _lost = False
-
-        def connection_made(self, transport) -> None:  # type: ignore[override]
-            super().connection_made(Lingering(transport, self))
-            self._watch()
-
-        def data_received(self, data: bytes) -> None:
-            if self.transport.lingering:
-                self._drop(data)
-                return
-            super().data_received(data)
-            self._watch()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._watch()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._lost = True
-            self._unwatch()
-            super().connection_lost(exc)
-
-        def _may_linger(self) -> bool:
-            cycle = self.cycle
-            return (not self._lost and self.conn.their_state is h11.SEND_BODY and cycle is not None
-                    and cycle.response_complete and not cycle.scope.get(_CLOSE_NOW))
-
-        def _drop(self, data: bytes) -> None:
-            """While lingering: parse and drop the body; close once it is complete."""
-            try:
-                self.conn.receive_data(data)
-                while (event := self.conn.next_event()) is not h11.NEED_DATA:
-                    if not isinstance(event, h11.Data):
-                        break
-                else:
-                    self._watch()
-                    return
-            except h11.RemoteProtocolError:
-                pass
-            self._unwatch()
-            self.transport.real.close()
-
-        def _unwatch(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-        def _app_has_it(self) -> bool:
-            return self.cycle is not None and not self.cycle.response_complete
-
-        def _watch(self) -> None:
-            self._unwatch()
-            if self.transport.real.is_closing() or self._app_has_it():
-                self._phase = None
-                return
-            now = self.loop.time()
-            # IDLE: a request head to come; SEND_BODY: a body to drop (keep-alive, or lingering)
-            phase = self.conn.their_state
-            if phase is not h11.IDLE:
-                # uvicorn's keep-alive timer (armed by the answer) would close a connection
-                # still sending its body after a pause of 5 s: a reset instead of the answer.
-                self._unset_keepalive_if_required()
-            if phase is not self._phase:
-                self._phase = phase
-                self._deadline = now + (idle_s if phase is h11.IDLE else total_s)
-            self._timer = self.loop.call_at(min(self._deadline, now + idle_s), self._expired)
-
-        def _expired(self) -> None:
-            self._timer = None
-            if self.transport.real.is_closing() or self._app_has_it():
-                return
-            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
-                self.transport.write(timeout_408)      # a head begun and not finished
-            self.transport.real.close()
-
-    return DeadlineProtocol
-
-
 # ----------------------------------------------------------------------------- running
 
 
 def serve(params, runs: list[str], device: torch.device, host: str | None = None, port: int | None = None,
           on_ready=print) -> None:
     """The `toonlab serve` command: runs until interrupted."""
-    try:
-        import uvicorn
-    except ImportError as exc:
-        raise ToonlabError(f"the web page needs FastAPI and uvicorn ({exc}); install them with "
-                           "`pip install 'toonlab[serve]'` (make install does)") from None
+    web.need_server("the web page")
     host = host or params.serve.host
     port = params.serve.port if port is None else port
     chosen = select_runs(runs or list(params.serve.runs), params.train.out_dir)
     studio = Studio(params, chosen, device)
-    if host not in LOOPBACK:
-        log.warning("serve: listening on %s: anyone who can reach this address can upload photos "
-                    "(the page has no authentication)", host)
-    sock = bind(host, port)
-    st = params.serve
-    config = uvicorn.Config(create_app(studio), log_level="warning", access_log=False, http=http_protocol(st),
-                            ws="none", timeout_keep_alive=_KEEP_ALIVE_S, limit_concurrency=st.max_connections,
-                            h11_max_incomplete_event_size=_MAX_HEAD_BYTES)
-    server = uvicorn.Server(config)
+    app = create_app(studio, web.allowed_hosts(host, params.serve.allowed_hosts))
+    sock = web.listen(host, port, "serve", "upload photos")
     on_ready(f"ToonLab serving {len(chosen)} run(s) ({', '.join(r.name for r in chosen)}) on "
-             f"{url_of(sock)}  (Ctrl+C to stop)")
+             f"{web.url_of(sock)}  (Ctrl+C to stop)")
     try:
-        server.run(sockets=[sock])
+        web.run(app, sock, params.serve)
     finally:
-        sock.close()
         studio.close()
 
 
