@@ -1,7 +1,8 @@
 """What several benchmarks share: a CycleGAN run with random weights (a stand-in for a
 trained one: same shapes, same cost), a multipart upload body, and a server subprocess
 whose output is followed until it prints its URL. Imported as a sibling module (the
-benchmarks run as scripts, their folder is on sys.path)."""
+benchmarks run as scripts, their folder is on sys.path); the tests' web servers
+(tests/servers.py) use the last two too."""
 
 from __future__ import annotations
 

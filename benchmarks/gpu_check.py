@@ -75,6 +75,7 @@ from common import follow, multipart, url_in
 from toonlab.models import registry
 from toonlab.train.precision import synthetic_batch
 from toonlab.train.recipe import Context
+from toonlab.util import keys
 
 MARK = "GPU_CHECK_RESULT "   # a child process's result line: MARK + JSON
 
@@ -187,13 +188,6 @@ def _env(smoke: bool) -> dict[str, str]:
     return env
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def reference_profile(fam: registry.Family) -> dict[str, Any] | None:
     """The family's `reference` profile (its package's profiles.py), None without one."""
     name = f"{fam.params_module.rpartition('.')[0]}.profiles"
@@ -214,7 +208,7 @@ def family_params(fam: registry.Family, smoke: bool) -> tuple[Any, str]:
             raise CheckFailed(f"no smoke size for family {fam.name}: add it to SMOKE in benchmarks/gpu_check.py")
         return fam.params_cls.model_validate(SMOKE[fam.name]), "smoke sizes"
     profile = reference_profile(fam)
-    values = _merge(profile or {}, REFERENCE.get(fam.name, {}))
+    values = keys.merge(profile or {}, REFERENCE.get(fam.name, {}))
     return fam.params_cls.model_validate(values), ("reference profile" if profile is not None
                                                    else "params defaults")
 def _period(fam: registry.Family, params: Any) -> int:

@@ -43,8 +43,9 @@ import time
 import torch
 
 from toonlab.train.compiling import payback_steps
-from toonlab.train.precision import PROBE_MIN_SPEEDUP, native_bf16, synthetic_batch
+from toonlab.train.precision import PROBE_MIN_SPEEDUP, native_bf16, run_step, synthetic_batch
 from toonlab.train.recipe import Context
+from toonlab.util.timing import timed
 
 # (model, px, batch, set, note)
 CONFIGS = [
@@ -135,13 +136,7 @@ def measure_one(spec: dict) -> dict:
     batch = synthetic_batch(recipe.data, device, channels_last=recipe.ctx.channels_last)
 
     def step(i: int) -> float:
-        t0 = time.perf_counter()
-        losses = recipe.train_step(batch, i)
-        for v in losses.values():
-            float(v)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        return timed(run_step, recipe, batch, i, device)[0]
 
     first = step(0)                # warm-up: allocations, oneDNN kernels, compilation
     second = step(1)

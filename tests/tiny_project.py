@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from conftest import run
+from toonlab.util import keys
 
 TINY_DEMO = {"variants_per_photo": 2, "anime_count": 4, "anime_px": 256, "photo_max_px": 256}
 # Every face in the train split, and a CycleGAN of a few steps: the drivers are under test here.
@@ -62,13 +63,7 @@ def shrink(project: Path, **demo) -> None:
     params = yaml.safe_load(p.read_text())
     params["demo"].update(TINY_DEMO, **demo)
     params["runtime"]["workers"] = 1  # tiny data: no worker processes to start
-    for section, values in TINY_REST.items():
-        for key, value in values.items():
-            if isinstance(value, dict):
-                params[section][key].update(value)
-            else:
-                params[section][key] = value
-    p.write_text(yaml.safe_dump(params, sort_keys=False))
+    p.write_text(yaml.safe_dump(keys.merge(params, TINY_REST), sort_keys=False))
 
 
 def snapshot(root: Path, tops: tuple[str, ...] = ("data",)) -> dict[str, tuple[int, str]]:

@@ -41,7 +41,7 @@ import yaml
 
 from toonlab import pipeline
 from toonlab.errors import UsageError
-from toonlab.util import fileio
+from toonlab.util import fileio, keys
 
 METADATA_DIR = Path(".snakemake/metadata")
 ADOPTED_FILE = Path(".snakemake/toonlab/adopted.json")
@@ -89,12 +89,10 @@ _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
 
 def _lookup(values: dict[str, Any], key: str, template: str) -> Any:
     """The value of a dotted params key (`train.out_dir`) named in a dvc.yaml template."""
-    node: Any = values
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise UsageError(f"{template!r}: no parameter {key!r}")
-        node = node[part]
-    return node
+    found, value = keys.find(values, key)
+    if not found:
+        raise UsageError(f"{template!r}: no parameter {key!r}")
+    return value
 
 
 def resolve(template: str, values: dict[str, Any], item: str | None = None) -> str:

@@ -52,6 +52,7 @@ from toonlab.errors import ParamsError, ToonlabError, UsageError
 from toonlab.models import registry
 from toonlab.params import validate_params
 from toonlab.util import fileio
+from toonlab.util.keys import find, flatten, put
 
 ALL = "all"
 
@@ -127,25 +128,6 @@ def _family_names(known: dict[str, ModuleType]) -> list[str]:
     return [f.name for f in registry.FAMILIES if f.params_section in known]
 
 
-def flatten(values: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """Nested values -> {(key, path, ...): value} of the leaves."""
-    out: dict[tuple[str, ...], Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, (*prefix, key)))
-        else:
-            out[(*prefix, key)] = value
-    return out
-
-
-def _lookup(data: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
-    for part in path:
-        if not isinstance(data, dict) or part not in data:
-            return False, None
-        data = data[part]
-    return True, data
-
-
 def _same(a: Any, b: Any) -> bool:
     return (type(a) is type(b) and a == b) or (
         isinstance(a, (int, float)) and isinstance(b, (int, float))
@@ -159,7 +141,7 @@ def matching(params: Any, section: str) -> tuple[str, dict[str, list[str]]]:
     differs: dict[str, list[str]] = {}
     for name, values in profiles(section).items():
         differs[name] = [".".join(path) for path, value in flatten(values).items()
-                         if not _same(_lookup(current, path)[1], value)]
+                         if not _same(find(current, path)[1], value)]
     name = next((n for n, d in differs.items() if not d), "custom")
     return name, differs
 
@@ -342,17 +324,14 @@ class _Edit:
                 wanted = flatten(value, path) if isinstance(value, dict) else {path: value}
                 for leaf, v in wanted.items():   # only the keys whose default differs
                     if not _same(effective.get(leaf), v):
-                        sub = missing
-                        for part in leaf[len(prefix):-1]:
-                            sub = sub.setdefault(part, {})
-                        sub[leaf[-1]] = v
+                        put(missing, leaf[len(prefix):], v)
                         added.append(Change(".".join(leaf), effective.get(leaf), v, added=True))
             elif isinstance(value, dict):
                 if not isinstance(node[key], CommentedMap):
                     raise UsageError(f"{self.source}: {'.'.join(path)} is not a mapping; fix it by hand")
                 self.set(node[key], value, path, effective)
             else:
-                old = _lookup(self.loaded, path)[1]
+                old = find(self.loaded, path)[1]
                 if not _same(old, value):
                     column = _comment_column(node, key, value)
                     if column is not None:
@@ -452,7 +431,7 @@ def _check(new_text: str, loaded: Any, params: Any, section_names: list[str], pr
     expected = copy.deepcopy(params.model_dump(mode="python"))
     for section in section_names:
         for path, value in flatten({section: profiles(section)[profile]}).items():
-            _lookup(expected, path[:-1])[1][path[-1]] = value
+            put(expected, path, value)
     if new_params.model_dump(mode="python") != expected:
         raise ToonlabError(f"{source}: rewriting for profile {profile!r} went wrong (a bug); nothing written")
 

@@ -24,7 +24,7 @@ from toonlab import drivers, pipeline
 from toonlab.errors import ParamsError
 from toonlab.models import registry
 from toonlab.params import DEFAULT_PARAMS, load_params, validate_params
-from toonlab.util import fileio
+from toonlab.util import fileio, keys
 
 OVERRIDE_FILE = Path(".snakemake/toonlab/params-override.yaml")
 
@@ -67,14 +67,7 @@ class Workflow:
     def family_config(self, family: registry.Family) -> dict:
         """The family's settings, as the rule's params (a change re-runs the rule)."""
         data = self.params.model_dump(mode="json")
-        keys = family.dvc_params or (family.params_section,)
-        out = {}
-        for key in keys:
-            node = data
-            for part in key.split("."):
-                node = node[part]
-            out[key] = node
-        return out
+        return {key: keys.get(data, key) for key in family.dvc_params or (family.params_section,)}
 
     def resources(self, kind: str) -> dict[str, int | str]:
         """The `resources:` of a rule of this kind (a key of RESOURCES): `mem_mb`, `runtime`

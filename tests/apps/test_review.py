@@ -23,6 +23,7 @@ from PIL import Image
 from skimage import data as skdata
 from test_serve import _driver  # the headless Chromium helper (fails with the reason when it cannot start)
 
+from servers import start, stop
 from toonlab.cli import main
 from toonlab.data.demo import package_file
 from toonlab.util.tables import read_rows
@@ -57,26 +58,6 @@ def demo(tmp_path_factory):
     return root
 
 
-def _start(root: Path):
-    proc = subprocess.Popen([sys.executable, "-m", "toonlab", "review", "--port", "0"], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def pump():
-        for line in proc.stdout:
-            lines.append(line)
-            if "http://" in line:
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(120):
-        proc.kill()
-        pytest.fail("toonlab review did not start:\n" + "".join(lines))
-    url = next(w for w in lines[-1].split() if w.startswith("http://"))
-    return proc, url
-
-
 def _faces(url: str, domain: str = "photo") -> dict:
     with urllib.request.urlopen(f"{url}api/faces?domain={domain}", timeout=60) as r:
         return json.loads(r.read())
@@ -94,7 +75,7 @@ def test_review_round_trip_in_headless_chromium(demo):
     ok_i, yaw_i = by_status["ok"], by_status["extreme_yaw"]
     assert before[("group.jpg", yaw_i)]["crop_256"]
     sha = before[("group.jpg", 0)]["sha256"]
-    proc, url = _start(demo)
+    proc, url, _ = start(["review", "--port", "0"], demo)
     drv = _driver()
     try:
         drv.get(url)
@@ -224,8 +205,7 @@ def test_review_round_trip_in_headless_chromium(demo):
     states = {(f["raw_path"], f["face_index"]): (f["state"], f["reason"]) for f in after["faces"]}
     assert states[("group.jpg", ok_i)] == ("rejected", "human_reject") and states[("group.jpg", yaw_i)] == ("kept", "")
     assert proc.poll() is None
-    proc.terminate()
-    proc.wait(30)
+    stop(proc)
 
     # Decisions key on content: the photo under another name, every upstream stage re-run
     # from scratch (caches and outputs gone), and they still apply.

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pytest
 import yaml
 from PIL import Image
-from test_review import _faces, _start  # the real `toonlab review` in a subprocess
+from test_review import _faces
 
+from servers import start, stop  # the real `toonlab review` in a subprocess
 from toonlab.cli import main
 from toonlab.data.ingest import COLUMNS, write_manifest
 from toonlab.faces.review import (
@@ -79,13 +80,6 @@ def _post(url: str, msg: dict) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def _stop(*procs) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.wait(30)
-
-
 # ----------------------------------------------------------------------------- two servers
 
 
@@ -96,14 +90,14 @@ def test_two_review_servers_lose_no_concurrent_decision(tmp_path):
     overwrote the other's: about half of them were lost, every reply ok.)"""
     keys = _project(tmp_path, 48)
     assert len(keys) == 96
-    servers = [_start(tmp_path), _start(tmp_path)]
+    servers = [start(["review", "--port", "0"], tmp_path) for _ in range(2)]
     path = review_file(tmp_path / "data/review", DOMAIN)
     want = {key: ("reject" if n % 3 else "keep", f"r{n}", f"note {n}, \"quoted\"") for n, key in enumerate(keys)}
 
     def decide(n: int):
         key = keys[n]
         dec, reason, note = want[key]
-        got = _post(servers[n % 2][1], {"domain": DOMAIN, "sha256": key[0], "face_index": key[1], "decision": dec,
+        got = _post(servers[n % 2].url, {"domain": DOMAIN, "sha256": key[0], "face_index": key[1], "decision": dec,
                                         "reason": reason, "note": note})
         on_disk = load_review(path).get(key)   # no other request touches this face
         return got, on_disk and (on_disk.decision, on_disk.reason, on_disk.note)
@@ -112,7 +106,7 @@ def test_two_review_servers_lose_no_concurrent_decision(tmp_path):
         with ThreadPoolExecutor(16) as pool:
             results = list(pool.map(decide, range(len(keys))))
     finally:
-        _stop(*(proc for proc, _ in servers))
+        stop(*(s.proc for s in servers))
     assert [r[0][0] for r in results] == [200] * len(keys), [r[0] for r in results if r[0][0] != 200][:3]
     assert all(r[0][1]["ok"] for r in results)
     final = load_review(path)
@@ -212,7 +206,7 @@ def test_any_text_through_the_page_and_curate(tmp_path):
             for n, key in enumerate(keys)}
     want[keys[0]] = ("reject", "\r", "\r")
     want[keys[1]] = ("keep", "a\rb", "\x00")
-    proc, url = _start(tmp_path)
+    proc, url, _ = start(["review", "--port", "0"], tmp_path)
     try:
         for key in keys:
             dec, reason, note = want[key]
@@ -222,7 +216,7 @@ def test_any_text_through_the_page_and_curate(tmp_path):
         shown = {(f["sha256"], f["face_index"]): (f["decision"], f["decision_reason"], f["note"])
                  for f in _faces(url, DOMAIN)["faces"]}
     finally:
-        _stop(proc)
+        stop(proc)
     assert shown == want
     path = review_file(tmp_path / "data/review", DOMAIN)
     assert {k: (d.decision, d.reason, d.note) for k, d in read_review(path).items()} == want

@@ -13,14 +13,11 @@ import json
 import logging
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ import yaml
 from PIL import Image
 
 from conftest import write_run
+from servers import multipart, start, stop
 from toonlab.cli import main
 from toonlab.data.decode import decode_file
 from toonlab.data.demo import package_file
@@ -84,29 +82,13 @@ def _params(root: Path, **serve) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`toonlab serve --port 0` in a subprocess: (base URL, process)."""
+    """`toonlab serve --port 0` in a subprocess: (base URL, process, its output lines)."""
     root = tmp_path_factory.mktemp("serve")
     _write_runs(root / "models")
     params = _params(root, idle_timeout_s=IDLE_S, upload_timeout_s=UPLOAD_S, max_concurrent_uploads=CAP)
-    proc = subprocess.Popen([sys.executable, "-m", "toonlab", "serve", "--params", str(params), "--port", "0"],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def pump():
-        for line in proc.stdout:
-            lines.append(line)
-            if "serving" in line:
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(180):
-        proc.kill()
-        pytest.fail("toonlab serve did not start:\n" + "".join(lines))
-    url = next(w for w in lines[-1].split() if w.startswith("http://"))
+    proc, url, lines = start(["serve", "--params", str(params), "--port", "0"], root)
     yield url, proc, lines
-    proc.terminate()
-    proc.wait(30)
+    stop(proc)
 
 
 # ----------------------------------------------------------------------------- HTTP helpers
@@ -129,21 +111,8 @@ def _post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for k, v in fields.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
-    for k, (name, data) in files.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{name}"\r\n'
-                  "Content-Type: application/octet-stream\r\n\r\n".encode())
-        out.write(data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
 def _upload(url: str, data: bytes | None, name: str = "photo.jpg", **fields: str) -> tuple[int, dict]:
-    body, ctype = _multipart(fields, {} if data is None else {"photo": (name, data)})
+    body, ctype = multipart(fields, {} if data is None else {"photo": (name, data)})
     return _post(url + "api/cartoonize", body, ctype)
 
 

@@ -10,9 +10,6 @@ import http.client
 import json
 import os
 import socket
-import subprocess
-import sys
-import threading
 import urllib.parse
 from pathlib import Path
 
@@ -21,31 +18,13 @@ import pyarrow as pa
 import pytest
 import yaml
 from PIL import Image
-from test_serve import _multipart, _params, _write_runs
+from test_serve import _params, _write_runs
+
+from servers import multipart, start, stop
 
 IDLE_S = 2.0           # serve.idle_timeout_s of both servers here: a stalled request head gets 408 after it
 WAIT_S = 5 * IDLE_S    # how long a test reads before it calls a connection "held"
 ALLOWED = "toonlab.lan"  # serve.allowed_hosts
-
-
-def _start(cmd: list[str], cwd: Path, ready_word: str):
-    proc = subprocess.Popen([sys.executable, "-m", "toonlab", *cmd], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def pump():
-        for line in proc.stdout:
-            lines.append(line)
-            if ready_word in line and "http://" in line:
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(180):
-        proc.kill()
-        pytest.fail(f"toonlab {cmd[0]} did not start:\n" + "".join(lines))
-    url = next(w for w in lines[-1].split() if w.startswith("http://"))
-    return proc, url
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +32,9 @@ def serve_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("web_serve")
     _write_runs(root / "models")
     params = _params(root, idle_timeout_s=IDLE_S, allowed_hosts=[ALLOWED])
-    proc, url = _start(["serve", "--params", str(params), "--run", "cyclegan", "--port", "0"], root, "serving")
+    proc, url, _ = start(["serve", "--params", str(params), "--run", "cyclegan", "--port", "0"], root)
     yield url
-    proc.terminate()
-    proc.wait(30)
+    stop(proc)
 
 
 def _png(value: int) -> bytes:
@@ -106,10 +84,9 @@ def review_site(tmp_path_factory):
         "align": {"out_dir": str(root / "data/processed")},
         "curate": {"out_dir": str(root / "data/curated"), "review_dir": str(root / "data/review")},
         "serve": {"idle_timeout_s": IDLE_S, "allowed_hosts": [ALLOWED]}}))
-    proc, url = _start(["review", "--domain", "photo", "--port", "0"], root, "review")
+    proc, url, _ = start(["review", "--domain", "photo", "--port", "0"], root)
     yield url, root, {0: shas["a.png"], 1: shas["sub/c.png"]}
-    proc.terminate()
-    proc.wait(30)
+    stop(proc)
 
 
 def _ask(url: str, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[int, dict | bytes]:
@@ -130,7 +107,7 @@ def _ask(url: str, method: str, path: str, body: bytes = b"", **headers: str) ->
 
 def _not_a_photo() -> tuple[bytes, str]:
     """An upload the server answers 415 once it looks at it (cheap: nothing decoded)."""
-    return _multipart({"run": "cyclegan"}, {"photo": ("notes.jpg", b"hello, not a photo\n" * 20)})
+    return multipart({"run": "cyclegan"}, {"photo": ("notes.jpg", b"hello, not a photo\n" * 20)})
 
 
 def _decision(sha: str, decision: str = "reject") -> bytes:

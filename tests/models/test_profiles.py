@@ -22,6 +22,7 @@ from toonlab.models import registry
 from toonlab.models.common import count_params
 from toonlab.params import load_params
 from toonlab.train.recipe import Context
+from toonlab.util.keys import find
 
 PARAMS = REPO / "params.yaml"
 FAMILIES = ["cyclegan", "dcgan", "ugatit", "landmarker", "whitebox_pretrain", "whitebox"]
@@ -162,7 +163,7 @@ def test_every_family_has_demo_and_reference_over_the_same_keys():
         cls = registry.sections()[section]
         cls.model_validate({k: dict(v) for k, v in module.PROFILES["reference"].items()}, strict=True)
         for path, value in profiles.flatten(module.PROFILES["demo"]).items():
-            found, current = profiles._lookup(committed[section], path)
+            found, current = find(committed[section], path)
             assert found and profiles._same(current, value), f"{section}.{'.'.join(path)}"
 
 

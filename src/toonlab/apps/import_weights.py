@@ -43,6 +43,7 @@ from typing import Any
 
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger
+from toonlab.util import keys
 
 log = get_logger(__name__)
 
@@ -447,13 +448,6 @@ FORMATS: dict[str, Callable[[list[Path]], _Pending]] = {
 }
 
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
     """["model.ch=32", "data.crop_px=128"] -> {"model": {"ch": 32}, "data": {"crop_px": 128}}
     (values read as YAML scalars)."""
@@ -464,13 +458,11 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set {item!r}: expected key=value (e.g. model.ch=32)")
-        parts = key.strip().split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise UsageError(f"--set {item!r}: {p} is set both as a value and as a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            keys.put(out, key.strip(), value)
+        except ValueError as exc:
+            raise UsageError(f"--set {item!r}: {exc.args[0]} is set both as a value and as a section") from None
     return out
 
 
@@ -488,8 +480,8 @@ def convert(fmt: str, files: list[str | Path], sets: list[str] | None = None,
         raise UsageError(f"{fmt}: give the reference checkpoint file(s)")
     pending = FORMATS[fmt]([Path(f) for f in files])
     fam = registry.get(pending.family)
-    raw = _deep_merge(dict(base or {}), pending.inferred)
-    raw = _deep_merge(raw, parse_sets(sets))
+    raw = keys.merge(dict(base or {}), pending.inferred)
+    raw = keys.merge(raw, parse_sets(sets))
     try:
         params = fam.params_cls.model_validate(raw)
     except ValidationError as exc:

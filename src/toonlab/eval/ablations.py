@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from toonlab.errors import UsageError
 from toonlab.models import registry
 from toonlab.schema import Section, validate
+from toonlab.util import keys
 
 Scalar = bool | int | float | str
 # The families a variant can be of: those whose runs can be evaluated.
@@ -81,15 +82,10 @@ def apply_overrides(section: Any, overrides: dict[str, Scalar], where: str) -> A
     """`section` (a params Section) with dotted-key overrides, validated; errors name the key."""
     data = section.model_dump(mode="json")
     for key, value in overrides.items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ValueError(f"{where}.{key}: no such key")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ValueError(f"{where}.{key}: no such key")
-        node[parts[-1]] = value
+        try:
+            keys.replace(data, key, value)
+        except KeyError:
+            raise ValueError(f"{where}.{key}: no such key") from None
     return validate(json.loads(json.dumps(data)), type(section), source=where, strict=False)
 
 

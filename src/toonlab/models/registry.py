@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any, Callable, Literal
 
 from toonlab.errors import UsageError
+from toonlab.util import keys
 
 Kind = Literal["translation", "unconditional", "auxiliary"]
 
@@ -134,7 +135,7 @@ class Family:
 
     def run_dir(self, params: Any) -> str:
         if self.run_dir_key:
-            value = _lookup(params, self.run_dir_key)
+            value = keys.attr(params, self.run_dir_key)
             if value:
                 return str(value)
         return f"{params.train.out_dir}/{self.name}"
@@ -144,14 +145,8 @@ class Family:
         if self.needs is None:
             return []
         fp = self.section_of(params)
-        return [str(_lookup(fp, key)) for key, needed in self.needs(fp).items()
-                if (needed or all_of_them) and _lookup(fp, key)]
-
-
-def _lookup(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
+        return [str(keys.attr(fp, key)) for key, needed in self.needs(fp).items()
+                if (needed or all_of_them) and keys.attr(fp, key)]
 
 
 def _constant_plus_decay(name: str) -> Callable[[Any], int]:

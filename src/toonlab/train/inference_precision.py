@@ -30,7 +30,6 @@ Evaluation's Inception and face networks keep their own fp32 (`toonlab.eval.ince
 from __future__ import annotations
 
 import dataclasses
-import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -40,6 +39,7 @@ from torch import nn
 from toonlab.log import get_logger
 from toonlab.train.precision import PROBE_MIN_SPEEDUP, Precision, native_bf16, synthetic_batch
 from toonlab.train.recipe import Inference
+from toonlab.util.timing import best_of
 
 log = get_logger(__name__)
 
@@ -85,14 +85,7 @@ def parity(inf: Inference, rounds: int = 2) -> dict[str, float]:
     """fp32 against bf16 on the run's networks: 8-bit level differences and step times."""
     net, x = _check_inputs(inf)
     fast = Autocast(net)
-    best = {"fp32": float("inf"), "bf16": float("inf")}
-    out: dict[str, torch.Tensor] = {}
-    for i in range(rounds + 1):          # round 0: warm-up
-        for name, m in (("fp32", net), ("bf16", fast)):
-            t0 = time.perf_counter()
-            out[name] = m(x)
-            if i:
-                best[name] = min(best[name], time.perf_counter() - t0)
+    best, out = best_of({"fp32": lambda _: net(x), "bf16": lambda _: fast(x)}, rounds)
     diff = ((out["bf16"] - out["fp32"]).abs() * 127.5).flatten()
     return {"mean_levels": float(diff.mean()), "p99_levels": float(torch.quantile(diff[:2**24].float(), 0.99)),
             "fp32_s": best["fp32"], "bf16_s": best["bf16"], "speedup": best["fp32"] / best["bf16"]}

@@ -37,6 +37,7 @@ from typing import Any, Callable
 import torch
 
 from toonlab.log import get_logger
+from toonlab.util.timing import best_of
 
 log = get_logger(__name__)
 
@@ -124,6 +125,16 @@ def synthetic_batch(spec: Any, device: torch.device, seed: int = 0,
     return out
 
 
+def run_step(recipe: Any, batch: dict[str, torch.Tensor], i: int, device: torch.device) -> None:
+    """Training step `i` of `recipe` on `batch`, finished: its losses read (and on CUDA the
+    device synchronised), so that a clock around it times the whole step."""
+    losses = recipe.train_step(batch, i)
+    for v in losses.values():
+        float(v)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def time_steps(build: Callable[[], Any], device: torch.device, precisions: tuple[str, ...] = ("fp32", "bf16"),
                rounds: int = PROBE_ROUNDS) -> dict[str, float]:
     """Seconds per training step of a throwaway recipe (`build()`, whose ctx this sets) in
@@ -136,19 +147,15 @@ def time_steps(build: Callable[[], Any], device: torch.device, precisions: tuple
     recipe = build()
     try:
         batch = synthetic_batch(recipe.data, device)
-        best = dict.fromkeys(precisions, float("inf"))
-        t_all = time.perf_counter()
-        for i in range(rounds + 1):           # round 0: warm-up of each
-            for name in precisions:
+
+        def step_in(name: str) -> Callable[[int], None]:
+            def step(i: int) -> None:
                 recipe.ctx.amp_dtype = torch.bfloat16 if name == "bf16" else None
-                t0 = time.perf_counter()
-                losses = recipe.train_step(batch, i)
-                for v in losses.values():
-                    float(v)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                if i:
-                    best[name] = min(best[name], time.perf_counter() - t0)
+                run_step(recipe, batch, i, device)
+            return step
+
+        t_all = time.perf_counter()
+        best, _ = best_of({name: step_in(name) for name in precisions}, rounds)
         return {**{f"{name}_s": t for name, t in best.items()}, "probe_s": time.perf_counter() - t_all}
     finally:
         close = getattr(recipe, "close", None)

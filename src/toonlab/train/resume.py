@@ -19,17 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from toonlab.util.keys import flatten
+
 # Old checkpoints stored these in the config; they are facts of a resume, not of the run.
 NOT_IDENTITY = ("total_steps", "world", "train.amp", "train.channels_last")
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out if out or not prefix else {prefix[:-1]: {}}
-    return {prefix[:-1]: obj}
 
 
 @dataclass
@@ -60,8 +53,8 @@ def compare(old: dict[str, Any], new: dict[str, Any], length_keys: tuple[str, ..
             defaults: dict[str, Any] | None = None) -> Changes:
     """Sort the keys that differ. `defaults`: the family section's default values; a key a
     checkpoint predates (added to ToonLab since) is unchanged when today's value is its default."""
-    a, b = flatten(old), flatten(new)
-    known = flatten({"params": defaults}) if defaults else {}
+    a, b = flatten(old, empty=True, sep="."), flatten(new, empty=True, sep=".")
+    known = flatten({"params": defaults}, empty=True, sep=".") if defaults else {}
     lengths = {f"params.{k}" for k in length_keys}
     out = Changes()
     for key in sorted(set(a) | set(b)):

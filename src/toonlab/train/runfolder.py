@@ -23,6 +23,7 @@ from typing import Any
 from toonlab.errors import UsageError
 from toonlab.log import get_logger
 from toonlab.util import fileio
+from toonlab.util.procs import pid_alive
 
 log = get_logger(__name__)
 
@@ -37,16 +38,6 @@ class RunBusyError(UsageError):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -71,7 +62,7 @@ class RunLock:
             return "unreadable lock file"
         pid, host = int(holder.get("pid", -1)), str(holder.get("host", ""))
         if host == self.me["host"]:
-            return None if _alive(pid) else f"process {pid} is not running"
+            return None if pid_alive(pid) else f"process {pid} is not running"
         beat = self.run_dir / HEARTBEAT
         try:
             age = time.time() - beat.stat().st_mtime

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from toonlab.errors import UsageError
+from toonlab.util.procs import pid_alive
 
 EXIT_RESUMABLE = 75          # the trainer's status after a stop signal's checkpoint (trainer.EXIT_RESUMABLE)
 WORKER_ENV = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")   # set by torchrun in its workers
@@ -140,16 +141,6 @@ def _heartbeat(run_dir: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0
-    return True
-
-
 def exit_status(rc: int, run_dir: Path, started: float, wait_s: float = ORPHAN_WAIT_S) -> int:
     """0 when the launcher succeeded; 75 when the run (its heartbeat, written since
     `started`) stopped with a checkpoint; else the launcher's code. A rank 0 still
@@ -161,7 +152,7 @@ def exit_status(rc: int, run_dir: Path, started: float, wait_s: float = ORPHAN_W
     beat = _heartbeat(run_dir)
     deadline = time.time() + wait_s
     while (beat.get("status") == "running" and beat.get("host") == socket.gethostname()
-           and _alive(int(beat.get("pid", -1))) and time.time() < deadline):
+           and pid_alive(int(beat.get("pid", -1))) and time.time() < deadline):
         time.sleep(0.2)
         beat = _heartbeat(run_dir)
     fresh = float(beat.get("unix_time", 0)) >= started - 1

@@ -23,6 +23,7 @@ import copy
 from typing import Any
 
 from toonlab.models.ugatit.params import VARIANT_SETTINGS
+from toonlab.util import keys
 
 ABOUT = {
     "demo": "small and short: light, ch 16, 2 blocks, 64 px, 150 steps",
@@ -58,10 +59,7 @@ _REFERENCE: dict[str, Any] = {
 
 
 def _merged(base: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for name, values in sections.items():
-        out[name].update(values)
-    return out
+    return copy.deepcopy(keys.merge(base, sections))
 
 
 PROFILES: dict[str, dict[str, Any]] = {
