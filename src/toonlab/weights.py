@@ -34,7 +34,6 @@ A fetch (`fetch`):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -49,7 +48,7 @@ from typing import Any, Iterator
 
 from toonlab.errors import MissingWeightsError, ToonlabError, UsageError
 from toonlab.log import bar_wanted, get_logger, lines_wanted
-from toonlab.util.fileio import CHUNK, atomic_dir
+from toonlab.util.fileio import CHUNK, atomic_dir, file_digest
 
 log = get_logger(__name__)
 
@@ -460,14 +459,6 @@ class _ByteProgress:
 
 
 # ----------------------------------------------------------------------------- verify and unpack
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _verify(w: WeightFile, part: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import threading
 import urllib.error
@@ -194,7 +193,7 @@ def test_any_text_survives_the_review_file(tmp_path):
     assert {k: d.row() for k, d in load_review(path).items()} == want
 
 
-def test_any_text_through_the_page_and_curate(tmp_path):
+def test_any_text_through_the_page_and_curate(tmp_path, monkeypatch):
     """Random reasons and notes (with carriage returns, NUL, U+2028...) posted to a real
     `toonlab review`: accepted, shown back by the page identical, kept identical in the
     file over later decisions, and `toonlab curate` applies them (it stopped with "invalid
@@ -220,12 +219,8 @@ def test_any_text_through_the_page_and_curate(tmp_path):
     assert shown == want
     path = review_file(tmp_path / "data/review", DOMAIN)
     assert {k: (d.decision, d.reason, d.note) for k, d in read_review(path).items()} == want
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        assert main(["curate"]) == 0
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)
+    assert main(["curate"]) == 0
     review = json.loads((tmp_path / "reports/curation/summary.json").read_text())["domains"][DOMAIN]["review"]
     by = review["by_decision_reason"]
     assert {(dec, reason) for dec, reasons in by.items() for reason in reasons} == {
