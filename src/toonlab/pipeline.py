@@ -297,16 +297,21 @@ def code_stamp(name: str) -> str:
     """The text of a stage's code stamp: the sha256 of each file of its closure in the
     installed package (and of the package data it reads), by path inside the package. No
     version number: an upgrade that leaves a stage's code alone leaves its stamp alone."""
-    import hashlib
-
     s = stage(name)
     files = [*closure(s.entry), *(PACKAGE_DATA[d] for d in s.deps if d in PACKAGE_DATA)]
     lines = [f"# The code of stage {name} in the installed ToonLab (written by `toonlab pipeline --write`",
              "# and by the Snakefile; DVC and Snakemake track this file): sha256 per file."]
     for path in sorted(set(files)):
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        lines.append(f"{digest}  {PACKAGE}/{path.relative_to(PACKAGE_DIR).as_posix()}")
+        lines.append(f"{_installed_sha256(path)}  {PACKAGE}/{path.relative_to(PACKAGE_DIR).as_posix()}")
     return "\n".join(lines) + "\n"
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_sha256(path: Path) -> str:
+    # Once per file and process: most files are in the closure of many stages.
+    from toonlab.util.fileio import sha256_file
+
+    return sha256_file(path)
 
 
 def stale_stamps(root: Path | None = None) -> list[str]:
