@@ -23,8 +23,12 @@ from PIL import Image
 from pydantic import ValidationError
 
 import toonlab.data.crawl as crawl_mod
-from toonlab.data.crawl import HostRateLimiter, crawl, normalize_url, read_url_lists, sniff_image
+from toonlab.data.crawl import crawl
+from toonlab.data.crawl_store import sniff_image
 from toonlab.data.params import CrawlParams
+from toonlab.data.transport import HostRateLimiter
+from toonlab.data.urllists import read_url_lists
+from toonlab.data.urls import normalize_url
 from toonlab.errors import ToonlabError
 
 MAX_BYTES = 100_000
@@ -545,7 +549,7 @@ def test_interrupt_keeps_progress_and_resumes(server: Server, tmp_path: Path, mo
     out_root, log_path = tmp_path / "raw", tmp_path / "crawl.jsonl"
     real_fetch = crawl_mod.Fetcher.fetch
     writes: list[int] = []
-    real_write = crawl_mod._write_log
+    real_write = crawl_mod.write_log
 
     def counting_write(path, records):
         records = list(records)
@@ -566,7 +570,7 @@ def test_interrupt_keeps_progress_and_resumes(server: Server, tmp_path: Path, mo
         return real_fetch(self, url)
 
     monkeypatch.setattr(crawl_mod.Fetcher, "fetch", fetch)
-    monkeypatch.setattr(crawl_mod, "_write_log", counting_write)
+    monkeypatch.setattr(crawl_mod, "write_log", counting_write)
     monkeypatch.setattr(crawl_mod, "FLUSH_EVERY", 1)
     with pytest.raises(KeyboardInterrupt):
         crawl([lst], out_root, log_path, fast_params(concurrency=1))
@@ -691,7 +695,7 @@ def test_allow_hosts_and_cross_host_redirects(server: Server, tmp_path: Path):
 
 
 def test_address_policy_classes():
-    from toonlab.data.crawl import AddressPolicy
+    from toonlab.data.transport import AddressPolicy
     p = AddressPolicy()
     assert p.refuses("example.com", "93.184.216.34") is None
     assert p.refuses("example.com", "2606:2800:220:1:248:1893:25c8:1946") is None

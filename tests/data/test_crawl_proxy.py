@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-from toonlab.data.crawl import Fetcher, Proxies, crawl
+from toonlab.data.crawl import crawl
 from toonlab.data.params import CrawlParams
+from toonlab.data.transport import Fetcher, Proxies
 from toonlab.errors import ToonlabError
 
 
