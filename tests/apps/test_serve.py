@@ -461,7 +461,7 @@ def test_loaded_runs_are_bounded_in_bytes(tmp_path):
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = logging.getLogger("toonlab.apps.serve")
+    logger = logging.getLogger("toonlab.apps.model_cache")
     logger.addHandler(handler)
     try:
         small = studio(min(sizes.values()) / 2 / 2**20)
@@ -483,7 +483,8 @@ def test_page_shows_markup_as_text(tmp_path, monkeypatch):
 
     from conftest import register_family
     from test_pages_escaping import evil, shown_as_text
-    from toonlab.apps.serve import Studio, render_page, select_runs
+    from toonlab.apps.serve import Studio, select_runs
+    from toonlab.apps.serve_page import render_page
     from toonlab.params import load_params
     from toonlab.schema import Section
     from toonlab.train import checkpoint as ckpt

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from toonlab.eval.report import build_report, check_paper_tables, kendall_tau, load_paper_tables
+from toonlab.eval.paper_tables import check_paper_tables, kendall_tau, load_paper_tables
+from toonlab.eval.report import build_report
 
 ROOT = Path(__file__).resolve().parents[2]
 

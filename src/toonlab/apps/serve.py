@@ -46,20 +46,19 @@ This page adds:
 The server binds 127.0.0.1 by default (a warning is logged for any other address: the
 page has no authentication). At most `serve.max_loaded` runs and `serve.max_loaded_mb`
 MiB of their parameters and buffers stay in memory (least recently used dropped first; a
-larger run still loads, alone, with a warning).
+larger run still loads, alone, with a warning: `toonlab.apps.model_cache`).
+
+This module holds the routes, the work behind them (`Studio`) and the command; the runs
+on offer are found by `toonlab.runs.discover` and the page is `toonlab.apps.serve_page`.
 """
 
 
 import asyncio
 import ctypes
 import functools
-import itertools
-import json
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +67,15 @@ import numpy as np
 import torch
 
 from toonlab.apps import web
+from toonlab.apps.model_cache import ModelCache, run_bytes
 from toonlab.apps.params import ServeParams
-from toonlab.apps.web import LOOPBACK, asset
+from toonlab.apps.serve_page import render_page
+from toonlab.apps.web import LOOPBACK
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger
-from toonlab.models import registry
-from toonlab.train.runs import RunRef, resolve_run
+from toonlab.runs.discover import RunInfo, discover_runs, run_info
+from toonlab.runs.load import resolve_run
 from toonlab.util import codec
-from toonlab.util.templates import render
 
 log = get_logger(__name__)
 
@@ -90,75 +90,6 @@ _RETRY_AFTER_S = 5            # the Retry-After of a 503 (too many uploads in fl
 # ----------------------------------------------------------------------------- runs
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    """A trained run the page offers."""
-
-    ref: RunRef
-    family: str
-    step: int
-
-    @property
-    def name(self) -> str:          # what the page and the API call it: "cyclegan", "ablations/x"
-        return self.ref.name
-
-    def label(self) -> str:
-        return f"{self.name} ({self.family}, step {self.step})"
-
-
-def _run_family(run_dir: Path, checkpoint: Path) -> str:
-    """The family of a run: from its summary.json when it has one, else from the checkpoint."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            fam = json.loads(summary.read_text(encoding="utf-8")).get("family")
-            if isinstance(fam, str) and fam:
-                return fam
-        except (OSError, ValueError, AttributeError):
-            pass
-    from toonlab.train import checkpoint as ckpt
-
-    return str(ckpt.load(checkpoint).get("family", ""))
-
-
-def _run_info(ref: RunRef) -> tuple[RunInfo | None, str]:
-    """(RunInfo, "") for a run that translates photos, else (None, why not)."""
-    from toonlab.train import checkpoint as ckpt
-
-    try:
-        path = ref.checkpoint_path()
-    except UsageError:
-        return None, f"{ref.run_dir} has no checkpoint yet"
-    try:
-        family = _run_family(ref.run_dir, path)
-    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint is skipped, with its reason
-        return None, f"{path} cannot be read ({type(exc).__name__}: {exc})"
-    fam = registry.families().get(family)
-    if fam is None:
-        return None, f"{ref.run_dir}: unknown model family {family!r}"
-    if not fam.translates:
-        return None, f"{ref.name} is a {family} run: it does not translate photos"
-    found = ckpt.list_checkpoints(ref.run_dir / "checkpoints")
-    step = next((s for s, p in found if p == path), 0)
-    if ref.checkpoint is not None and step == 0:
-        step = int(ckpt.load(path).get("step", 0))
-    return RunInfo(ref, family, step), ""
-
-
-def discover_runs(out_dir: str | Path) -> list[RunInfo]:
-    """Every run under `out_dir` (one or two levels deep, e.g. cyclegan and
-    ablations/cyclegan_base) with a checkpoint, whose family translates photos."""
-    out_dir = Path(out_dir)
-    runs = []
-    for ck in sorted(out_dir.glob("*/checkpoints")) + sorted(out_dir.glob("*/*/checkpoints")):
-        info, why = _run_info(resolve_run(ck.parent, out_dir))
-        if info is None:
-            log.debug("serve: skipping %s: %s", ck.parent, why)
-        else:
-            runs.append(info)
-    return runs
-
-
 def select_runs(names: list[str], out_dir: str | Path) -> list[RunInfo]:
     """The runs to offer: `names` (run names, folders or checkpoint files) or, when
     empty, every trained run found under `out_dir`. UsageError when there is none."""
@@ -171,7 +102,7 @@ def select_runs(names: list[str], out_dir: str | Path) -> list[RunInfo]:
         return runs
     runs, seen = [], set()
     for name in names:
-        info, why = _run_info(resolve_run(name, out_dir))
+        info, why = run_info(resolve_run(name, out_dir))
         if info is None:
             raise UsageError(f"cannot serve {name!r}: {why}")
         if info.name not in seen:
@@ -223,8 +154,7 @@ class Studio:
         self.settings: ServeParams = params.serve
         self.runs = {r.name: r for r in runs}
         self.device = device
-        self._loaded: OrderedDict[str, tuple[Any, int]] = OrderedDict()   # name -> (Cartoonizer, bytes)
-        self._sizes: dict[str, int] = {}      # bytes of every run loaded once (to make room before reloading)
+        self._cache = ModelCache(self.settings, self._load_run, lambda name: self.runs[name].label())
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toonlab-serve")
         self._trim = _malloc_trim()
@@ -248,59 +178,29 @@ class Studio:
         d = self.params.decode
         return d.model_copy(update={"max_pixels": min(d.max_pixels, self.settings.max_pixels)})
 
-    @property
-    def max_loaded_bytes(self) -> int:
-        return int(self.settings.max_loaded_mb * 2**20)
-
     def loaded_runs(self) -> dict[str, int]:
         """The runs in memory, least recently used first: name -> parameter + buffer bytes."""
         with self._lock:
-            return {name: size for name, (_, size) in self._loaded.items()}
+            return self._cache.sizes()
 
     def load(self, name: str):
         """The run's Cartoonizer, loaded if needed (as an upload would)."""
         with self._lock:
-            return self._cartoonizer(name)
+            return self._cache.get(name)
 
-    def _make_room(self, incoming: int) -> None:
-        """Drop the least recently used runs until one more run of `incoming` bytes fits
-        under max_loaded and max_loaded_mb. Caller holds the lock."""
-        while self._loaded and (len(self._loaded) + 1 > self.settings.max_loaded
-                                or sum(size for _, size in self._loaded.values()) + incoming
-                                > self.max_loaded_bytes):
-            old_name, (old, size) = self._loaded.popitem(last=False)
-            old.close()
-            log.info("serve: dropped %s from memory (%.1f MiB)", old_name, size / 2**20)
-
-    def _cartoonizer(self, name: str):
-        """The loaded run; the least recently used ones are dropped beyond max_loaded runs or
-        max_loaded_mb MiB. Caller holds the lock."""
+    def _load_run(self, name: str):
+        """(the run's Cartoonizer, its parameter + buffer bytes), for the cache. Caller holds the lock."""
         from toonlab.apps.cartoonize import Cartoonizer
-        from toonlab.train.runs import read_run
+        from toonlab.runs.load import read_run
 
-        if name in self._loaded:
-            self._loaded.move_to_end(name)
-            return self._loaded[name][0]
         info = self.runs[name]
-        # Room first when the run's size is known (loaded before), so that old and new do not
-        # coexist; otherwise room is made as soon as the new run is measured.
-        self._make_room(self._sizes.get(name, 0))
-        t0 = time.perf_counter()
         try:
             inf = read_run(info.ref).inference(self.device, self.params.runtime.cpu_precision)
             car = Cartoonizer(inf, detect_params=self.params.detect, decode_params=self._decode_params(),
                               matte_params=self.params.matte, device=self.device)
         except ToonlabError as exc:
             raise UploadError(500, "run_unavailable", f"run {name} cannot be loaded: {exc}") from None
-        size = run_bytes(inf)
-        self._sizes[name] = size
-        if size > self.max_loaded_bytes:
-            log.warning("serve: run %s needs %.1f MiB of parameters and buffers, more than serve.max_loaded_mb "
-                        "(%g MiB): it is loaded alone", name, size / 2**20, self.settings.max_loaded_mb)
-        self._make_room(size)
-        self._loaded[name] = (car, size)
-        log.info("serve: loaded %s (%.1f MiB) in %.1f s", info.label(), size / 2**20, time.perf_counter() - t0)
-        return car
+        return car, run_bytes(inf)
 
     def check_type(self, data: bytes) -> None:
         """415 unless the first bytes name an accepted format (nothing decoded yet)."""
@@ -357,7 +257,7 @@ class Studio:
         flags = list(dec.flags)
         del dec
         t_decode = time.perf_counter() - t0
-        car = self._cartoonizer(run)
+        car = self._cache.get(run)
         car.settings = CartoonizeParams(faces=faces, paste_back=paste_back, matte=matte)
         t1 = time.perf_counter()
         found = car.detect(rgb)
@@ -385,24 +285,7 @@ class Studio:
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
         with self._lock:
-            for car, _ in self._loaded.values():
-                car.close()
-            self._loaded.clear()
-
-
-def run_bytes(inf) -> int:
-    """Parameter + buffer bytes of a run's inference networks (shared tensors counted once)."""
-    seen: set[tuple[str, int]] = set()
-    total = 0
-    for net in (inf.forward, inf.backward, inf.generate):
-        if not isinstance(net, torch.nn.Module):
-            continue
-        for t in itertools.chain(net.parameters(), net.buffers()):
-            key = (str(t.device), t.data_ptr())
-            if key not in seen:
-                seen.add(key)
-                total += t.numel() * t.element_size()
-    return total
+            self._cache.clear()
 
 
 # ----------------------------------------------------------------------------- the app
@@ -523,25 +406,3 @@ def serve(params, runs: list[str], device: torch.device, host: str | None = None
         web.run(app, sock, params.serve)
     finally:
         studio.close()
-
-
-# ----------------------------------------------------------------------------- the page
-
-
-MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp", "GIF": "image/gif",
-              "TIFF": "image/tiff"}
-
-
-def render_page(studio: Studio) -> str:
-    """The single page (templates/serve.html.j2 with assets/serve.css and .js): upload
-    form, error box, original | cartoon, per-face crops."""
-    from markupsafe import Markup
-
-    desc = studio.describe()
-    formats = desc["limits"]["formats"]
-    return render("serve.html.j2", runs=desc["runs"], mimes=",".join(MIME_TYPES[f] for f in formats),
-                  limits_text=(f"{', '.join(formats)}; up to {studio.settings.max_upload_mb:g} MB and "
-                               f"{desc['limits']['max_pixels'] / 1e6:g} megapixels"),
-                  limits=desc["limits"],
-                  # The package's own style sheet and script, inlined as they are: no user data in them.
-                  css=Markup(asset("serve.css")), js=Markup(asset("serve.js")))
