@@ -6,6 +6,7 @@ imported run exports (with its parity check) and cartoonizes."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import types
@@ -15,15 +16,19 @@ import numpy as np
 import pytest
 import torch
 
+from toonlab import registry
 from toonlab.apps import import_weights as iw
-from toonlab.cli import main
+from toonlab.cli import build_parser, main
 from toonlab.models.cyclegan import model as cg
 from toonlab.models.dcgan import model as dc
+from toonlab.models.importing import WeightsMismatchError
 from toonlab.models.ugatit import model as ug
+from toonlab.models.ugatit.importer import UGATIT_NETS
 from toonlab.models.ugatit.params import UGATITModelParams
 from toonlab.models.whitebox import model as wb
+from toonlab.models.whitebox.importer import WHITEBOX_LAYERS, whitebox_state_dict
+from toonlab.runs.load import load_run, resolve_run
 from toonlab.train import checkpoint as ckpt
-from toonlab.train.runs import load_run, resolve_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,6 +62,24 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert set(a) == set(b)
     for k, v in a.items():
         assert torch.equal(v, b[k]), k
+
+
+# ----------------------------------------------------------------------------- the formats
+
+
+def test_formats_come_from_the_families_importers():
+    """Each family folder with an importer.py declares its formats; the command's choices are them."""
+    found = iw.formats()
+    assert list(found) == ["cyclegan", "dcgan", "ugatit", "photo2cartoon", "whitebox"]
+    assert {name: f.family for name, f in found.items()} == \
+        {"cyclegan": "cyclegan", "dcgan": "dcgan", "ugatit": "ugatit", "photo2cartoon": "ugatit",
+         "whitebox": "whitebox"}
+    for f in found.values():
+        assert registry.get(f.family).part("importer").FORMATS
+        assert f.help and "\n" not in f.help
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    fmt = next(a for a in sub.choices["import-weights"]._actions if a.dest == "format")
+    assert list(fmt.choices) == list(found)
 
 
 # ----------------------------------------------------------------------------- CycleGAN
@@ -165,7 +188,7 @@ def test_ugatit_shapes_inferred(tmp_path, light):
     p = state["config"]["params"]
     assert (p["model"]["ch"], p["model"]["n_res"], p["model"]["light"]) == (8, 2, light)
     assert (p["model"]["n_dis_global"], p["model"]["n_dis_local"], p["data"]["crop_px"]) == (4, 3, 32)
-    for ref_name, name in iw.UGATIT_NETS.items():
+    for ref_name, name in UGATIT_NETS.items():
         _same(state["nets"][name], ref[ref_name])
 
 
@@ -232,7 +255,7 @@ def _tf_variables(ch=8, n_res=2, seed=8) -> tuple[dict[str, np.ndarray], dict[st
     """Synthetic TF variables of the reference generator (random HWIO kernels, BGR order)
     and the UNetGenerator state dict they should become."""
     rng = np.random.default_rng(seed)
-    names = {v: k for k, v in iw.WHITEBOX_LAYERS.items()}
+    names = {v: k for k, v in WHITEBOX_LAYERS.items()}
     tfv: dict[str, np.ndarray] = {}
     sd = wb.UNetGenerator(ch, n_res).state_dict()
     for key, t in sd.items():
@@ -255,7 +278,7 @@ def _tf_variables(ch=8, n_res=2, seed=8) -> tuple[dict[str, np.ndarray], dict[st
 
 def test_whitebox_mapping_on_synthetic_arrays():
     tfv, sd = _tf_variables()
-    out, hp = iw.whitebox_state_dict(tfv)
+    out, hp = whitebox_state_dict(tfv)
     assert hp == {"ch": 8, "n_res": 2}
     assert set(out) == set(sd)
     for k, v in out.items():
@@ -275,8 +298,8 @@ def test_whitebox_mapping_on_synthetic_arrays():
     wb.UNetGenerator(**hp).load_state_dict(out)
 
     bad = dict(tfv, **{"generator/Conv_10/weights": np.zeros((1, 1, 3, 3), np.float32)})
-    with pytest.raises(iw.WeightsMismatchError, match="generator/Conv_10/weights"):
-        iw.whitebox_state_dict(bad)
+    with pytest.raises(WeightsMismatchError, match="generator/Conv_10/weights"):
+        whitebox_state_dict(bad)
 
 
 def test_whitebox_without_tensorflow(tmp_path, capsys, monkeypatch):
@@ -310,7 +333,7 @@ def test_whitebox_through_a_stand_in_tensorflow(tmp_path, monkeypatch):
     assert seen == [f"{tmp_path / 'saved_models'}/model-99999"]
     state = torch.load(ckpt.latest(out / "checkpoints"), weights_only=True)
     assert state["step"] == 99999 and state["family"] == "whitebox"
-    _same(state["nets"]["G"], iw.whitebox_state_dict(tfv)[0])
+    _same(state["nets"]["G"], whitebox_state_dict(tfv)[0])
     load_run(out)
 
 
