@@ -1,5 +1,5 @@
 # ToonLab workflow. Rules live in workflow/rules/<stage>.smk, each one `toonlab` call;
-# the training rules are generated from the model registry (toonlab.models.registry).
+# the training rules are generated from the model registry (toonlab.registry).
 # Config is params.yaml (validated by toonlab's typed schema at load time); override
 # values with e.g. `snakemake -c2 all --config demo='{anime_count: 8}'`.
 import os

@@ -72,7 +72,7 @@ def main() -> None:
 
     from toonlab.apps.cartoonize import Cartoonizer
     from toonlab.apps.params import CartoonizeParams
-    from toonlab.train.runs import read_run, resolve_run
+    from toonlab.runs.load import read_run, resolve_run
 
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@ size, then the system checks, one PASS / FAIL table.
     python benchmarks/gpu_check.py [--smoke] [--device auto|cuda|cpu] [--steps N] [--out results.json]
     make gpu-check [ARGS="--smoke"]
 
-Family rows (one per entry of `toonlab.models.registry.FAMILIES`): the recipe is built at
+Family rows (one per entry of `toonlab.registry.FAMILIES`): the recipe is built at
 the family's reference size (its `reference` profile, else its params defaults, with the
 changes in `REFERENCE`; `--smoke`: tiny sizes, `SMOKE`) and its
 `train_step` run on a fixed synthetic batch on the device (no data loading: the step
@@ -72,7 +72,7 @@ import numpy as np
 import torch
 from common import follow, multipart, url_in
 
-from toonlab.models import registry
+from toonlab import registry
 from toonlab.train.precision import synthetic_batch
 from toonlab.train.recipe import Context
 from toonlab.util import keys
@@ -687,7 +687,7 @@ def check_onnx(work: Path, args, timeout: float) -> Row:
     import onnxruntime as ort
 
     from toonlab.apps.export import PARITY_TOL, default_parity_images, export_run
-    from toonlab.train.runs import load_run
+    from toonlab.runs.load import load_run
 
     cuda = args.device == "cuda"
     want = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"

@@ -103,7 +103,7 @@ def _random_faceid() -> None:
 
 
 def build(model: str, px: int, batch: int, path: str, device: torch.device, compile_: bool):
-    from toonlab.models import registry
+    from toonlab import registry
 
     _random_faceid()
     plain = path == "plain"

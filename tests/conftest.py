@@ -329,7 +329,7 @@ def register_family(monkeypatch, name: str, params_cls, inference=None, *, kind:
     new family's would): its 'model module' is a namespace with `build` / `inference`."""
     from types import SimpleNamespace
 
-    from toonlab.models import registry
+    from toonlab import registry
 
     fam = registry.Family(name, params=params_cls, model=SimpleNamespace(build=build, inference=inference,
                                                                         __name__=f"tests.{name}"),
@@ -393,3 +393,20 @@ def bf16_twin(train: Callable[[str, Path], Path | list[Path]], root: Path) -> No
         losses[precision] = {f"{run.name}/{k}": v for run in ([runs] if isinstance(runs, Path) else runs)
                              for k, v in logged_losses(run).items()}
     assert_bf16_tracks_fp32(losses["fp32"], losses["bf16"])
+
+
+def smoke_cases(*kinds: str) -> dict[str, tuple[str, dict]]:
+    """Test cases of every registered family (of `kinds`, default all) at its smoke settings
+    (`toonlab.profiles.smoke`), plus the variants a family declares among them: case name ->
+    (family name, raw values of its section). Iterates the registry: a new family is covered."""
+    from toonlab import profiles, registry
+
+    cases = {}
+    for fam in registry.FAMILIES:
+        if kinds and fam.kind not in kinds:
+            continue
+        cases[fam.name] = (fam.name, profiles.smoke(fam))
+        module = fam.part("profiles")
+        for variant, values in getattr(module, "SMOKE_VARIANTS", {}).get(fam.name, {}).items():
+            cases[variant] = (fam.name, values)
+    return cases

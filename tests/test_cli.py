@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from toonlab import registry
 from toonlab.cli import main
-from toonlab.models import registry
 
 STAGES = ["ingest", "crawl", "detect", "matte", "align", "curate", "pack", "evaluate", "report",
           "cartoonize", "export", "export-dataset", "serve", "review", "generate", "pipeline", "demo-data", "doctor", "params"]

@@ -16,6 +16,7 @@ import yaml
 
 from conftest import REPO, run
 from tiny_project import SNAKEMAKE_FIRST_STAGES, rules_run, shrink, snapshot, stage_sections, unchanged
+from toonlab import registry
 
 pytestmark = pytest.mark.slow
 
@@ -70,11 +71,11 @@ def test_dvc_first_then_snakemake_has_nothing_to_do(built):
         assert rules_run(sections[stage]), (stage, sections[stage])
     assert "Nothing to be done" in built.dry_all and "Data and pipelines are up to date" in built.status
     assert "didn't change, skipping" in built.again and "Running stage" not in built.again, built.again
-    for run_name in ("cyclegan", "dcgan", "ugatit", "landmarker", "whitebox_pretrain", "whitebox"):
+    for run_name in registry.names():
         summary = yaml.safe_load((built.root / "models" / run_name / "summary.json").read_text())
         assert summary["family"] == run_name, (run_name, summary["family"])
     metrics = {m: yaml.safe_load((built.root / "metrics" / f"{m}.json").read_text())
-               for m in ("cyclegan", "ugatit", "whitebox", "dcgan")}
+               for m in registry.with_inference()}
     assert metrics["cyclegan"]["n_images"] == 2 and "cycle_ssim" in metrics["cyclegan"]
     assert "fid" in metrics["whitebox"]["unavailable"] and "cycle" in metrics["whitebox"]["unavailable"]
     assert "metrics/ugatit.json" in built.metrics_shown and "detection_rate" in built.metrics_shown

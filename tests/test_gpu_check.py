@@ -39,7 +39,7 @@ def smoke(tmp_path_factory):
 
 
 def test_every_row_passes_with_every_family_and_check(smoke):
-    from toonlab.models.registry import FAMILIES
+    from toonlab.registry import FAMILIES
 
     result, stdout, work = smoke
     rows = {r["check"]: r for r in result["rows"]}

@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import REPO
-from toonlab import pipeline
-from toonlab.models import registry
+from toonlab import pipeline, registry
 from toonlab.params import load_params
 
 

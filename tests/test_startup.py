@@ -53,27 +53,39 @@ def test_snakefile_parse_loads_no_heavy_module(project):
     assert loaded == []
 
 
-def test_no_import_cycles():
-    """toonlab's modules, with every import (also those inside functions), form no cycle."""
-    modules = {}
-    for path in sorted(pipeline.PACKAGE_DIR.rglob("*.py")):
-        rel = path.relative_to(pipeline.PACKAGE_DIR.parent).with_suffix("")
-        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        modules[name] = set(pipeline.imports_of(path, name)) - {name}
-    state: dict[str, int] = {}
-    stack: list[str] = []
+def _with_import(tmp_path, module_path: str, imported: str):
+    """A copy of the package whose `module_path` also imports `imported` (inside a function,
+    where the import checks look too)."""
+    import shutil
 
-    def visit(m: str) -> None:
-        state[m] = 1
-        stack.append(m)
-        for dep in sorted(modules.get(m, ())):
-            if state.get(dep) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(dep):] + [dep]))
-            if dep not in state:
-                visit(dep)
-        stack.pop()
-        state[m] = 2
+    from toonlab import layout
 
-    for m in modules:
-        if m not in state:
-            visit(m)
+    copy = tmp_path / "toonlab"
+    shutil.copytree(pipeline.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / module_path, "a", encoding="utf-8") as f:
+        f.write(f"\n\ndef _added():\n    import {imported}  # noqa: F401\n")
+    return layout.modules(copy)
+
+
+def test_no_import_cycles(tmp_path):
+    """toonlab's modules, with every import (also those inside functions), form no cycle;
+    one added import that closes a loop is caught."""
+    from toonlab import layout
+
+    assert layout.cycle(layout.modules()) == []
+    broken = _with_import(tmp_path, "util/keys.py", "toonlab.registry")      # registry imports util.keys
+    assert layout.cycle(broken) == ["toonlab.registry", "toonlab.util.keys", "toonlab.registry"]
+
+
+def test_imports_point_down_the_layers(tmp_path):
+    """Every module is in a layer (toonlab.layout) and imports only its own layer and those
+    below; an import pointing up (the registry reaching into the trainer) is caught."""
+    from toonlab import layout
+
+    graph = layout.modules()
+    assert {layout.layer_of(m) for m in graph} == set(layout.NAMES)
+    assert layout.upward(graph) == []
+    broken = _with_import(tmp_path, "registry.py", "toonlab.train.trainer")
+    assert layout.upward(broken) == ["toonlab.registry (spec) -> toonlab.train.trainer (train)"]
+    assert layout.layer_of("toonlab.models.cyclegan.params") == "spec"
+    assert layout.layer_of("toonlab.models.cyclegan.model") == "models"

@@ -15,10 +15,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from toonlab import __version__
+from toonlab import __version__, registry
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger, setup_logging
-from toonlab.models import registry
 from toonlab.params import DEFAULT_PARAMS, load_params
 from toonlab.util import fileio
 
@@ -151,11 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/export)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 11 is the lowest every family needs)")
 
-    p = add("import-weights", "turn a reference implementation's checkpoint (CycleGAN, U-GAT-IT, photo2cartoon, "
-            "DCGAN AnimeGAN, White-box TensorFlow) into a ToonLab run that evaluate, cartoonize, export "
-            "and serve use like a trained one", _cmd_import_weights)
-    p.add_argument("format", choices=("cyclegan", "ugatit", "photo2cartoon", "dcgan", "whitebox"),
-                   help="the reference implementation the files come from")
+    from toonlab.apps.import_weights import formats  # light: the families' importers, no torch
+
+    import_formats = formats()
+    p = add("import-weights", f"turn a reference implementation's checkpoint ({', '.join(import_formats)}) "
+            "into a ToonLab run that evaluate, cartoonize, export and serve use like a trained one",
+            _cmd_import_weights)
+    p.add_argument("format", choices=list(import_formats), help="the reference implementation the files come "
+                   "from: " + "; ".join(f"{name}: {f.help}" for name, f in import_formats.items()))
     p.add_argument("files", nargs="+", metavar="FILE", help="its checkpoint file(s), e.g. latest_net_G_A.pth "
                    "latest_net_G_B.pth [latest_net_D_A.pth latest_net_D_B.pth]")
     p.add_argument("--out", metavar="RUN_DIR", required=True, help="the run folder to write (new or empty)")
@@ -181,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 8001; 0 picks a free one)")
 
     p = add("train", "train a model family (also under torchrun for DDP)", _cmd_train)
-    p.add_argument("model", choices=registry.names(), help="model family (see toonlab.models.registry)")
+    p.add_argument("model", choices=registry.names(), help="model family (see toonlab.registry)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="override runtime.device (e.g. --device cpu when params ask for CUDA)")
     p.add_argument("--steps", type=int, help="train to this total step count (default: from the family's params)")
@@ -340,9 +342,9 @@ def _cmd_export(args: argparse.Namespace, params: Any) -> int:
 
 
 def _cmd_import_weights(args: argparse.Namespace, params: Any) -> int:
-    from toonlab.apps.import_weights import import_weights
+    from toonlab.apps.import_weights import formats, import_weights
 
-    family = {"photo2cartoon": "ugatit"}.get(args.format, args.format)
+    family = formats()[args.format].family
     base = registry.get(family).section_of(params).model_dump(mode="json")
     summary = import_weights(args.format, args.files, args.out, args.sets, base=base)
     log.info("wrote run %s (%s, checkpoint %s); use it as --run %s", args.out, summary["family"],
@@ -415,7 +417,7 @@ def _cmd_report(args: argparse.Namespace, params: Any) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace, params: Any) -> int:
-    from toonlab.train.generate import generate_images
+    from toonlab.runs.generate import generate_images
 
     n, out = generate_images(args.run, params, args.out, checkpoint=args.checkpoint, num=args.num,
                              search=args.search, mean=args.mean, std=args.std, seed=args.seed,

@@ -9,7 +9,7 @@ each naming the key path, e.g.::
 The sections live with their packages (`toonlab.data.params`, `toonlab.faces.params`,
 `toonlab.train.params`, `toonlab.eval.params`, `toonlab.apps.params`) and the model
 families' sections with the families (`toonlab.models.<name>.params`, one field per
-registered family, see `toonlab.models.registry`). This module imports only those
+registered family, see `toonlab.registry`). This module imports only those
 light modules: pydantic, never torch or OpenCV, so `toonlab --help`, `toonlab params`
 and the Snakefile load quickly.
 
@@ -25,13 +25,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, create_model, model_validator
 
+from toonlab import registry
+from toonlab.ablations import AblationsParams, apply_overrides
 from toonlab.apps.params import ServeParams
 from toonlab.data.params import CrawlParams, DataParams, DecodeParams, DemoParams, IngestParams
 from toonlab.errors import ParamsError
-from toonlab.eval.ablations import AblationsParams, apply_overrides
 from toonlab.eval.params import EvaluateParams, ReportParams
 from toonlab.faces.params import AlignParams, CurateParams, DetectParams, MatteParams, PackParams, PreprocessParams
-from toonlab.models import registry
 from toonlab.schema import Section, validate
 from toonlab.train.params import TrainParams
 
@@ -44,7 +44,7 @@ class RuntimeParams(Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Trained networks translating / generating on CPU (evaluate, cartoonize, serve; not
     # export): auto (bf16 where native, within the parity tolerance and faster) | fp32 | bf16
-    # (toonlab.train.inference_precision). Training: train.cpu_precision.
+    # (toonlab.runs.precision). Training: train.cpu_precision.
     cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
     # A pretrained file a stage needs and cannot find (toonlab.weights): auto fetches it from its
     # owner's URL (or $TOONLAB_WEIGHTS_MIRROR), hash-checked; never only says where to put it.

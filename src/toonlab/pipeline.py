@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from toonlab.models import registry
+from toonlab import registry
 
 PACKAGE = "toonlab"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -104,7 +104,7 @@ def _family_stages(fam: registry.Family) -> list[Stage]:
         sample = "sample" in fam.params_cls.model_fields
         stages.append(Stage(
             f"generate_{fam.name}", f"toonlab generate --run {fam.name}",
-            ("toonlab.train.generate", fam.params_module, fam.model_module), "generate.smk",
+            ("toonlab.runs.generate", fam.params_module, fam.model_module), "generate.smk",
             deps=(f"{run}/checkpoints",), params=(f"{fam.params_section}.sample" if sample else fam.params_section,),
             outs=(f"{run}/generated",), snakemake_rules=(f"generate_{fam.name}",)))
     return stages
@@ -169,7 +169,7 @@ def stages() -> list[Stage]:
               target="${evaluate.metrics_dir}/${item}.json", foreach="${evaluate.runs}",
               snakemake_rules=("evaluate_run",)),
         Stage("ablations", "toonlab train FAMILY --variant NAME; toonlab evaluate ablations/NAME",
-              ("toonlab.train.launch", "toonlab.eval.evaluate", "toonlab.eval.ablations", *_inference_code()),
+              ("toonlab.train.launch", "toonlab.eval.evaluate", "toonlab.ablations", *_inference_code()),
               "ablations.smk", deps=("${pack.out_dir}", *dict.fromkeys(needs)),
               params=("ablations", *dict.fromkeys(f.params_section for f in inference), "train", "evaluate"),
               outs=("${train.out_dir}/${ablations.runs_subdir}", "${evaluate.out_dir}/${ablations.runs_subdir}",
@@ -385,7 +385,22 @@ def dvc_yaml(params: Any = None, root: Path | None = None) -> str:
     """The text of dvc.yaml: every stage (a training stage's loss curves are its `plots`,
     templated on its run folder like its other outputs)."""
     doc: dict[str, Any] = {"stages": {s.name: dvc_stage(s, root) for s in stages()}}
+    if not listed_runs(root):
+        # `evaluate.runs: []` (the default) means every family with inference: DVC cannot
+        # default a `foreach`, so the list is written here (regenerated with the families).
+        doc["stages"]["evaluate"]["foreach"] = registry.with_inference()
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def listed_runs(root: Path | None = None) -> list[str]:
+    """The runs params.yaml lists under `evaluate.runs` as written ([] where it lists none)."""
+    path = (root or project_root()) / "params.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    runs = raw.get("evaluate", {}).get("runs") if isinstance(raw.get("evaluate"), dict) else None
+    return list(runs) if isinstance(runs, list) else []
 
 
 def check_dvc_yaml(params: Any, path: str | Path | None = None) -> list[str]:

@@ -27,8 +27,6 @@ Light: PyYAML, ruamel.yaml and pydantic only (no torch), like the rest of the co
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import io
 import json
 import re
@@ -48,8 +46,8 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString, Sin
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from toonlab import registry
 from toonlab.errors import ParamsError, ToonlabError, UsageError
-from toonlab.models import registry
 from toonlab.params import validate_params
 from toonlab.util import fileio
 from toonlab.util.keys import find, flatten, put
@@ -72,15 +70,11 @@ class Change:
 # ----------------------------------------------------------------------------- the profiles
 
 
-def _profiles_module(fam: registry.Family) -> ModuleType | None:
-    package = fam.params_module.rpartition(".")[0]
-    name = f"{package}.profiles"
-    try:
-        if not package or importlib.util.find_spec(name) is None:
-            return None
-    except ModuleNotFoundError:
-        return None
-    return importlib.import_module(name)
+def smoke(fam: registry.Family) -> dict[str, Any]:
+    """The family's smoke settings (`SMOKE` of its profiles module: the smallest values of its
+    section that train; {}, its defaults, where it declares none)."""
+    module = fam.part("profiles")
+    return copy.deepcopy(getattr(module, "SMOKE", {}).get(fam.name, {})) if module is not None else {}
 
 
 def sections() -> dict[str, ModuleType]:
@@ -89,7 +83,7 @@ def sections() -> dict[str, ModuleType]:
     out: dict[str, ModuleType] = {}
     for fam in registry.FAMILIES:
         if fam.params_section not in out:
-            module = _profiles_module(fam)
+            module = fam.part("profiles")
             if module is not None:
                 out[fam.params_section] = module
     return out

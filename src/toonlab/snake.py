@@ -20,9 +20,8 @@ from typing import Any
 
 import yaml
 
-from toonlab import drivers, pipeline
+from toonlab import drivers, pipeline, registry
 from toonlab.errors import ParamsError
-from toonlab.models import registry
 from toonlab.params import DEFAULT_PARAMS, load_params, validate_params
 from toonlab.util import fileio, keys
 

@@ -16,9 +16,9 @@ from PIL import Image
 from conftest import register_family
 from toonlab.cli import main
 from toonlab.data.demo import package_file
+from toonlab.runs.inference import Inference
 from toonlab.schema import Section
 from toonlab.train import checkpoint as ckpt
-from toonlab.train.recipe import Inference
 
 PX = 64
 

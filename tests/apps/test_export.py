@@ -16,7 +16,7 @@ from toonlab.models.cyclegan import model as cyclegan
 from toonlab.models.dcgan import model as dcgan
 from toonlab.models.ugatit import model as ugatit
 from toonlab.models.whitebox import model as whitebox
-from toonlab.train.runs import load_run
+from toonlab.runs.load import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -78,7 +78,7 @@ class StandInParams(Section):
 @pytest.fixture
 def standin(monkeypatch):
     """A registered family whose 'model' is a pixel shift (identity for dx 0)."""
-    from toonlab.train.recipe import Inference
+    from toonlab.runs.inference import Inference
 
     def inference(p, nets):
         return Inference("standin", "photo", "photo", PX, Shift(p.dx), backward=Shift(-p.dx))

@@ -296,7 +296,7 @@ def test_generate_keeps_the_best_scored_and_is_deterministic():
 
 
 def test_trainer_runs_checkpoints_and_resumes(tmp_path):
-    from toonlab.models import registry
+    from toonlab import registry
     from toonlab.train import checkpoint as ckpt
     from toonlab.train.params import TrainParams
     from toonlab.train.trainer import Trainer

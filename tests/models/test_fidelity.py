@@ -14,6 +14,7 @@ from conftest import REPO
 from toonlab import profiles
 from toonlab.errors import UsageError
 from toonlab.faces.pack import array_name
+from toonlab.models.common import unpaired_spec
 from toonlab.models.data_params import UnpairedDataParams, composite_rgb
 from toonlab.params import load_params
 from toonlab.train.data import Augment, ImageSource, UnpairedDataset
@@ -82,12 +83,12 @@ def test_load_size_rules_and_reference_profiles(reference):
     assert UnpairedDataParams(crop_px=128, load_auto="plus30").resolved_load_px == 158
     assert UnpairedDataParams(crop_px=128, load_px=150, load_auto="plus30").resolved_load_px == 150
     ref, soft = reference
-    assert UnpairedDataParams().spec().resize == "bilinear"
-    assert (ref.cyclegan.data.spec().resize, ref.cyclegan.data.spec().load_px) == ("bicubic", 286)
+    assert unpaired_spec(UnpairedDataParams()).resize == "bilinear"
+    assert (unpaired_spec(ref.cyclegan.data).resize, unpaired_spec(ref.cyclegan.data).load_px) == ("bicubic", 286)
     for u in (ref.ugatit, soft.ugatit):
         assert u.data.load_auto == "plus30" and u.data.resize == "bilinear"
-        assert u.data.spec().load_px == 286
-        assert u.data.model_copy(update={"crop_px": 128}).spec().load_px == 158
+        assert unpaired_spec(u.data).load_px == 286
+        assert unpaired_spec(u.data.model_copy(update={"crop_px": 128})).load_px == 158
 
 
 # ----------------------------------------------------------------------------- 4. composite
@@ -124,7 +125,7 @@ def test_composite_onto_white_with_the_packed_matte(tmp_path, reference):
     with pytest.raises(UsageError, match="composite"):
         UnpairedDataset({"A": ImageSource(None, None, [tmp_path / "x.png"])}, spec, seed=0)
     ref, soft = reference
-    assert ref.ugatit.data.composite == "" and soft.ugatit.data.spec().composite == (255, 255, 255)
+    assert ref.ugatit.data.composite == "" and unpaired_spec(soft.ugatit.data).composite == (255, 255, 255)
     assert composite_rgb("#0a0B0c") == (10, 11, 12)
     with pytest.raises(ValueError):
         UnpairedDataParams(composite="ivory")

@@ -21,7 +21,7 @@ from toonlab.models.landmarker.model import (
     soft_argmax,
 )
 from toonlab.models.landmarker.params import LandmarkerParams
-from toonlab.models.registry import get as _family
+from toonlab.registry import get as _family
 from toonlab.train import checkpoint as ckpt
 from toonlab.train.data import Augment
 from toonlab.train.params import TrainParams

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run, write_packed
-from toonlab.models import registry
+from conftest import REPO, run, write_packed
+from toonlab import registry
 
 TINY_PARAMS = '''\
 """The `tiny` params.yaml section: a minimal translation family for the registry test."""
@@ -51,7 +51,8 @@ import torch
 from torch import nn
 
 from toonlab.models.common import RecipeBase, adam
-from toonlab.train.recipe import DataSpec, Inference
+from toonlab.train.recipe import DataSpec
+from toonlab.runs.inference import Inference
 
 
 class Net(nn.Module):
@@ -98,19 +99,55 @@ def inference(params, nets):
     return Inference("tiny", params.data.domain_a, params.data.domain_b, params.data.crop_px, G.eval())
 '''
 
+TINY_PROFILES = '''\
+"""Profiles of the `tiny` section (optional: found by name in the family's folder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ABOUT = {"demo": "4 channels, 2 steps", "reference": "64 channels, 1000 steps"}
+PROFILES: dict[str, dict[str, Any]] = {"demo": {"ch": 4, "steps": 2}, "reference": {"ch": 64, "steps": 1000}}
+'''
+
+TINY_IMPORTER = '''\
+"""`toonlab import-weights tinyref G.pth`: a reference implementation's tiny generator."""
+
+from __future__ import annotations
+
+from toonlab.models.importing import Format, Pending, load_torch, state_dict
+
+
+def read(files):
+    from toonlab.models.tiny.model import Net
+
+    sd = state_dict(load_torch(files[0]), files[0].name)
+    ch = int(sd["body.0.weight"].shape[0])
+    return Pending({"ch": ch}, {"G": (sd, files[0].name)}, lambda p: {"G": Net(p.ch).state_dict()}, {"G": "G"})
+
+
+FORMATS = {"tinyref": Format("tiny", read, "a tiny reference generator, G.pth")}
+'''
+
 ENTRY = '''    Family("tiny", params="toonlab.models.tiny.params:TinyParams", model="toonlab.models.tiny.model",
            steps=lambda p: p.steps, domains=lambda p: [p.data.domain_a, p.data.domain_b]),
 '''
 
 
-def add_tiny_family(project: Path) -> None:
-    """What a developer writes for a new family: its package, one registry entry, its section."""
+def add_tiny_family(project: Path, *, profiles: bool = False, importer: bool = False) -> None:
+    """What a developer writes for a new family: its package (with, optionally, its profiles
+    and its weights importer), one registry entry, its section. Nothing else: no family list
+    to extend anywhere (`evaluate.runs: []` means every family with inference)."""
     pkg = project / "src/toonlab/models/tiny"
     pkg.mkdir()
     (pkg / "__init__.py").write_text('"""The tiny family."""\n')
     (pkg / "params.py").write_text(TINY_PARAMS)
     (pkg / "model.py").write_text(TINY_MODEL)
-    reg = project / "src/toonlab/models/registry.py"
+    if profiles:
+        (pkg / "profiles.py").write_text(TINY_PROFILES)
+    if importer:
+        (pkg / "importer.py").write_text(TINY_IMPORTER)
+    reg = project / "src/toonlab/registry.py"
     text = reg.read_text()
     anchor = "FAMILIES: tuple[Family, ...] = (\n"
     assert anchor in text
@@ -119,7 +156,8 @@ def add_tiny_family(project: Path) -> None:
     params["tiny"] = {"ch": 4, "steps": 2, "lr": 1e-3, "data": {"crop_px": 32, "batch_size": 2,
                                                                 "domain_a": "photo", "domain_b": "anime"}}
     params["train"].update({"log_every": 1, "sample_every": 0, "ckpt_every": 2, "loader_workers": 0})
-    params["evaluate"].update({"max_images": 2, "fixed_inputs": 2, "runs": [*params["evaluate"]["runs"], "tiny"]})
+    assert params["evaluate"]["runs"] == []
+    params["evaluate"].update({"max_images": 2, "fixed_inputs": 2})
     params["ablations"]["variants"]["tiny_wide"] = {"family": "tiny", "overrides": {"ch": 8}, "steps": 1}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -177,9 +215,42 @@ def test_a_new_family_needs_its_package_one_entry_and_its_section(project):
     assert "src/toonlab/models/cyclegan/model.py" not in deps
     assert "tiny" in stages["ablations"]["params"]
     assert "src/toonlab/models/tiny/model.py" in stages["evaluate"]["do"]["deps"]
+    assert "tiny" in stages["evaluate"]["foreach"]          # evaluated by default, like every family
     toonlab(project, "pipeline", "--check")
     listed = run(["dvc", "stage", "list"], project, timeout=120)
     assert "train_tiny" in listed.stdout
+
+
+def test_a_family_with_profiles_and_an_importer_needs_no_other_edit(project):
+    """Its profiles.py gives `toonlab profile` switches, its importer.py a format of
+    `toonlab import-weights`: found by name in its folder, with no list edited anywhere."""
+    import json
+
+    import torch
+    from torch import nn
+
+    add_tiny_family(project, profiles=True, importer=True)
+    toonlab(project, "profile", "reference", "tiny")
+    assert yaml.safe_load((project / "params.yaml").read_text())["tiny"]["ch"] == 64
+    assert "tiny: reference" in toonlab(project, "profile").stdout
+    toonlab(project, "profile", "demo", "tiny")
+    assert yaml.safe_load((project / "params.yaml").read_text())["tiny"]["ch"] == 4
+
+    assert "tinyref" in toonlab(project, "import-weights", "--help").stdout
+
+    class Reference(nn.Module):    # the reference implementation's generator, 6 channels
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 3, 3, padding=1),
+                                      nn.Tanh())
+
+    torch.save(Reference().state_dict(), project / "G.pth")
+    toonlab(project, "import-weights", "tinyref", "G.pth", "--out", "models/tiny_imported")
+    summary = json.loads((project / "models/tiny_imported/summary.json").read_text())
+    config = json.loads((project / "models/tiny_imported/config.json").read_text())
+    assert summary["family"] == "tiny" and config["params"]["ch"] == 6
+    bad = toonlab(project, "import-weights", "tinyref", "G.pth", "--out", "models/tiny_imported", check=False)
+    assert bad.returncode == 2 and "exists and is not empty" in bad.stderr
 
 
 def test_every_family_is_complete():
@@ -205,12 +276,16 @@ def _steps_set(fam: registry.Family) -> dict:
 
 
 def test_registry_drives_the_choices_and_defaults():
-    from toonlab.eval.ablations import AblationVariant
+    from toonlab.ablations import AblationVariant
     from toonlab.eval.params import EvaluateParams
-    from toonlab.params import Params
+    from toonlab.params import Params, load_params
 
-    assert registry.names() == ["cyclegan", "dcgan", "ugatit", "landmarker", "whitebox_pretrain", "whitebox"]
-    assert EvaluateParams().runs == registry.with_inference() == ["cyclegan", "dcgan", "ugatit", "whitebox"]
+    assert registry.names() == [f.name for f in registry.FAMILIES] and len(set(registry.names())) > 1
+    assert registry.with_inference() == [f.name for f in registry.FAMILIES if f.kind != "auxiliary"]
+    # evaluate.runs: [] (the committed default) reads as every family with inference.
+    assert EvaluateParams().runs == EvaluateParams(runs=[]).runs == registry.with_inference()
+    assert EvaluateParams(runs=["cyclegan"]).runs == ["cyclegan"]
+    assert load_params(REPO / "params.yaml").evaluate.runs == registry.with_inference()
     for name, cls in registry.sections().items():
         assert Params.model_fields[name].annotation is cls
     with pytest.raises(Exception, match="landmarker"):   # auxiliary families have no ablations
@@ -238,9 +313,9 @@ def test_the_registry_module_stays_light():
 
     code = textwrap.dedent("""
         import sys
-        from toonlab.models import registry
+        from toonlab import registry
         registry.families(); registry.with_inference()
-        print(sorted(m for m in sys.modules if m.startswith(('toonlab.models.', 'torch', 'pydantic'))))
+        print(sorted(m for m in sys.modules if m.startswith(('toonlab.models', 'torch', 'pydantic'))))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['toonlab.models.registry']"
+    assert out.strip() == "[]"

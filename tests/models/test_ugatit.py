@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from conftest import BF16_TWIN_STEPS, NATIVE_BF16, bf16_twin, blobs, invert, write_folder
+from toonlab import registry
 from toonlab.errors import MissingWeightsError, ToonlabError
-from toonlab.models import registry
 from toonlab.models.common import count_params
 from toonlab.models.ugatit import model as ugatit
 from toonlab.models.ugatit.faceid import FaceIDLoss, MobileFaceNet, face_crop, load_mobilefacenet

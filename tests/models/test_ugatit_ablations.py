@@ -14,8 +14,8 @@ from snakemake.utils import update_config
 from test_ugatit import batch, cpu_ctx, make_trainer, tiny_params
 
 from conftest import REPO, blobs, invert, write_folder
-from toonlab.eval.ablations import AblationsParams, variant_params
-from toonlab.models import registry
+from toonlab import registry
+from toonlab.ablations import AblationsParams, variant_params
 from toonlab.models.common import count_params
 from toonlab.models.ugatit.model import build, sample_grid_rows
 from toonlab.models.ugatit.nets import LIN, AdaIN, AdaLIN, GroupNormF32, UGATITDiscriminator, UGATITGenerator

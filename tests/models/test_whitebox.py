@@ -14,8 +14,8 @@ from PIL import Image
 from torch import nn
 
 from conftest import BF16_TWIN_STEPS, NATIVE_BF16, bf16_twin
+from toonlab import registry
 from toonlab.errors import MissingWeightsError, ToonlabError
-from toonlab.models import registry
 from toonlab.models.common import count_params
 from toonlab.models.whitebox import model as wb
 from toonlab.models.whitebox import ops

@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_precision import _trainer
 
-from toonlab.models import registry
-from toonlab.models.registry import CompileGain
+from toonlab import registry
 from toonlab.params import validate_params
+from toonlab.registry import CompileGain
 from toonlab.train import checkpoint as ckpt
 from toonlab.train import compiling, precision
 
@@ -85,8 +85,8 @@ def test_the_trainer_compiles_when_auto_says_so_and_reports_the_first_step(workd
     """auto with a measured gain and a slow eager step: the trainer compiles the trainable
     networks, logs and records the decision and the first step's time, and its checkpoints
     hold the plain networks' weights (a later eager run resumes them)."""
-    fam = dataclasses.replace(registry.get("cyclegan"), cpu_compile=CompileGain(points=(("fp32", 32, 2.0, 1.0),)))
-    monkeypatch.setattr(registry, "get", lambda name: fam)
+    measured = CompileGain(points=(("fp32", 32, 2.0, 1.0),))
+    monkeypatch.setattr(registry.Family, "cpu_compile", property(lambda fam: measured))
     compiled = []
     real = torch.compile
 
@@ -127,10 +127,26 @@ def test_the_trainer_compiles_when_auto_says_so_and_reports_the_first_step(workd
 
 
 def test_a_short_auto_run_stays_eager_and_says_why(workdir, monkeypatch):
-    fam = dataclasses.replace(registry.get("cyclegan"), cpu_compile=CompileGain(points=(("fp32", 32, 2.0, 1.0),)))
-    monkeypatch.setattr(registry, "get", lambda name: fam)
+    measured = CompileGain(points=(("fp32", 32, 2.0, 1.0),))
+    monkeypatch.setattr(registry.Family, "cpu_compile", property(lambda fam: measured))
     t = _trainer(workdir, 2, "fp32")
     t.run(resume="none")
     assert not t.compiled.on and "steps left" in t.compiled.reason
     summary = json.loads((workdir / "models/cyclegan/summary.json").read_text())
     assert summary["compile"] == {"on": False, "reason": t.compiled.reason, "estimate": {}, "first_step_s": None}
+
+
+def test_compile_figures_live_in_the_family_folder_keyed_by_cpu_kind(monkeypatch):
+    """The registry holds no measurements: a family's figures come from its folder's
+    figures.py, for this kind of CPU only (figures of the AMX kind never decide elsewhere)."""
+    from toonlab.util import cpu
+
+    fam = registry.get("cyclegan")
+    assert fam.part("figures") is not None and "cpu_compile" not in {f.name for f in dataclasses.fields(fam)}
+    monkeypatch.setattr(cpu, "kind", lambda: "amx")
+    assert fam.cpu_compile.at("fp32", 128) == (1.34, 95.6)
+    assert registry.get("whitebox_pretrain").cpu_compile is None      # shares the folder, not measured
+    monkeypatch.setattr(cpu, "kind", lambda: "no-bf16")
+    assert fam.cpu_compile is None
+    assert compiling.resolve("auto", torch.device("cpu"), "cyclegan", fam.cpu_compile, "fp32", 128, 1000,
+                             lambda: 1.0).reason == "auto: torch.compile not measured for cyclegan in fp32 on CPU"

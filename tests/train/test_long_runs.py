@@ -132,7 +132,7 @@ def _torchrun(root: Path, n: int, *args: str, timeout=300) -> subprocess.Complet
 
 def outputs(state: dict) -> dict[str, torch.Tensor]:
     """Each network of a CycleGAN checkpoint on one fixed input."""
-    from toonlab.models.registry import families
+    from toonlab.registry import families
     from toonlab.train.recipe import Context
 
     fam = families()["cyclegan"]
@@ -363,8 +363,8 @@ def test_lock_from_another_host_is_stale_only_without_a_recent_heartbeat(tmp_pat
 
 
 def test_run_config_ignores_cadence_world_and_length(workdir):
-    from toonlab.models.registry import families
     from toonlab.params import validate_params
+    from toonlab.registry import families
     from toonlab.train.resume import compare
     from toonlab.train.trainer import Trainer
 

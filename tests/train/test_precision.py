@@ -10,7 +10,8 @@ import pytest
 import torch
 from train_helpers import finish, toonlab, write_params
 
-from toonlab.models import registry
+from conftest import smoke_cases
+from toonlab import registry
 from toonlab.params import validate_params
 from toonlab.train import checkpoint as ckpt
 from toonlab.train import precision
@@ -143,21 +144,7 @@ def test_auto_follows_the_probe_and_a_resumed_run_keeps_its_precision(workdir, m
 # every loss of the bf16 run is within REL of the fp32 run's (relative to |fp32| + ABS);
 # measured worst cases: 3.5% (Soft-AdaLIN G_cam), 3.2% (CycleGAN G_adv), 2.5% (DCGAN G).
 STEPS, REL, ABS = 4, 0.10, 0.05
-FAMILIES = {
-    "cyclegan": ("cyclegan", {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1}, "data": {"crop_px": 32, "batch_size": 2}}),
-    "dcgan": ("dcgan", {"model": {"nz": 8, "ngf": 8, "ndf": 8}, "data": {"batch_size": 4}, "optim": {"g_every": 1}}),
-    "ugatit": ("ugatit", {"model": {"ch": 8, "n_res": 1, "n_dis_global": 4, "n_dis_local": 3},
-                          "data": {"crop_px": 32, "batch_size": 2}}),
-    "soft_adalin": ("ugatit", {"model": {"variant": "soft_adalin", "ch": 8, "n_res": 1, "n_dis_global": 4,
-                                         "n_dis_local": 3}, "data": {"crop_px": 32, "batch_size": 2}}),
-    "landmarker": ("landmarker", {"model": {"ch": 8, "n_blocks": 1}, "data": {"crop_px": 32, "batch_size": 2}}),
-    "whitebox_pretrain": ("whitebox_pretrain", {"model": {"ch": 8, "n_res": 1, "vgg_weights": "random"},
-                                                "data": {"crop_px": 32, "batch_size": 2}, "pretrain": {"run_dir": ""},
-                                                "structure": {"workers": 0}}),
-    "whitebox": ("whitebox", {"model": {"ch": 8, "n_res": 1, "d_ch": 8, "vgg_weights": "random"},
-                              "data": {"crop_px": 32, "batch_size": 2}, "pretrain": {"run_dir": ""},
-                              "structure": {"workers": 0, "segments": 16}, "loss": {"landmark": 0.0}}),
-}
+FAMILIES = smoke_cases()   # every registered family (and declared variant) at smoke size
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

@@ -122,8 +122,8 @@ def test_learning_known_transform(workdir, cpu_precision):
     autocast alike. Fails if the losses or the update step are broken. On a CPU that
     emulates bf16, the bf16 case trains these settings for a few steps beside fp32 and
     must track it (conftest.bf16_twin)."""
-    from toonlab.models.registry import families
     from toonlab.params import validate_params
+    from toonlab.registry import families
     from toonlab.train.trainer import Trainer
 
     rng = np.random.default_rng(1)

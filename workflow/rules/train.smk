@@ -1,4 +1,4 @@
-# Stages `train_<family>`: one rule per registered model family (toonlab.models.registry),
+# Stages `train_<family>`: one rule per registered model family (toonlab.registry),
 # each one `toonlab train <family>` call into the family's run folder. Runs resume from
 # their latest checkpoint when the settings are unchanged. A family that reads other runs
 # first (White-box: its pretrain run, and the landmarker when loss.landmark > 0) takes

@@ -357,7 +357,7 @@ def cartoonize_files(cartoonizer: Cartoonizer, inputs: list[str], out_dir: str |
 def load_inference(run: str | None, train_out_dir: str | Path, device: torch.device,
                    onnx: str | None = None, cpu_precision: str = "fp32", images: int | None = None):
     """(Inference, description) from a run / checkpoint (in `cpu_precision` on CPU, for a
-    job of `images` photos: `toonlab.train.inference_precision`), or from an ONNX export
+    job of `images` photos: `toonlab.runs.precision`), or from an ONNX export
     folder (fp32)."""
     if onnx:
         try:
@@ -368,7 +368,7 @@ def load_inference(run: str | None, train_out_dir: str | Path, device: torch.dev
         return load_onnx_inference(onnx), f"onnx:{onnx}"
     if not run:
         raise UsageError("say which model to use: --run RUN_OR_CHECKPOINT (or --onnx EXPORT_DIR)")
-    from toonlab.train.runs import read_run, resolve_run
+    from toonlab.runs.load import read_run, resolve_run
 
     loaded = read_run(resolve_run(run, train_out_dir))
     inf = loaded.inference(device, cpu_precision, images)

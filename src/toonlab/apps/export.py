@@ -37,8 +37,8 @@ from torch import nn
 
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger
-from toonlab.train.recipe import Inference
-from toonlab.train.runs import RunRef
+from toonlab.runs.inference import Inference
+from toonlab.runs.load import RunRef
 from toonlab.util import codec, fileio
 
 log = get_logger(__name__)
@@ -175,13 +175,13 @@ def export_run(run: str | Path | RunRef, out_dir: str | Path | None = None, opse
                checkpoint: str | Path | None = None, parity_images: torch.Tensor | None = None,
                tol: float = PARITY_TOL, train_out_dir: str | Path = ".") -> dict[str, Any]:
     """Export the run's generators (a run name under `train_out_dir`, a run folder or a
-    checkpoint file, see `toonlab.train.runs`) to `out_dir` (default `<run folder>/export`),
+    checkpoint file, see `toonlab.runs.load`) to `out_dir` (default `<run folder>/export`),
     check parity with PyTorch, write export.json; returns its content. Raises ToonlabError
     when a file's max abs difference exceeds `tol` (nothing is written then)."""
     import onnx
     import onnxruntime as ort
 
-    from toonlab.train.runs import read_run, resolve_run
+    from toonlab.runs.load import read_run, resolve_run
 
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise UsageError(f"opset {opset!r}: toonlab exports need opset {MIN_OPSET} or newer "

@@ -182,10 +182,10 @@ def _finite_or_none(v: Any) -> Any:
 
 def evaluate_run(run: str, params, device: torch.device, checkpoint: str | None = None) -> dict[str, Any]:
     """Evaluate a run (a name under train.out_dir, a run folder or a checkpoint file, see
-    `toonlab.train.runs`); write `<metrics_dir>/<run name>.json` and the fixed translations
+    `toonlab.runs.load`); write `<metrics_dir>/<run name>.json` and the fixed translations
     to `<out_dir>/<run name>/`; return the metrics."""
     from toonlab.eval.metrics import landmark_preservation, psnr, ssim
-    from toonlab.train.runs import read_run, resolve_run
+    from toonlab.runs.load import read_run, resolve_run
 
     p: EvaluateParams = params.evaluate
     loaded = read_run(resolve_run(run, params.train.out_dir, checkpoint))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from toonlab.models import registry
+from toonlab import registry
 from toonlab.schema import Section
 
 
 class EvaluateParams(Section):
-    # Runs evaluated by the pipeline: folder names under train.out_dir.
+    # Runs evaluated by the pipeline: folder names under train.out_dir; empty (the default):
+    # every registered family with inference (`registry.with_inference()`), read as that list.
     runs: list[str] = Field(default_factory=registry.with_inference)
     metrics_dir: str = "metrics"        # <metrics_dir>/<run>.json
     out_dir: str = "reports/eval"       # <out_dir>/<run>/: fixed-input translations
@@ -24,6 +25,13 @@ class EvaluateParams(Section):
     detect_px: Annotated[int, Field(ge=64, le=2048)] = 256  # outputs upscaled to this for detection
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
     seed: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_family_when_empty(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("runs") == []:
+            return {**data, "runs": registry.with_inference()}
+        return data
 
 
 class ReportParams(Section):

@@ -64,13 +64,14 @@ class RecipeBase:
     nets: dict[str, nn.Module]
     opt: dict[str, torch.optim.Optimizer]
     sched: dict[str, Any]
+    ema_nets: tuple[str, ...] = ()    # the generators that train.ema averages (none: EMA off)
 
     def __init__(self, ctx: Any):
         self.ctx = ctx
         self.device: torch.device = ctx.device
         self.memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
-        # Only float16 autocast needs loss scaling; disabled (a pass-through) otherwise.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=ctx.amp_dtype == torch.float16)
+        self._steps: Any = None
+        self._resumed_steps: dict[str, Any] | None = None
 
     # -- Recipe protocol
 
@@ -91,13 +92,31 @@ class RecipeBase:
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
+    @property
+    def steps(self) -> Any:
+        """The optimizer steps (`toonlab.train.optimize.Stepper` over `self.opt`): the recipe
+        hands each phase's losses to `self.steps.update(name, *losses)`; clearing, loss
+        scaling (float16 autocast only), clipping, stepping and skipping are done there."""
+        if self._steps is None:   # made at first use: after the trainer has set the precision
+            from toonlab.train.optimize import Stepper
+
+            self._steps = Stepper(self.opt, self.device, fp16=self.ctx.amp_dtype == torch.float16,
+                                  clip_grad=float(self.ctx.extra.get("clip_grad", 0.0)))
+            if self._resumed_steps is not None:
+                self._steps.load_state_dict(self._resumed_steps)
+                self._resumed_steps = None
+        return self._steps
+
     def extra_state(self) -> dict[str, Any]:
-        """Checkpointed state beyond networks, optimizers and schedulers (families extend it)."""
-        return {"scaler": self.scaler.state_dict()}
+        """Checkpointed state beyond networks, optimizers and schedulers (families extend it):
+        the loss scaler's state (empty unless float16) and, in float16, the step counts."""
+        state = self.steps.state_dict()
+        return {"scaler": state["scaler"], **({"steps": state} if self.steps.scaler.is_enabled() else {})}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        # Kept until the stepper is made (a resumed run's precision is decided after this).
+        self._resumed_steps = {**state.get("steps", {}), "scaler": state.get("scaler")}
+        self._steps = None
 
     def _set_requires_grad(self, nets: Iterable[nn.Module], flag: bool) -> None:
         if self.ctx.distributed:   # DDP expects the same set of grads each backward
@@ -105,3 +124,13 @@ class RecipeBase:
         for net in nets:
             for p in net.parameters():
                 p.requires_grad_(flag)
+
+
+def unpaired_spec(d: Any) -> Any:
+    """The trainer's DataSpec of an unpaired data section (`data_params.UnpairedDataParams`):
+    domains A and B."""
+    from toonlab.models.data_params import composite_rgb
+    from toonlab.train.recipe import DataSpec
+
+    return DataSpec(domains={"A": d.domain_a, "B": d.domain_b}, crop_px=d.crop_px, batch_size=d.batch_size,
+                    load_px=d.resolved_load_px, flip=d.flip, resize=d.resize, composite=composite_rgb(d.composite))

@@ -80,11 +80,3 @@ class UnpairedDataParams(Section):
             return self.crop_px + 30
         return round(self.crop_px * 286 / 256)
 
-    def spec(self):
-        """The trainer's DataSpec: domains A and B."""
-        from toonlab.train.recipe import DataSpec
-
-        return DataSpec(domains={"A": self.domain_a, "B": self.domain_b}, crop_px=self.crop_px,
-                        batch_size=self.batch_size, load_px=self.resolved_load_px, flip=self.flip,
-                        resize=self.resize, composite=composite_rgb(self.composite))
-

@@ -6,9 +6,10 @@
   it has left (runs of fewer than `MIN_REMAINING` steps stay eager without timing
   anything). Compilation costs from tens of seconds to minutes once (per process: a
   resumed run compiles again, faster from inductor's on-disk cache) and then saves a fraction of every step; how much depends on the family and the
-  precision and the image size, so it is measured per family (`Family.cpu_compile` in
-  the registry, figures from `benchmarks/train_step.py --compile` with a cold inductor
-  cache; the measured size nearest the run's applies), and the saving per step of this
+  precision and the image size, so it is measured per family and kind of CPU
+  (`Family.cpu_compile`: the figures of the family folder's `figures.py` for this CPU's
+  kind, from `benchmarks/train_step.py --compile` with a cold inductor cache; the
+  measured size nearest the run's applies; a kind not measured stays eager), and the saving per step of this
   run is that fraction of this run's own eager step time (the precision probe's figure, or a few
   timed steps of a throwaway copy of the recipe). Pay-back steps = compile seconds /
   (step seconds x (1 - compiled / eager)).
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from toonlab.log import get_logger
-from toonlab.models.registry import CompileGain
+from toonlab.registry import CompileGain
 
 if TYPE_CHECKING:
     import torch

@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from toonlab import registry
+from toonlab.ablations import variant_params
 from toonlab.errors import ToonlabError, UsageError
-from toonlab.eval.ablations import variant_params
 from toonlab.log import get_logger
-from toonlab.models import registry
 from toonlab.train import torchrun
 
 log = get_logger(__name__)

@@ -20,10 +20,16 @@ class TrainParams(Section):
     # <run>.replaced-<time>/ and start a new one). Nothing is ever deleted.
     on_change: Literal["refuse", "restart"] = "refuse"
     best_metric: str = ""                    # a loss name, lower is better; "": the family's default
-    amp: bool = True                         # bf16 autocast on CUDA (CPU: cpu_precision)
+    # On CUDA: auto (bf16 on compute capability 8.0 and up, fp16 with loss scaling on 7.x,
+    # fp32 before), bf16, fp16 or off (true / false: auto / off); toonlab.train.precision.
+    amp: bool | Literal["auto", "bf16", "fp16", "off"] = "auto"
     # On CPU: auto (bf16 where the CPU has native bf16 and a probe at start finds it faster),
-    # fp32 or bf16 (toonlab.train.precision); a resumed auto run keeps its first choice.
-    cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # fp32, bf16 or fp16 (with loss scaling); a resumed auto run keeps its first choice.
+    cpu_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    clip_grad: Annotated[float, Field(ge=0)] = 0.0   # clip each optimizer's gradient norm to this (0: off)
+    # EMA of the generators' weights (toonlab.train.ema): decay per step, e.g. 0.999 (0: off);
+    # samples and the run's inference (evaluate, cartoonize, serve, export) use the average.
+    ema: Annotated[float, Field(ge=0, lt=1)] = 0.0
     channels_last: bool = True
     # torch.compile (inductor) the trainable networks: true, false, or auto (on CPU, only
     # where it is measured to pay back within a few hundred steps: toonlab.train.compiling).

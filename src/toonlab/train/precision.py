@@ -1,9 +1,16 @@
-"""The arithmetic a training run uses on CPU: `train.cpu_precision` (auto | fp32 | bf16).
+"""The arithmetic a training run uses: `train.amp` on CUDA, `train.cpu_precision` on CPU.
 
-On CUDA, `train.amp` decides (bf16 autocast). On CPU:
+On CUDA, `train.amp` (auto | bf16 | fp16 | off; true / false: auto / off): `auto` takes what
+the GPU computes natively: bf16 autocast on compute capability 8.0 and up (Ampere, Hopper),
+fp16 autocast with dynamic loss scaling on 7.x (V100, T4: no bf16 units; bf16 there is
+emulated), fp32 before. A resumed `auto` run keeps its first choice; an explicit value wins.
+
+On CPU (`train.cpu_precision`: auto | fp32 | bf16 | fp16):
 
 * `fp32` / `bf16`: as set (bf16 on a CPU without bf16 instructions is emulated and is
   usually slower: a warning says so).
+* `fp16`: float16 autocast with dynamic loss scaling (`torch.amp.GradScaler("cpu")`), the
+  same path as on a 7.x GPU: for CPUs with native fp16 and for testing that path here.
 * `auto` (default): bf16 only where the CPU has native bf16 (oneDNN says so and, on
   Linux, the CPU flags list `avx512_bf16` or `amx_bf16`) **and** a short probe at start,
   a few of the family's own training steps on random images of the recipe's size in
@@ -14,7 +21,12 @@ On CUDA, `train.amp` decides (bf16 autocast). On CPU:
 
 The choice, why, and the probe's figures are logged and stored in every checkpoint and
 in summary.json; a resumed `auto` run keeps the precision it started with (a noisy
-probe never flips a run half way). An explicit fp32/bf16 always wins.
+probe never flips a run half way). An explicit fp32/bf16/fp16 always wins.
+
+fp16 (either device): every optimizer step goes through the recipe's
+`toonlab.train.optimize.Stepper`: losses scaled, a step whose gradients overflow skipped and
+counted (logged), the scale updated once per training step and checkpointed, so a resumed
+run continues with the same scale.
 
 bf16 here is autocast: weights, gradients and the optimizer state stay fp32; matrix
 products and convolutions run in bf16; losses and the parts that need range or
@@ -31,12 +43,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from toonlab.log import get_logger
+from toonlab.util import cpu
 from toonlab.util.timing import best_of
 
 log = get_logger(__name__)
@@ -50,14 +62,14 @@ ENV_NO_BF16 = "TOONLAB_CPU_BF16"
 class Precision:
     """The precision a run trains in (on its device) and why."""
 
-    name: str                  # "fp32" | "bf16"
+    name: str                  # "fp32" | "bf16" | "fp16"
     reason: str
     probe: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.name == "bf16" else None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
 
     def record(self) -> dict[str, Any]:
         """What checkpoints and summary.json keep."""
@@ -72,16 +84,7 @@ class Precision:
         return text + ")"
 
 
-def _cpu_flags() -> set[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo (None where there is no such file)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return None
+_cpu_flags = cpu.flags     # the CPU's feature flags (None where /proc/cpuinfo does not say)
 
 
 def _onednn_bf16() -> bool:
@@ -170,15 +173,35 @@ def probe(build: Callable[[], Any], device: torch.device, rounds: int = PROBE_RO
     return {**figures, "speedup": figures["fp32_s"] / figures["bf16_s"]}
 
 
-def resolve(setting: str, device: torch.device, amp: bool, stored: dict[str, Any] | None,
+def cuda_precision(amp: bool | str, device: torch.device, stored: dict[str, Any] | None = None,
+                   capability: tuple[int, int] | None = None) -> Precision:
+    """`train.amp` on a CUDA device (its compute capability: `capability` or asked)."""
+    setting = {True: "auto", False: "off"}.get(amp, amp) if isinstance(amp, bool) else amp
+    if setting == "off":
+        return Precision("fp32", "train.amp: off", device="cuda")
+    if setting in ("bf16", "fp16"):
+        return Precision(setting, f"train.amp: {setting}", device="cuda")
+    if stored and stored.get("device") == "cuda" and stored.get("name") in ("fp32", "bf16", "fp16"):
+        kept, first = "auto, kept from the run's start: ", str(stored.get("reason", ""))
+        return Precision(stored["name"], first if first.startswith(kept) else kept + first, device="cuda")
+    major, minor = capability or torch.cuda.get_device_capability(device)
+    cc = f"compute capability {major}.{minor}"
+    if major >= 8:
+        return Precision("bf16", f"auto: native bf16 on {cc}", device="cuda")
+    if major == 7:
+        return Precision("fp16", f"auto: no bf16 units on {cc}: fp16 with loss scaling", device="cuda")
+    return Precision("fp32", f"auto: {cc} has no tensor cores for bf16 or fp16", device="cuda")
+
+
+def resolve(setting: str, device: torch.device, amp: bool | str, stored: dict[str, Any] | None,
             build: Callable[[], Any]) -> Precision:
     """The precision of a run. `stored`: the checkpoint's record when resuming on the same
     kind of device; `build`: makes a throwaway recipe for the probe."""
     if device.type == "cuda":
-        return Precision(*(("bf16", "train.amp on CUDA") if amp else ("fp32", "train.amp: false")), device="cuda")
+        return cuda_precision(amp, device, stored)
     if device.type != "cpu":
         return Precision("fp32", f"fp32 on {device.type}", device=device.type)
-    if setting in ("fp32", "bf16"):
+    if setting in ("fp32", "bf16", "fp16"):
         if setting == "bf16":
             native, why = native_bf16()
             if not native:

@@ -6,7 +6,7 @@ with autocast, writes checkpoints (networks, optimizers, schedulers, `extra_stat
 RNG states), logs the returned losses and renders `sample` into grids.
 
 A family's model module defines `build(params, ctx) -> Recipe` (and `inference(params,
-nets) -> Inference`); the family is one entry of `toonlab.models.registry.FAMILIES`.
+nets) -> toonlab.runs.inference.Inference`); the family is one entry of `toonlab.registry.FAMILIES`.
 Adding a family never touches the trainer.
 """
 
@@ -47,25 +47,6 @@ class Context:
     total_steps: int
     distributed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Inference:
-    """What evaluation, cartoonizing and export need of a trained family: networks in
-    eval mode that map images of the `source` domain to the `target` domain.
-
-    `forward(x) -> y` and `backward(y) -> x` take and return N x 3 x px x px in [-1, 1];
-    `backward` is None for models without a cycle. Unconditional models (DCGAN) set
-    `forward` None and give `generate(z) -> images` with `nz` noise channels instead."""
-
-    family: str
-    source: str | None
-    target: str
-    px: int
-    forward: nn.Module | None
-    backward: nn.Module | None = None
-    generate: nn.Module | None = None
-    nz: int = 0
 
 
 class Recipe(Protocol):

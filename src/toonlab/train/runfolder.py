@@ -7,7 +7,8 @@ lock file), a heartbeat a watcher can read, and moving a run aside instead of de
   when the run's heartbeat is older than `STALE_AFTER_S` (a preempted node leaves its lock).
 - `<run>/heartbeat.json`: {status, step, total, time, pid, host, ...}, rewritten at each
   log step: `status` is running, finished, stopped (a signal; resumable) or failed.
-- `move_aside(run)`: `<run>` -> `<run>.replaced-<UTC time>` (`--restart`); never deletes.
+- `move_aside(run)`: `<run>` -> `<run>.replaced-<UTC time>` (`--restart`); never deletes
+  (`RunLock.move_run_aside`: the same by the trainer holding the run's lock).
 """
 
 from __future__ import annotations
@@ -101,6 +102,14 @@ class RunLock:
         if self.held and (read_json(self.path) or {}).get("pid") == self.me["pid"]:
             self.path.unlink(missing_ok=True)
         self.held = False
+
+    def move_run_aside(self) -> Path | None:
+        """`move_aside` the run this lock holds, then hold the lock of its new, empty folder."""
+        self.release()
+        dest = move_aside(self.run_dir)
+        self.me["started"] = _now()
+        self.acquire()
+        return dest
 
     def __enter__(self) -> "RunLock":
         self.acquire()

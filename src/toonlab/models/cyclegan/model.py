@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from toonlab.log import get_logger
-from toonlab.models.common import RecipeBase, ReflectionPad2d, adam, count_params, init_weights
+from toonlab.models.common import RecipeBase, ReflectionPad2d, adam, count_params, init_weights, unpaired_spec
 from toonlab.models.cyclegan.params import CycleGANOptimParams, CycleGANParams
 from toonlab.models.losses import GANLoss, ImagePool, VGGPerceptual
 from toonlab.train.recipe import Context
@@ -152,12 +152,13 @@ class CycleGANRecipe(RecipeBase):
     trainer can swap entries for DDP-wrapped modules."""
 
     grid_rows = [["real_A", "fake_B", "rec_A"], ["real_B", "fake_A", "rec_B"]]
+    ema_nets = ("G_A", "G_B")      # averaged under train.ema (toonlab.train.ema)
 
     def __init__(self, params: CycleGANParams, ctx: Context):
         super().__init__(ctx)
         self.params = params
         m, lp, o, d = params.model, params.loss, params.optim, params.data
-        self.data = d.spec()
+        self.data = unpaired_spec(d)
 
         nets: dict[str, nn.Module] = {
             "G_A": init_weights(ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks)),
@@ -198,7 +199,6 @@ class CycleGANRecipe(RecipeBase):
 
         # ---- generators
         self._set_requires_grad([D_A, D_B], False)
-        self.opt["G"].zero_grad(set_to_none=True)
         with self._autocast():
             # Instance norm and convolutions act per sample, so running the identity inputs
             # in the same batch as the translation is the same computation in fewer calls.
@@ -230,12 +230,10 @@ class CycleGANRecipe(RecipeBase):
         if self.perceptual_weight > 0:
             losses["perceptual"] = perceptual.float()
         g_total = sum(losses.values())
-        self.scaler.scale(g_total).backward()
-        self.scaler.step(self.opt["G"])
+        self.steps.update("G", g_total)
 
         # ---- discriminators (each judges its own domain; fakes detached, from the pools)
         self._set_requires_grad([D_A, D_B], True)
-        self.opt["D"].zero_grad(set_to_none=True)   # also drops grads the G step left under DDP
         mf = self.memory_format
         pool_A = self.pools["A"].query(fake_A.detach()).to(real_A.dtype).contiguous(memory_format=mf)
         pool_B = self.pools["B"].query(fake_B.detach()).to(real_B.dtype).contiguous(memory_format=mf)
@@ -245,9 +243,7 @@ class CycleGANRecipe(RecipeBase):
             pred_B = D_B(torch.cat([real_B, pool_B]))
         loss_D_A = 0.5 * (self.gan_loss(pred_A[:n_a], True) + self.gan_loss(pred_A[n_a:], False))
         loss_D_B = 0.5 * (self.gan_loss(pred_B[:n_b], True) + self.gan_loss(pred_B[n_b:], False))
-        self.scaler.scale(loss_D_A + loss_D_B).backward()
-        self.scaler.step(self.opt["D"])
-        self.scaler.update()
+        self.steps.update("D", loss_D_A + loss_D_B)
 
         out = {k: v.detach() for k, v in losses.items()}
         out["G_total"] = g_total.detach()
@@ -290,7 +286,7 @@ def build(params: CycleGANParams, ctx: Context) -> CycleGANRecipe:
 
 def inference(params: CycleGANParams, nets: dict[str, Any]):
     """G_A (A -> B) forward, G_B (B -> A) backward, for evaluation and cartoonizing."""
-    from toonlab.train.recipe import Inference
+    from toonlab.runs.inference import Inference
 
     m, d = params.model, params.data
     G_A, G_B = ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks), ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks)

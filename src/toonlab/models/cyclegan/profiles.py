@@ -40,3 +40,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "batch_size": 1, "flip": True},
     },
 }
+
+# The smallest settings that train a step in a second on a CPU (family name -> values of its
+# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+SMOKE: dict[str, dict[str, Any]] = {
+    "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1}, "data": {"crop_px": 32, "batch_size": 2}},
+}

@@ -130,6 +130,7 @@ class DCGANRecipe(RecipeBase):
     torch.compile-wrapped modules. `d_steps` / `g_steps` count optimizer steps taken."""
 
     grid_rows = [["fake"]]
+    ema_nets = ("G",)              # averaged under train.ema (toonlab.train.ema)
 
     def __init__(self, params: DCGANParams, ctx: Context):
         super().__init__(ctx)
@@ -166,15 +167,13 @@ class DCGANRecipe(RecipeBase):
         G, D = self.nets["G"], self.nets["D"]
         real = self._to_device(batch["real"])
         n = real.shape[0]
-        stepped = False
 
         if step % self.d_every == 0:
             self._set_requires_grad([D], True)
-            self.opt["D"].zero_grad(set_to_none=True)
             with self._autocast():
                 out_real = D(real, logits=True)
             loss_real = self.gan_loss(out_real, True)
-            self.scaler.scale(loss_real).backward()
+            self.steps.backward("D", loss_real)
             # Fakes detached: generated without a graph (also keeps a DDP-wrapped G from
             # expecting a backward it never gets).
             with torch.no_grad(), self._autocast():
@@ -183,9 +182,7 @@ class DCGANRecipe(RecipeBase):
             with self._autocast():
                 out_fake = D(fake, logits=True)
             loss_fake = self.gan_loss(out_fake, False)
-            self.scaler.scale(loss_fake).backward()
-            self.scaler.step(self.opt["D"])
-            stepped = True
+            self.steps.update("D", loss_fake)
             self.d_steps += 1
             self.last["D_real"] = loss_real.detach()
             self.last["D_fake"] = loss_fake.detach()
@@ -195,19 +192,14 @@ class DCGANRecipe(RecipeBase):
 
         if step % self.g_every == 0:
             self._set_requires_grad([D], False)
-            self.opt["G"].zero_grad(set_to_none=True)
             with self._autocast():
                 out = D(G(self._noise(n)).contiguous(memory_format=self.memory_format), logits=True)
             loss_g = self.gan_loss(out, True)
-            self.scaler.scale(loss_g).backward()
-            self.scaler.step(self.opt["G"])
+            self.steps.update("G", loss_g)
             self._set_requires_grad([D], True)
-            stepped = True
             self.g_steps += 1
             self.last["G"] = loss_g.detach()
 
-        if stepped:
-            self.scaler.update()
         return dict(self.last)
 
     @torch.no_grad()
@@ -306,7 +298,7 @@ def best_samples(params: DCGANParams, nets: dict[str, Any], *, num: int, search:
 
 def inference(params: DCGANParams, nets: dict[str, Any]):
     """The generator (noise -> 96 px images of the data domain), for evaluation."""
-    from toonlab.train.recipe import Inference
+    from toonlab.runs.inference import Inference
 
     G = NetG(params.model.nz, params.model.ngf)
     G.load_state_dict(nets["G"])

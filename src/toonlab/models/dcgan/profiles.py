@@ -34,3 +34,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "data": {"crop_px": 96, "batch_size": 256, "flip": False},
     },
 }
+
+# The smallest settings that train a step in a second on a CPU (family name -> values of its
+# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+SMOKE: dict[str, dict[str, Any]] = {
+    "dcgan": {"model": {"nz": 8, "ngf": 8, "ndf": 8}, "data": {"batch_size": 4}, "optim": {"g_every": 1}},
+}

@@ -280,7 +280,6 @@ class LandmarkerRecipe(RecipeBase):
                    & (pts[..., 1] >= -0.5) & (pts[..., 1] <= hpx - 0.5))
         vis = visible.float()
         n_vis = vis.sum().clamp_min(1.0)
-        self.opt["net"].zero_grad(set_to_none=True)
         with self._autocast():
             logits = net(x)
         hm = logits_to_heatmaps(logits)
@@ -291,9 +290,7 @@ class LandmarkerRecipe(RecipeBase):
         coord = (((pred - pts).abs().sum(dim=-1) / self.stride) * vis).sum() / n_vis
         lp = self.params.loss
         loss = lp.heat_weight * heat + lp.coord_weight * coord
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt["net"])
-        self.scaler.update()
+        self.steps.update("net", loss)
         return {"loss": loss.detach(), "heat": heat.detach(), "coord": coord.detach(),
                 "nme": nme(pred.detach(), pts, visible)}
 

@@ -29,3 +29,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "data": {"crop_px": 128, "load_px": 0, "batch_size": 16, "flip": True},
     },
 }
+
+# The smallest settings that train a step in a second on a CPU (family name -> values of its
+# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+SMOKE: dict[str, dict[str, Any]] = {
+    "landmarker": {"model": {"ch": 8, "n_blocks": 1}, "data": {"crop_px": 32, "batch_size": 2}},
+}

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toonlab.log import get_logger
-from toonlab.models.common import RecipeBase, adam, count_params
+from toonlab.models.common import RecipeBase, adam, count_params, unpaired_spec
 from toonlab.models.losses import GANLoss
 from toonlab.models.ugatit.nets import SoftAdaLINGenerator, UGATITDiscriminator, UGATITGenerator, clip_mixing_weights
 from toonlab.models.ugatit.params import UGATITModelParams, UGATITOptimParams, UGATITParams
@@ -141,12 +141,13 @@ class UGATITRecipe(RecipeBase):
     rho clipping works on the unwrapped generators kept in `self.generators`."""
 
     grid_rows = sample_grid_rows()   # per recipe: without the heatmaps of ablated CAM modules
+    ema_nets = ("G_A", "G_B")      # averaged under train.ema (toonlab.train.ema)
 
     def __init__(self, params: UGATITParams, ctx: Context):
         super().__init__(ctx)
         self.params = params
         m, lp, o, d = params.model, params.loss, params.optim, params.data
-        self.data = d.spec()
+        self.data = unpaired_spec(d)
         self.cam_g = m.cam_g   # soft_adalin: always true (params validation)
         self.cam_d = m.cam_d
         self.grid_rows = sample_grid_rows(self.cam_g, self.cam_d)
@@ -218,7 +219,6 @@ class UGATITRecipe(RecipeBase):
     def update_discriminators(self, real_A: Tensor, real_B: Tensor, gen: dict[str, Tensor]) -> dict[str, Tensor]:
         """One D step on the detached translations (no gradient reaches the generators)."""
         self._set_requires_grad([self.nets[k] for k in D_NAMES], True)
-        self.opt["D"].zero_grad(set_to_none=True)
         mf = self.memory_format
         fake_A = gen["B2A"].detach().to(real_A.dtype).contiguous(memory_format=mf)
         fake_B = gen["A2B"].detach().to(real_B.dtype).contiguous(memory_format=mf)
@@ -226,8 +226,7 @@ class UGATITRecipe(RecipeBase):
             d_a = self.w.adv_weight * (self._d_terms("D_GA", real_A, fake_A) + self._d_terms("D_LA", real_A, fake_A))
             d_b = self.w.adv_weight * (self._d_terms("D_GB", real_B, fake_B) + self._d_terms("D_LB", real_B, fake_B))
         d_total = d_a + d_b
-        self.scaler.scale(d_total).backward()
-        self.scaler.step(self.opt["D"])
+        self.steps.update("D", d_total)
         return {"D_A": d_a.detach(), "D_B": d_b.detach(), "D_total": d_total.detach()}
 
     def _g_adv(self, fake: Tensor, d_global: str, d_local: str) -> Tensor:
@@ -245,7 +244,6 @@ class UGATITRecipe(RecipeBase):
         l1 = F.l1_loss
         ds = [self.nets[k] for k in D_NAMES]
         self._set_requires_grad(ds, False)
-        self.opt["G"].zero_grad(set_to_none=True)
         losses: dict[str, Tensor] = {}
         with self._autocast():
             adv_a = self._g_adv(gen["A2B"], "D_GB", "D_LB")
@@ -265,9 +263,7 @@ class UGATITRecipe(RecipeBase):
         if w.faceid_weight > 0:
             losses["faceid"] = w.faceid_weight * faceid.float()
         g_total = sum(losses.values())
-        self.scaler.scale(g_total).backward()
-        self.scaler.step(self.opt["G"])
-        self.scaler.update()
+        self.steps.update("G", g_total)
         for g in self.generators:
             clip_mixing_weights(g)
         self._set_requires_grad(ds, True)
@@ -343,7 +339,7 @@ class ImageOnly(nn.Module):
 
 def inference(params: UGATITParams, nets: dict[str, Any]):
     """G_A (A -> B) forward, G_B (B -> A) backward, images only, for evaluation and cartoonizing."""
-    from toonlab.train.recipe import Inference
+    from toonlab.runs.inference import Inference
 
     d = params.data
     G_A, G_B = build_generator(params.model, d.crop_px), build_generator(params.model, d.crop_px)

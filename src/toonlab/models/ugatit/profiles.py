@@ -68,3 +68,15 @@ PROFILES: dict[str, dict[str, Any]] = {
     "reference_full": _merged(_REFERENCE, model={"light": False}),
     "soft_adalin": _merged(_REFERENCE, **VARIANT_SETTINGS["soft_adalin"]),
 }
+
+# The smallest settings that train a step in a second on a CPU (family name -> values of its
+# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+SMOKE: dict[str, dict[str, Any]] = {
+    "ugatit": {"model": {"ch": 8, "n_res": 1, "n_dis_global": 4, "n_dis_local": 3},
+               "data": {"crop_px": 32, "batch_size": 2}},
+}
+# Variants of the family that the tests cover at smoke size too (family -> case name -> values).
+SMOKE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "ugatit": {"soft_adalin": {"model": {"variant": "soft_adalin", "ch": 8, "n_res": 1, "n_dis_global": 4,
+                                         "n_dis_local": 3}, "data": {"crop_px": 32, "batch_size": 2}}},
+}

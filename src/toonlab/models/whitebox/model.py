@@ -280,13 +280,10 @@ class WhiteboxPretrainRecipe(_Base):
 
     def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         photo = self._to_device(batch["photo"])
-        self.opt["G"].zero_grad(set_to_none=True)
         with self._autocast():
             out = self.nets["G"](photo)
         recon = F.l1_loss(out.float(), photo.float())
-        self.scaler.scale(recon).backward()
-        self.scaler.step(self.opt["G"])
-        self.scaler.update()
+        self.steps.update("G", recon)
         return {"recon": recon.detach()}
 
     @torch.no_grad()
@@ -335,6 +332,8 @@ class WhiteboxRecipe(_Base):
     are not checkpointed. Losses: surface, texture, structure, content, tv, [landmark]
     (weighted), G_total, D_surface, D_texture, D_total."""
 
+    ema_nets = ("G",)              # averaged under train.ema (toonlab.train.ema)
+
     def __init__(self, params: WhiteboxParams, ctx: Context):
         d = params.data
         super().__init__(params, ctx, {"photo": d.domain_photo, "cartoon": d.domain_cartoon})
@@ -380,7 +379,6 @@ class WhiteboxRecipe(_Base):
 
         # ---- generator
         self._set_requires_grad([Ds, Dt], False)
-        self.opt["G"].zero_grad(set_to_none=True)
         out = self._output(photo, self.params.model.gf_eps).contiguous(memory_format=mf)
         pending = self.segmenter.submit(out.detach()) if lp.structure > 0 else None
 
@@ -417,12 +415,10 @@ class WhiteboxRecipe(_Base):
         else:
             losses["structure"] = zero
         g_total = sum(losses.values())
-        self.scaler.scale(g_total).backward()
-        self.scaler.step(self.opt["G"])
+        self.steps.update("G", g_total)
 
         # ---- discriminators (one Adam for both, as the reference)
         self._set_requires_grad([Ds, Dt], True)
-        self.opt["D"].zero_grad(set_to_none=True)
         with torch.no_grad():
             blur_real = ops.surface(cartoon, lp.surface_r, lp.surface_eps)
         with self._autocast():
@@ -431,9 +427,7 @@ class WhiteboxRecipe(_Base):
         d_s = 0.5 * (self.gan(ps[:n_c], True) + self.gan(ps[n_c:], False))
         d_t = 0.5 * (self.gan(pt[:n_c], True) + self.gan(pt[n_c:], False))
         d_total = d_s + d_t
-        self.scaler.scale(d_total).backward()
-        self.scaler.step(self.opt["D"])
-        self.scaler.update()
+        self.steps.update("D", d_total)
 
         res = {k: v.detach() for k, v in losses.items()}
         res.update(G_total=g_total.detach(), D_surface=d_s.detach(), D_texture=d_t.detach(), D_total=d_total.detach())
@@ -505,7 +499,7 @@ def build(params: WhiteboxParams, ctx: Context) -> WhiteboxRecipe:
 
 def inference(params: WhiteboxParams, nets: dict[str, Any]):
     """The generator with the test-time guided filter (photo -> cartoon)."""
-    from toonlab.train.recipe import Inference
+    from toonlab.runs.inference import Inference
 
     m, d = params.model, params.data
     G = UNetGenerator(m.ch, m.n_res)

@@ -46,3 +46,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "data": {"crop_px": 256, "batch_size": 16, "flip": False, "load_px": 0},
     },
 }
+
+# The smallest settings that train a step in a second on a CPU (family name -> values of its
+# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+SMOKE: dict[str, dict[str, Any]] = {
+    "whitebox_pretrain": {"model": {"ch": 8, "n_res": 1, "vgg_weights": "random"},
+                          "data": {"crop_px": 32, "batch_size": 2}, "pretrain": {"run_dir": ""},
+                          "structure": {"workers": 0}},
+    "whitebox": {"model": {"ch": 8, "n_res": 1, "d_ch": 8, "vgg_weights": "random"},
+                 "data": {"crop_px": 32, "batch_size": 2}, "pretrain": {"run_dir": ""},
+                 "structure": {"workers": 0, "segments": 16}, "loss": {"landmark": 0.0}},
+}

@@ -1,7 +1,7 @@
 """`toonlab generate`: images from a trained unconditional model (DCGAN), best first by
 the discriminator's score, as a grid and as single files (deterministic for a seed).
 
-The run is named as everywhere (`toonlab.train.runs`); its family's model module gives
+The run is named as everywhere (`toonlab.runs.load`); its family's model module gives
 `best_samples(params, nets, num=, search=, mean=, std=, seed=, device=)`.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from toonlab import registry
 from toonlab.errors import UsageError
-from toonlab.models import registry
-from toonlab.train.runs import read_run, resolve_run
+from toonlab.runs.load import read_run, resolve_run
 from toonlab.util import codec, fileio
 
 
@@ -35,7 +35,7 @@ def generate_images(run: str, params: Any, out: str | Path | None = None, *, che
     sample = getattr(loaded.params, "sample", None)
     mean = getattr(sample, "noise_mean", 0.0) if mean is None else mean
     std = getattr(sample, "noise_std", 1.0) if std is None else std
-    best, scores = fam.module().best_samples(loaded.params, loaded.state["nets"], num=num, search=search,
+    best, scores = fam.module().best_samples(loaded.params, loaded.nets, num=num, search=search,
                                              mean=mean, std=std, seed=seed, device=device)
     out = Path(out) if out else loaded.ref.run_dir / "generated"
     with fileio.atomic_dir(out) as tmp:

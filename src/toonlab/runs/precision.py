@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from toonlab.log import get_logger
+from toonlab.runs.inference import Inference
 from toonlab.train.precision import PROBE_MIN_SPEEDUP, Precision, native_bf16, synthetic_batch
-from toonlab.train.recipe import Inference
 from toonlab.util.timing import best_of
 
 log = get_logger(__name__)

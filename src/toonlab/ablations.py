@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from toonlab import registry
 from toonlab.errors import UsageError
-from toonlab.models import registry
 from toonlab.schema import Section, validate
 from toonlab.util import keys
 

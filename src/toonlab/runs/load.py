@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toonlab import registry
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger
-from toonlab.models import registry
 
 if TYPE_CHECKING:
     import torch
 
-    from toonlab.models.registry import Family
-    from toonlab.train.recipe import Inference
+    from toonlab.registry import Family
+    from toonlab.runs.inference import Inference
 
 log = get_logger(__name__)
 
@@ -91,12 +91,18 @@ class LoadedRun:
     def step(self) -> int:
         return int(self.state.get("step", 0))
 
+    @property
+    def nets(self) -> dict[str, Any]:
+        """The weights inference uses: the trained ones, with the generators' average in
+        place of the generators where the run kept one (`train.ema`, `toonlab.train.ema`)."""
+        return {**self.state["nets"], **self.state.get("ema", {})}
+
     def inference(self, device: torch.device | str = "cpu", cpu_precision: str = "fp32",
                   images: int | None = None) -> Inference:
         """The family's inference networks on `device`, in eval mode, in the precision
         `cpu_precision` (runtime.cpu_precision) gives on CPU for a job of `images` images
-        (None: many); the choice is kept in `self.precision` (`toonlab.train.inference_precision`)."""
-        nets = dict(self.state["nets"])
+        (None: many); the choice is kept in `self.precision` (`toonlab.runs.precision`)."""
+        nets = self.nets
         # An imported generator-only checkpoint (toonlab import-weights, e.g. photo2cartoon's
         # genA2B): the backward network is absent; it is built from G_A's weights only to
         # satisfy the family's constructor, then dropped (backward None: no cycle).
@@ -110,7 +116,7 @@ class LoadedRun:
         for net in (inf.forward, inf.backward, inf.generate):
             if net is not None:
                 net.to(device).eval()
-        from toonlab.train import inference_precision
+        from toonlab.runs import precision as inference_precision
 
         inf, self.precision = inference_precision.choose(inf, cpu_precision, device, images)
         if self.precision.name != "fp32" or self.precision.probe:

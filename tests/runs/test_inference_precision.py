@@ -1,18 +1,21 @@
-"""`runtime.cpu_precision` (toonlab.train.inference_precision): trained networks translating
+"""`runtime.cpu_precision` (toonlab.runs.precision): trained networks translating
 on CPU in bf16 only where parity with fp32 holds. The parity check on every family's
 real inference networks, the auto rule's branches, explicit settings, and the choice
 reaching evaluate's metrics. The suite runs with TOONLAB_CPU_BF16=0 (no native bf16)."""
 
 import pytest
 import torch
-from test_precision import FAMILIES
 
-from toonlab.models import registry
-from toonlab.train import inference_precision as ip
+from conftest import smoke_cases
+from toonlab import registry
+from toonlab.runs import precision as ip
 from toonlab.train import precision
 from toonlab.train.recipe import Context
 
 CPU = torch.device("cpu")
+
+
+FAMILIES = smoke_cases("translation", "unconditional")   # every family with inference
 
 
 def _inference(name: str):
@@ -28,7 +31,7 @@ def _inference(name: str):
     return inf
 
 
-@pytest.mark.parametrize("name", ["cyclegan", "ugatit", "whitebox", "dcgan"])
+@pytest.mark.parametrize("name", [n for n, (family, _) in FAMILIES.items() if n == family])
 def test_bf16_inference_of_every_family_is_within_the_tolerance(name, one_thread):
     inf = _inference(name)
     figures = ip.parity(inf, rounds=1)

@@ -12,8 +12,8 @@ import torch
 from conftest import write_run
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.models.cyclegan import model as cyclegan
+from toonlab.runs.load import load_run, read_run, resolve_run
 from toonlab.train import checkpoint as ckpt
-from toonlab.train.runs import load_run, read_run, resolve_run
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_errors_name_the_run_and_what_to_do(runs, tmp_path):
 
 def test_generate_refuses_a_translation_run(runs, tmp_path):
     from toonlab.params import validate_params
-    from toonlab.train.generate import generate_images
+    from toonlab.runs.generate import generate_images
 
     params = validate_params({"train": {"out_dir": str(runs)}})
     with pytest.raises(UsageError, match="cyclegan run: `toonlab generate` draws from unconditional models \\(dcgan\\)"):

@@ -42,10 +42,15 @@ def resolve(ref: str | Any) -> Any:
 
 @dataclass(frozen=True)
 class CompileGain:
-    """What torch.compile (inductor) did to a family's training step on CPU, measured with
-    `benchmarks/train_step.py --compile` (read by `toonlab.train.compiling` for
-    `train.compile: auto`): points (precision "fp32" | "bf16", image px, eager / compiled
-    step time, seconds of a cold compilation); `measured` says where."""
+    """What torch.compile (inductor) did to a family's training step on one kind of CPU,
+    measured with `benchmarks/train_step.py --compile` and kept in the family's
+    `figures.py` (read by `toonlab.train.compiling` for `train.compile: auto`): points
+    (precision "fp32" | "bf16", image px, eager / compiled step time, seconds of a cold
+    compilation); `measured` says where. Measured with `python benchmarks/train_step.py --paths
+    bf16|fp32 --compile` (cold inductor cache; ratios within one run are reliable, absolute
+    times of a shared VM drift 20-80%). A family's `figures.py` holds `CPU_COMPILE`: family
+    name -> CPU kind (`toonlab.util.cpu.kind()`) -> CompileGain; a kind not listed was not
+    measured, and `auto` stays eager there."""
 
     points: tuple[tuple[str, int, float, float], ...]
     measured: str = ""
@@ -85,8 +90,6 @@ class Family:
     # continues a run with the schedule recomputed for the new end (keys it lacks are ignored).
     length_keys: tuple[str, ...] = ("optim.steps", "optim.steps_constant", "optim.steps_decay",
                                     "optim.decay_from", "pretrain.steps")
-    # torch.compile's measured effect on its CPU training step (None: none worth having).
-    cpu_compile: CompileGain | None = None
 
     # -- facts
     @property
@@ -110,7 +113,37 @@ class Family:
     def params_module(self) -> str:
         return self.params.partition(":")[0] if isinstance(self.params, str) else self.params.__module__
 
+    @property
+    def cpu_compile(self) -> CompileGain | None:
+        """torch.compile's measured effect on its CPU training step on this kind of CPU
+        (`toonlab.util.cpu.kind()`), from the optional `figures.py` of its folder
+        (`CPU_COMPILE`: family name -> CPU kind -> CompileGain); None where not measured."""
+        from toonlab.util import cpu
+
+        figures = self.part("figures")
+        measured = getattr(figures, "CPU_COMPILE", {}).get(self.name, {}) if figures is not None else {}
+        return measured.get(cpu.kind())
+
+    @property
+    def package(self) -> str:
+        """The family's folder as a dotted package (`toonlab.models.<name>`): where its
+        optional parts are found by name (`part`)."""
+        return self.params_module.rpartition(".")[0]
+
     # -- lazily loaded pieces
+    def part(self, name: str) -> ModuleType | None:
+        """The family's optional module `<package>.<name>` (`profiles`, `importer`,
+        `figures`), or None when its folder has none."""
+        import importlib.util
+
+        module = f"{self.package}.{name}"
+        try:
+            if not self.package or importlib.util.find_spec(module) is None:
+                return None
+        except ModuleNotFoundError:
+            return None
+        return importlib.import_module(module)
+
     @property
     def params_cls(self) -> type:
         return resolve(self.params)
@@ -170,36 +203,13 @@ def _unpaired(p: Any) -> list[str]:
     return [p.data.domain_a, p.data.domain_b]
 
 
-# torch.compile on CPU, measured on this project's 2-core AMX VM with
-# `python benchmarks/train_step.py --paths bf16|fp32 --compile` (cold inductor cache; one
-# run of this shared VM: ratios within a run are reliable, absolute times drift 20-80%).
-# (precision, px, eager / compiled step time, cold compile seconds). Not listed: not
-# measured (auto stays eager). The landmarker and White-box's pre-training were not measured.
-_MEASURED = "benchmarks/train_step.py --compile, 2-core AMX VM, 2026-12-06"
-_COMPILE = {
-    # 256 px 9 blocks: 3889 -> 3151 ms (bf16); 128 px 6 blocks: 743 -> 656 (bf16), 2622 -> 1952 (fp32)
-    "cyclegan": CompileGain((("bf16", 256, 1.23, 132.2), ("bf16", 128, 1.13, 128.0),
-                             ("fp32", 128, 1.34, 95.6)), _MEASURED),
-    # batch 256: 2717 -> 1954 ms (1.39x, 47.5 s); batch 32: 294 -> 246 (1.20x, 53.1 s); the
-    # lower is kept (one px for both); fp32 batch 32: 548 -> 520 ms
-    "dcgan": CompileGain((("bf16", 96, 1.20, 53.1), ("fp32", 96, 1.05, 37.6)), _MEASURED),
-    # U-GAT-IT light ch 64: 256 px 9858 -> 8251 ms, 128 px 5914 -> 4747 ms (bf16)
-    "ugatit": CompileGain((("bf16", 256, 1.19, 302.7), ("bf16", 128, 1.25, 330.6)), _MEASURED),
-    # batch 16 at 256 px: 14520 -> 17037 ms (slower); batch 4 at 128 px: 1096 -> 1006 (bf16),
-    # 1638 -> 1781 (fp32, slower)
-    "whitebox": CompileGain((("bf16", 256, 0.85, 74.5), ("bf16", 128, 1.09, 85.6),
-                             ("fp32", 128, 0.92, 73.7)), _MEASURED),
-}
-
 FAMILIES: tuple[Family, ...] = (
     Family("cyclegan", params="toonlab.models.cyclegan.params:CycleGANParams",
-           model="toonlab.models.cyclegan.model", steps=_constant_plus_decay("cyclegan"), domains=_unpaired,
-           cpu_compile=_COMPILE["cyclegan"]),
+           model="toonlab.models.cyclegan.model", steps=_constant_plus_decay("cyclegan"), domains=_unpaired),
     Family("dcgan", params="toonlab.models.dcgan.params:DCGANParams", model="toonlab.models.dcgan.model",
-           steps=_optim_steps, domains=lambda p: [p.data.domain], kind="unconditional", best_metric="G",
-           cpu_compile=_COMPILE["dcgan"]),
+           steps=_optim_steps, domains=lambda p: [p.data.domain], kind="unconditional", best_metric="G"),
     Family("ugatit", params="toonlab.models.ugatit.params:UGATITParams", model="toonlab.models.ugatit.model",
-           steps=_optim_steps, domains=_unpaired, cpu_compile=_COMPILE["ugatit"]),
+           steps=_optim_steps, domains=_unpaired),
     Family("landmarker", params="toonlab.models.landmarker.params:LandmarkerParams",
            model="toonlab.models.landmarker.model", steps=_optim_steps,
            domains=lambda p: [p.data.domain_photo, p.data.domain_anime], kind="auxiliary", best_metric="loss"),
@@ -211,8 +221,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("whitebox", params="toonlab.models.whitebox.params:WhiteboxParams",
            model="toonlab.models.whitebox.model", steps=_optim_steps,
            domains=lambda p: [p.data.domain_photo, p.data.domain_cartoon],
-           needs=lambda p: {"pretrain.run_dir": True, "loss.landmarker_run": p.loss.landmark > 0},
-           cpu_compile=_COMPILE["whitebox"]),
+           needs=lambda p: {"pretrain.run_dir": True, "loss.landmarker_run": p.loss.landmark > 0}),
 )
 
 
