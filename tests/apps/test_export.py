@@ -9,40 +9,38 @@ import json
 import pytest
 import torch
 
-from conftest import write_run
+from conftest import smoke_cases, write_run
+from toonlab import registry
 from toonlab.apps import export as tex
 from toonlab.errors import ToonlabError, UsageError
-from toonlab.models.cyclegan import model as cyclegan
-from toonlab.models.dcgan import model as dcgan
-from toonlab.models.ugatit import model as ugatit
-from toonlab.models.whitebox import model as whitebox
 from toonlab.runs.load import load_run
+from toonlab.train.recipe import Context
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = torch.device("cpu")
 
 
+CASES = smoke_cases("translation", "unconditional")   # every family with inference, and its variants
+RUNS = list(CASES)
+
+
+def _unconditional(run: str) -> bool:
+    return registry.get(CASES[run][0]).kind == "unconditional"
+
+
 def _families():
     # Networks are built from torch's global generator: seed it, so that the weights (and
-    # the parity numbers) are the same every run. Unseeded, about one draw in five gave a
-    # soft_adalin network ill-conditioned enough to miss the 1e-3 parity by a little.
+    # the parity numbers) are the same every run.
     torch.manual_seed(0)
-    cg = cyclegan.CycleGANParams.model_validate({"model": {"ngf": 8, "n_blocks": 1}, "data": {"crop_px": 32}})
-    m = cg.model
-    yield "cyclegan", "cyclegan", cg, {"G_A": cyclegan.ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks),
-                                       "G_B": cyclegan.ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks)}
-    for run, model in (("ugatit_light", {"variant": "ugatit", "light": True}),
-                       ("soft_adalin", {"variant": "soft_adalin", "light": False})):
-        up = ugatit.UGATITParams.model_validate({"model": {**model, "ch": 8, "n_res": 1, "n_dis_global": 3,
-                                                           "n_dis_local": 3}, "data": {"crop_px": 32}})
-        yield run, "ugatit", up, {"G_A": ugatit.build_generator(up.model, 32),
-                                  "G_B": ugatit.build_generator(up.model, 32)}
-    wp = whitebox.WhiteboxParams.model_validate({"model": {"ch": 8, "n_res": 1, "vgg_weights": "random"},
-                                                 "pretrain": {"run_dir": ""}, "data": {"crop_px": 32}})
-    yield "whitebox", "whitebox", wp, {"G": whitebox.UNetGenerator(8, 1)}
-    dp = dcgan.DCGANParams.model_validate({"model": {"nz": 8, "ngf": 8}})
-    yield "dcgan", "dcgan", dp, {"G": dcgan.NetG(8, 8)}
+    for run, (family, raw) in CASES.items():
+        fam = registry.get(family)
+        params = fam.params_cls.model_validate(raw)
+        recipe = fam.build(params, Context(device=CPU, amp_dtype=None, channels_last=False, total_steps=1))
+        yield run, family, params, dict(recipe.nets)
+        close = getattr(recipe, "close", None)
+        if close is not None:
+            close()
 
 
 @pytest.fixture(scope="module")
@@ -56,25 +54,23 @@ def exported(tmp_path_factory):
     return out
 
 
-RUNS = ["cyclegan", "ugatit_light", "soft_adalin", "whitebox", "dcgan"]
-
-
 @pytest.mark.parametrize("run", RUNS)
 def test_export_files_and_parity(exported, run):
     run_dir, manifest = exported[run]
     folder = run_dir / "export"
     assert json.loads((folder / "export.json").read_text()) == manifest
-    want = {"cyclegan": ["forward", "backward"], "ugatit_light": ["forward", "backward"],
-            "soft_adalin": ["forward", "backward"], "whitebox": ["forward"], "dcgan": ["generate"]}[run]
+    _, inf = load_run(run_dir)
+    want = [role for role in ("forward", "backward", "generate") if getattr(inf, role) is not None]
+    assert want == (["generate"] if _unconditional(run) else ["forward", "backward"] if inf.backward else ["forward"])
     assert sorted(manifest["files"]) == sorted(want)
     for role in want:
         assert (folder / f"{role}.onnx").stat().st_size > 1000
         diffs = manifest["parity"][f"{role}.onnx"]
-        assert set(diffs) == ({"random"} if run == "dcgan" else {"random", "images"})
+        assert set(diffs) == ({"random"} if _unconditional(run) else {"random", "images"})
         assert all(0 <= d < 1e-3 for d in diffs.values()), diffs
     assert sorted(p.name for p in folder.iterdir()) == sorted(["export.json"] + [f"{r}.onnx" for r in want])
     assert manifest["opset"] == 17 and manifest["step"] == 1 and manifest["run"] == run
-    assert manifest["px"] == (96 if run == "dcgan" else 32)
+    assert manifest["px"] == (96 if _unconditional(run) else 32) == inf.px
     assert manifest["versions"]["onnxruntime"] and manifest["versions"]["torch"] == torch.__version__
 
 
@@ -87,7 +83,7 @@ def test_dynamic_batch_and_round_trip(exported, run):
                                                                    ref.nz)
     gen = torch.Generator().manual_seed(7)
     for n in (1, 3):
-        if run == "dcgan":
+        if _unconditional(run):
             assert got.forward is None and got.backward is None
             z = torch.randn(n, ref.nz, 1, 1, generator=gen)
             pairs = [(got.generate, ref.generate, z)]

@@ -15,10 +15,15 @@ calling `zero_grad`, `backward` and `step` itself would do.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
+
+# A skipped fp16 step (the first ones, while the scale settles) leaves the optimizer unstepped
+# when the trainer steps the LR schedulers: the schedule counts training steps, on purpose.
+warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
 
 
 class Stepper:
