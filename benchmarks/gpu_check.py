@@ -14,8 +14,13 @@ CPU), fused Adam, LR schedulers stepped. The first step(s) run under
 then a few warm-up steps, then up to --steps timed steps (stopped early after
 --family-s seconds). Columns: images/s (batch size x steps / s, as the trainer logs it),
 step ms, peak MiB (`torch.cuda.max_memory_allocated` over the timed steps; CUDA only),
-MFU (FLOPs per step / step time / the GPU's dense bf16 peak, `PEAK_BF16_TFLOPS`; n/a on
-CPU or an unknown GPU). A family passes when every returned loss stayed finite.
+MFU (FLOPs per step / step time / the GPU's dense peak in the row's precision,
+`PEAK_BF16_TFLOPS` / `PEAK_FP16_TFLOPS`; n/a on CPU or an unknown GPU). A family passes
+when every returned loss stayed finite.
+
+"fp16" rows (CUDA by default, `--fp16 on|off`): the same step in float16 autocast with
+dynamic loss scaling (what `train.amp: auto` picks on a 7.x GPU such as a V100 or T4), the
+optimizer steps skipped on overflow counted in the row, MFU against the fp16 peak.
 
 "+compile" rows (CUDA by default, `--compile on|off`): the same measurement with every
 trainable network wrapped in `torch.compile`, in a child process (a compiler crash or a
@@ -84,6 +89,11 @@ MARK = "GPU_CHECK_RESULT "   # a child process's result line: MARK + JSON
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0), ("H200", 989.0), ("H100", 989.0),
     ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("RTX 4090", 165.0),
+)
+
+# Dense fp16 tensor-core peak, TFLOPS (the same as bf16 on Ampere and later; 7.x GPUs have fp16 only).
+PEAK_FP16_TFLOPS: tuple[tuple[str, float], ...] = (
+    *PEAK_BF16_TFLOPS, ("V100", 125.0), ("T4", 65.0),
 )
 
 # Superpixel processes for White-box on the GPU machine: the step waits for SLIC otherwise
@@ -155,13 +165,14 @@ class Row:
 # ----------------------------------------------------------------------------- helpers
 
 
-def peak_tflops(override: float | None) -> float | None:
+def peak_tflops(override: float | None, amp: str = "bf16") -> float | None:
     if override:
         return override
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(0)
-    return next((tf for key, tf in PEAK_BF16_TFLOPS if key.lower() in name.lower()), None)
+    table = PEAK_FP16_TFLOPS if amp == "fp16" else PEAK_BF16_TFLOPS
+    return next((tf for key, tf in table if key.lower() in name.lower()), None)
 
 
 def _sync(device: torch.device) -> None:
@@ -226,7 +237,8 @@ def _finite_all(losses: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def measure_family(name: str, device: torch.device, smoke: bool, steps: int, max_s: float,
-                   compile_: bool = False, backend: str = "inductor", flops: float | None = None) -> dict[str, Any]:
+                   compile_: bool = False, backend: str = "inductor", flops: float | None = None,
+                   amp: str = "bf16") -> dict[str, Any]:
     """Build `name`'s recipe, count the FLOPs of a step (eager only), warm up, time up to
     `steps` steps (at least a few, at most about `max_s` seconds). Raises CheckFailed."""
     fam = registry.get(name)
@@ -234,7 +246,8 @@ def measure_family(name: str, device: torch.device, smoke: bool, steps: int, max
     cuda = device.type == "cuda"
     warm = (2 if smoke else 5) if not compile_ else (3 if smoke else 6)
     period = _period(fam, params)
-    ctx = Context(device=device, amp_dtype=torch.bfloat16 if cuda else None, channels_last=cuda,
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp] if cuda or amp == "fp16" else None
+    ctx = Context(device=device, amp_dtype=dtype, channels_last=cuda,
                   total_steps=max(1000, 10 * (steps + warm + period)))
     torch.manual_seed(0)
     t_build = time.perf_counter()
@@ -257,6 +270,9 @@ def measure_family(name: str, device: torch.device, smoke: bool, steps: int, max
         def one() -> dict[str, torch.Tensor]:
             nonlocal step
             losses = recipe.train_step(batch, step)
+            stepper = getattr(recipe, "steps", None)
+            if stepper is not None:
+                stepper.finish()      # the loss scale (fp16), as the trainer's loop does
             for s in recipe.schedulers().values():
                 s.step()
             step += 1
@@ -298,8 +314,12 @@ def measure_family(name: str, device: torch.device, smoke: bool, steps: int, max
             "peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
             "flops_per_step": flops, "finite": ok, "losses": {k: float(v) for k, v in losses.items()},
             "trainable_params": n_params, "build_s": build_s, "warmup_s": warm_s, "note": note,
-            "compiled": compile_,
+            "compiled": compile_, "amp": amp if dtype is not None else "fp32",
         }
+        stepper = getattr(recipe, "steps", None)
+        if stepper is not None and stepper.scaler.is_enabled():
+            out["skipped_steps"] = sum(stepper.skipped.values())
+            out["loss_scale"] = stepper.scale
         if timings and timings.get("steps"):
             out["superpixel_wait_ms"] = 1000 * (timings["superpixel_wait_total_s"] - waited0) / n
         return out
@@ -316,16 +336,17 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def family_row(name: str, device: torch.device, args, peak: float | None) -> Row:
+def family_row(name: str, device: torch.device, args, peak: float | None, amp: str = "bf16") -> Row:
+    check = name if amp == "bf16" else f"{name} {amp}"
     try:
-        res = measure_family(name, device, args.smoke, args.steps, args.family_s)
+        res = measure_family(name, device, args.smoke, args.steps, args.family_s, amp=amp)
     except Exception as exc:  # noqa: BLE001 - a family's failure is its row, never the whole run's
         if args.verbose:
             traceback.print_exc()
-        return Row(name, "family", "FAIL", _first_line(exc))
+        return Row(check, "family", "FAIL", _first_line(exc))
     finally:
         _release(device)
-    return _family_result_row(name, "family", res, peak, device)
+    return _family_result_row(check, "family", res, peak, device)
 
 
 def _family_result_row(check: str, kind: str, res: dict[str, Any], peak: float | None,
@@ -333,9 +354,13 @@ def _family_result_row(check: str, kind: str, res: dict[str, Any], peak: float |
     mfu = None
     if peak and res.get("flops_per_step"):
         mfu = res["flops_per_step"] / (res["step_ms"] / 1000) / (peak * 1e12)
-    what = ("bf16 autocast + channels_last" if device.type == "cuda" else "fp32 NCHW") \
-        + (" + torch.compile" if res.get("compiled") else "")
+    amp = res.get("amp", "fp32")
+    what = ({"bf16": "bf16 autocast", "fp16": "fp16 autocast + loss scaling"}.get(amp, "fp32")
+            + (" + channels_last" if device.type == "cuda" else " NCHW")
+            + (" + torch.compile" if res.get("compiled") else ""))
     reason = f"{what}, batch {res['batch']}, {res['px']} px, {res['steps']} steps"
+    if res.get("skipped_steps") is not None:
+        reason += f", {res['skipped_steps']} overflowing steps skipped (scale {res['loss_scale']:g})"
     if res.get("superpixel_wait_ms") is not None:
         reason += f", waited {res['superpixel_wait_ms']:.0f} ms/step for superpixels"
     if res.get("note"):
@@ -857,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="+compile rows for these families only (default: every measured family)")
     ap.add_argument("--budget-s", type=float, default=450,
                     help="no compile row starts once this much time has passed (default 450 s)")
+    ap.add_argument("--fp16", choices=["auto", "on", "off"], default="auto",
+                    help="fp16 (loss-scaled) family rows: auto = on CUDA only")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak (default: by name)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     ap.add_argument("--verbose", action="store_true", help="tracebacks of failures")
@@ -910,9 +937,15 @@ def main(argv: list[str] | None = None) -> int:
         print("  (reference sizes on the CPU: minutes per family and per check; --smoke is the CPU mode)")
 
     rows: list[Row] = []
+    do_fp16 = args.fp16 == "on" or (args.fp16 == "auto" and cuda)
     for name in names:
         rows.append(family_row(name, device, args, peak))
         print(f"  {rows[-1].check}: {rows[-1].status} ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    if do_fp16:
+        peak16 = peak_tflops(args.peak_tflops, "fp16") if cuda else None
+        for name in names:
+            rows.append(family_row(name, device, args, peak16, amp="fp16"))
+            print(f"  {rows[-1].check}: {rows[-1].status} ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
     runners = {"resume": check_resume, "torchrun": check_torchrun, "onnx": check_onnx, "serve": check_serve}
     caps = {"resume": 180.0, "torchrun": 120.0, "onnx": 120.0, "serve": 120.0}   # hung-check limits

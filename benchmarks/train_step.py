@@ -20,6 +20,11 @@ Paths (each measured in its own process, so that its peak memory is its own):
   (compilation, cold: each compiled process gets an empty inductor cache) and after how
   many steps it pays that back, or "never". With one --paths entry the compiled path
   takes part in the rounds (fastest step kept; compile time of that same process).
+* Distance to the limit: the FLOPs of one training step of each path are counted with
+  torch's FlopCounterMode (convolutions and matrix products, forward and backward), and
+  the table gives the achieved GFLOP/s of the plain and the auto path and their share of
+  this machine's peak, measured in the same run: the best of a large square matmul
+  (`PEAK_N`) in the path's precision with the same number of threads.
 
 Configurations: `reference` = the papers' settings (CycleGAN 256 px 9 blocks batch 1,
 DCGAN 96 px batch 256, U-GAT-IT light 256, Soft-AdaLIN 256 with the face-ID loss on,
@@ -46,6 +51,32 @@ from toonlab.train.compiling import payback_steps
 from toonlab.train.precision import PROBE_MIN_SPEEDUP, native_bf16, run_step, synthetic_batch
 from toonlab.train.recipe import Context
 from toonlab.util.timing import timed
+
+PEAK_N = 2048      # the peak: an N x N @ N x N matmul (2 N^3 FLOPs), best of a few
+
+
+def peak_gflops(device: torch.device, dtype: torch.dtype, n: int = PEAK_N, rounds: int = 5) -> float:
+    """This machine's peak GFLOP/s for matrix products in `dtype` (the same threads as the paths)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(rounds + 1):                      # the first is a warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def step_gflop(recipe, batch, i: int, device: torch.device) -> float:
+    """GFLOPs of one training step (FlopCounterMode: convolutions and matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run_step(recipe, batch, i, device)
+    return counter.get_total_flops() / 1e9
+
 
 # (model, px, batch, set, note)
 CONFIGS = [
@@ -151,6 +182,8 @@ def measure_one(spec: dict) -> dict:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     out = {"ms": 1000 * median, "first_ms": 1000 * first, "second_ms": 1000 * second, "peak_mib": peak,
            "steps": len(times)}
+    if not spec["compile"]:           # FlopCounterMode and inductor do not mix; the same FLOPs
+        out["gflop"] = step_gflop(recipe, batch, 2 + len(times), device)
     timings = getattr(recipe, "timings", None)
     if timings and timings.get("steps"):
         n = timings["steps"]
@@ -210,8 +243,14 @@ def main() -> int:
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"train-step benchmark on {device} ({where}); native bf16: {'yes' if native else 'no'} ({why}); "
           f"median of up to {args.steps} steps after 2 warm-up steps; each path in its own process", flush=True)
+    peaks = {"fp32": peak_gflops(device, torch.float32)}
+    if "bf16" in args.paths:
+        peaks["bf16"] = peak_gflops(device, torch.bfloat16)
+    print("peak (a " + f"{PEAK_N} x {PEAK_N} matmul, same threads): "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()), flush=True)
     head = (f"{'model':<13}{'px':>4}{'batch':>6}  {'plain ms':>9}{'fp32 ms':>9}{'bf16 ms':>9}  {'auto':<5}"
-            f"{'auto ms':>8}{'speed-up':>9}{'bf16/fp32':>10}  {'peak MiB plain/auto':>20}")
+            f"{'auto ms':>8}{'speed-up':>9}{'bf16/fp32':>10}  {'peak MiB plain/auto':>20}"
+            f"  {'GFLOP/step':>10}{'GFLOP/s plain/auto':>19}{'% of peak':>13}")
     if args.compile:
         head += f"  {'compiled ms':>11}{'compile s':>10}  pays back"
     print(head, flush=True)
@@ -242,6 +281,12 @@ def main() -> int:
         base_ms = res.get("plain", a)["ms"]
         line = (f"{model:<13}{px:>4}{batch:>6}  {ms['plain']}{ms['fp32']}{ms['bf16']}  {auto:<5}{a['ms']:>8.0f}"
                 f"{base_ms / a['ms']:>8.2f}x{ratio_s}  {res.get('plain', a)['peak_mib']:>9.0f} /{a['peak_mib']:>8.0f}")
+        pl = res.get("plain", a)
+        if "gflop" in a and "gflop" in pl:
+            rate = {"plain": pl["gflop"] / (pl["ms"] / 1000), "auto": a["gflop"] / (a["ms"] / 1000)}
+            share = {"plain": rate["plain"] / peaks["fp32"], "auto": rate["auto"] / peaks.get(auto, peaks["fp32"])}
+            line += (f"  {a['gflop']:>10.1f}{rate['plain']:>10.1f} /{rate['auto']:>7.1f}"
+                     f"{100 * share['plain']:>6.1f}% /{100 * share['auto']:>4.1f}%")
         if args.compile:
             c = compiled or run_path({**base, "path": auto, "compile": True})
             if "error" in c:

@@ -100,3 +100,20 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cuda"], check=False, cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+
+
+def test_an_fp16_row_measures_the_loss_scaled_step(tmp_path):
+    """The fp16 rows (on by default on CUDA): float16 autocast with loss scaling, the
+    overflowing steps counted; here on the CPU for one family."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TOONLAB_PROGRESS": "0"}
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--fp16", "on", "--checks",
+                           "--families", "cyclegan", "--out", str(out)], check=False, cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["check"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["cyclegan", "cyclegan fp16"]
+    fp16 = rows["cyclegan fp16"]
+    assert fp16["status"] == "PASS" and fp16["extra"]["amp"] == "fp16" and rows["cyclegan"]["extra"]["amp"] == "fp32"
+    assert _number(fp16["extra"]["loss_scale"]) and fp16["extra"]["skipped_steps"] >= 0
+    assert "fp16 autocast + loss scaling" in fp16["reason"] and "overflowing steps skipped" in fp16["reason"]
