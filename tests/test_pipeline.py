@@ -41,6 +41,10 @@ def test_a_family_stage_holds_its_own_code_and_not_the_others():
     assert {"src/toonlab/models/ugatit/nets.py", "src/toonlab/models/ugatit/model.py",
             "src/toonlab/train/trainer.py", "src/toonlab/train/recipe.py", "workflow/rules/train.smk"} <= set(ugatit)
     assert not [f for f in ugatit if "/cyclegan/" in f or "/dcgan/" in f or "/whitebox/" in f]
+    # The ablation schema is the ablations stage's code, not the trainings': editing it re-runs none.
+    assert "src/toonlab/ablations.py" in pipeline.code_deps("ablations")
+    assert not [s.name for s in pipeline.stages() if s.name.startswith("train_")
+                and "src/toonlab/ablations.py" in pipeline.code_deps(s.name)]
     # White-box reads the landmarker run for its landmark loss: its code is White-box's too.
     assert "src/toonlab/models/landmarker/model.py" in pipeline.code_deps("train_whitebox")
     # Evaluation loads whatever family a checkpoint names, so it holds every evaluable family.

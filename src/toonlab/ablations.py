@@ -14,6 +14,7 @@ key fails before anything trains.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -98,3 +99,14 @@ def variant_params(params: Any, name: str) -> tuple[AblationVariant, Any]:
     v = variants[name]
     section = registry.get(v.family).section_of(params)
     return v, apply_overrides(section, v.overrides, f"ablations.variants.{name}.overrides")
+
+
+def variant_run(params: Any, name: str, variant: str, steps: int | None) -> tuple[Any, str, int | None]:
+    """(the family section's settings, run folder, steps) of `toonlab train NAME --variant
+    VARIANT`: the variant's overrides applied, `<train.out_dir>/<ablations.runs_subdir>/<variant>`,
+    `steps` or the variant's own."""
+    spec, fparams = variant_params(params, variant)
+    if spec.family != name:
+        raise UsageError(f"ablation variant {variant} is a {spec.family} variant, not {name}")
+    run_dir = str(Path(params.train.out_dir) / params.ablations.runs_subdir / variant)
+    return fparams, run_dir, steps if steps is not None else (spec.steps or None)

@@ -388,11 +388,17 @@ def _cmd_review(args: argparse.Namespace, params: Any) -> int:
 def _cmd_train(args: argparse.Namespace, params: Any) -> int:
     from toonlab.train.launch import cli_argv, train_family, train_under_torchrun, wants_torchrun
 
+    fparams, run_dir, steps = None, args.run_dir, args.steps
+    if args.variant:   # an ablation variant: the family's settings with its overrides, its own folder
+        from toonlab.ablations import variant_run
+
+        fparams, variant_dir, steps = variant_run(params, args.model, args.variant, args.steps)
+        run_dir = run_dir or variant_dir
     if wants_torchrun(params):   # train.gpus x train.nodes > 1: this command again, under torchrun
-        return train_under_torchrun(params, args.model, cli_argv(args), variant=args.variant, steps=args.steps,
-                                    run_dir=args.run_dir, device=args.device)
-    train_family(params, args.model, variant=args.variant, steps=args.steps, resume=args.resume,
-                 run_dir=args.run_dir, device=args.device, restart=args.restart)
+        return train_under_torchrun(params, args.model, cli_argv(args), steps=steps, run_dir=run_dir,
+                                    device=args.device)
+    train_family(params, args.model, fparams=fparams, steps=steps, resume=args.resume, run_dir=run_dir,
+                 device=args.device, restart=args.restart)
     return 0
 
 

@@ -1,5 +1,6 @@
-"""`toonlab train <family>`: a registered family's section of params.yaml (or an
-ablation variant of it) -> the generic trainer, on the chosen device, under torchrun or not.
+"""`toonlab train <family>`: a registered family's section of params.yaml (or the settings
+given, e.g. an ablation variant's, resolved by the command line with `toonlab.ablations`) ->
+the generic trainer, on the chosen device, under torchrun or not.
 With `train.gpus` x `train.nodes` > 1, outside a torchrun worker, the command re-runs
 itself under torchrun (`toonlab.train.torchrun`) and waits for it."""
 
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from toonlab import registry
-from toonlab.ablations import variant_params
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger
 from toonlab.train import torchrun
@@ -19,32 +19,27 @@ from toonlab.train import torchrun
 log = get_logger(__name__)
 
 
-def _resolve(params: Any, name: str, variant: str | None, steps: int | None,
+def _resolve(params: Any, name: str, fparams: Any, steps: int | None,
              run_dir: str | None) -> tuple[Any, Any, str, int | None]:
-    """(family, its params, run folder, steps) of `toonlab train name [--variant ...]`."""
+    """(family, its params, run folder, steps) of `toonlab train name`: `fparams` and
+    `run_dir` when given (a variant's), else the family's section and run folder."""
     if steps is not None and steps < 1:
         raise UsageError("--steps must be at least 1")
     family = registry.get(name)
-    fparams, default_dir = family.section_of(params), family.run_dir(params)
-    if variant:
-        spec, fparams = variant_params(params, variant)
-        if spec.family != name:
-            raise UsageError(f"ablation variant {variant} is a {spec.family} variant, not {name}")
-        default_dir = str(Path(params.train.out_dir) / params.ablations.runs_subdir / variant)
-        steps = steps if steps is not None else (spec.steps or None)
-    return family, fparams, run_dir or default_dir, steps
+    return (family, fparams if fparams is not None else family.section_of(params),
+            run_dir or family.run_dir(params), steps)
 
 
-def train_family(params: Any, name: str, *, variant: str | None = None, steps: int | None = None,
+def train_family(params: Any, name: str, *, fparams: Any = None, steps: int | None = None,
                  resume: str = "auto", run_dir: str | None = None, device: str | None = None,
                  restart: bool = False) -> dict[str, Any]:
-    """Train family `name` into its run folder (default: the registry's, or
-    `<train.out_dir>/<ablations.runs_subdir>/<variant>`) in this process (one rank of
-    a torchrun job when started by torchrun); returns the last logged metrics."""
+    """Train family `name` (with its section of `params`, or `fparams`) into its run folder
+    (default: the registry's) in this process (one rank of a torchrun job when started by
+    torchrun); returns the last logged metrics."""
     from toonlab.train.device import init_distributed, resolve_device
     from toonlab.train.trainer import Trainer
 
-    family, fparams, run_dir, steps = _resolve(params, name, variant, steps, run_dir)
+    family, fparams, run_dir, steps = _resolve(params, name, fparams, steps, run_dir)
     rank, _, local_rank = init_distributed()
     trainer = Trainer(family, fparams, params.train, device=resolve_device(params.runtime.device, device, local_rank),
                       packed_dir=params.pack.out_dir, run_dir=Path(run_dir), steps=steps)
@@ -103,12 +98,12 @@ def _worker_env(params: Any, device: str | None) -> dict[str, str]:
     return env
 
 
-def train_under_torchrun(params: Any, name: str, argv: list[str], *, variant: str | None = None,
-                         steps: int | None = None, run_dir: str | None = None, device: str | None = None) -> int:
+def train_under_torchrun(params: Any, name: str, argv: list[str], *, steps: int | None = None,
+                         run_dir: str | None = None, device: str | None = None) -> int:
     """Run `toonlab <argv>` (a `toonlab train` command line) under torchrun with
     train.gpus processes per node on train.nodes nodes; 0 when it finished, else a
     ToonlabError with the run's exit status (75: stopped with a checkpoint, resumable)."""
-    _, _, folder, _ = _resolve(params, name, variant, steps, run_dir)
+    _, _, folder, _ = _resolve(params, name, None, steps, run_dir)
     t = params.train
     rdzv = torchrun.slurm_rendezvous(t.nodes, t.rdzv_port) if t.nodes > 1 else None
     env = _worker_env(params, device)
