@@ -437,6 +437,28 @@ def compile_row(name: str, eager: Row, args, peak: float | None, timeout: float)
     return row
 
 
+def compile_figures(rows: list[Row]) -> list[str]:
+    """The measured figures that would let `train.compile: auto` compile on this device (it
+    stays eager where nothing is measured): per family, the point a family's `figures.py`
+    would hold (`registry.CompileGain`: precision, px, speed-up, compile seconds) and after
+    how many steps of this step time compiling pays back (`train.compiling`: auto compiles
+    when that is within PAYBACK_MAX_STEPS and half the steps left)."""
+    from toonlab.train.compiling import PAYBACK_MAX_STEPS, payback_steps
+
+    out = []
+    for row in rows:
+        if row.kind != "compile" or row.status != "PASS" or not row.extra.get("speedup"):
+            continue
+        ex = row.extra
+        compile_s = float(ex.get("warmup_s") or 0.0)
+        steps = payback_steps(ex["speedup"], compile_s, ex["step_ms"] * ex["speedup"] / 1000)
+        pays = f"pays back after {steps:.0f} steps" if steps != float("inf") else "never pays back"
+        turn = "auto would compile" if steps <= PAYBACK_MAX_STEPS else "auto stays eager"
+        out.append(f"  figures: {row.check.split('+')[0]}: ({ex.get('amp', 'fp32')!r}, {ex['px']}, "
+                   f"{ex['speedup']:.2f}, {compile_s:.1f})  # {pays}: {turn}")
+    return out
+
+
 # ----------------------------------------------------------------------------- system checks: data and runs
 
 
@@ -985,6 +1007,8 @@ def main(argv: list[str] | None = None) -> int:
               if r.kind == "compile" and r.status == "PASS" and (r.extra.get("speedup") or 0) >= 1.05]
     if do_compile:
         print(f"torch.compile helps: {', '.join(helped) if helped else 'no family measured'}")
+        for line in compile_figures(rows):
+            print(line)
     failed = [r.check for r in rows if r.status == "FAIL"]
     print(f"{len(rows) - len(failed)}/{len(rows)} rows without FAIL in {wall:.0f} s"
           + (f"; FAIL: {', '.join(failed)}" if failed else ""))

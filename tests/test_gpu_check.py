@@ -50,6 +50,8 @@ def test_every_row_passes_with_every_family_and_check(smoke):
     assert [r["check"] for r in result["rows"] if r["kind"] == "family"] == families
     assert [r["check"] for r in result["rows"] if r["kind"] == "system"] == ["resume", "torchrun", "onnx", "serve"]
     assert [r["check"] for r in result["rows"] if r["kind"] == "compile"] == ["landmarker+compile"]
+    # The figures that would turn `train.compile: auto` on, in a family figures.py's form.
+    assert "  figures: landmarker: ('fp32', 32, " in stdout
     # The printed table: one line per row, each with its status.
     for name in rows:
         assert any(line.startswith(name + " ") and " PASS " in line for line in stdout.splitlines()), name
