@@ -165,3 +165,40 @@ def test_learning_known_transform(workdir, cpu_precision):
     err = (y - target).abs().mean().item()
     identity_err = (x - target).abs().mean().item()
     assert err < 0.4 * identity_err, (err, identity_err)
+
+
+def test_a_finished_run_leaves_no_loader_worker_behind(workdir, monkeypatch):
+    """Loader workers ignore SIGTERM (a stop is the trainer's to handle), so the trainer ends
+    them itself when its loop ends, also on failure; left to the garbage collector, one
+    outliving the run made `toonlab train` hang at exit in about one run out of four
+    (multiprocessing terminates its children at exit, which they ignore, then joins them)."""
+    import multiprocessing
+
+    from test_optimize import _trainer
+
+    from toonlab.train.data import BatchStream
+
+    closed = []
+    real = BatchStream.close
+    monkeypatch.setattr(BatchStream, "close", lambda self: (closed.append(self._it is not None), real(self))[1])
+    _trainer(workdir, 2, cpu_precision="fp32", loader_workers=2).run(resume="none")
+    assert closed == [True] and multiprocessing.active_children() == []
+    broken = _trainer(workdir, 4, cpu_precision="fp32", loader_workers=2)
+    monkeypatch.setattr(broken.monitor, "log", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        broken.run()
+    assert closed == [True, True] and multiprocessing.active_children() == []
+
+
+def test_batch_stream_close_ends_its_workers(workdir):
+    from toonlab.train.data import BatchStream, ImageSource, UnpairedDataset
+    from toonlab.train.recipe import DataSpec
+
+    spec = DataSpec(domains={"A": "A"}, crop_px=32, batch_size=2, load_px=36)
+    stream = BatchStream(UnpairedDataset({"A": ImageSource.folder(str(workdir / "A"))}, spec, 0), 2, 2, False)
+    next(stream)
+    workers = list(stream._it._workers)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    stream.close()
+    assert not any(w.is_alive() for w in workers) and stream._it is None
+    stream.close()    # twice: nothing left to end

@@ -209,6 +209,23 @@ class BatchStream:
     def __iter__(self):
         return self
 
+    def close(self) -> None:
+        """End the loader's worker processes now. They ignore SIGTERM (a stop signal for the
+        process group is the trainer's to handle), so a loader left to the garbage collector
+        could outlive the run: at exit multiprocessing would `terminate()` them, which they
+        ignore, and then wait for them forever. A worker that does not end is killed."""
+        it, self._it = self._it, None
+        if it is None:
+            return
+        workers = list(getattr(it, "_workers", []))
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+                w.join(timeout=5)
+
 
 def _worker_init(_: int) -> None:
     import cv2

@@ -279,6 +279,7 @@ class Trainer:
             status = "failed"
             raise
         finally:
+            stream.close()      # the loader's workers, ended now: they ignore SIGTERM (see BatchStream.close)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             self.monitor.beat(status, step, metrics)
