@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_precision import _trainer
 from torch import nn
 
 from conftest import logged_losses, smoke_cases
@@ -16,7 +17,6 @@ from toonlab.train import checkpoint as ckpt
 from toonlab.train import precision
 from toonlab.train.optimize import Stepper
 from toonlab.train.recipe import Context
-from toonlab.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 
@@ -82,18 +82,6 @@ def test_every_family_trains_in_fp16_on_cpu(name, one_thread):
     assert "steps" in recipe.extra_state()
 
 
-def _trainer(root, steps: int, **train) -> Trainer:
-    params = validate_params({
-        "train": {"source": "folders", "folders": {"A": str(root / "A"), "B": str(root / "B")},
-                  "log_every": 1, "ckpt_every": 2, "sample_every": 2, "loader_workers": 0,
-                  "out_dir": str(root / "models"), **train},
-        "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
-                     "data": {"crop_px": 32, "load_px": 36, "batch_size": 2},
-                     "optim": {"steps_constant": 10, "steps_decay": 10}}})
-    return Trainer(registry.get("cyclegan"), params.cyclegan, params.train, device=CPU, packed_dir="unused",
-                   steps=steps)
-
-
 def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return torch.equal(a, b)
@@ -103,7 +91,7 @@ def _same(a, b) -> bool:
 
 
 def test_fp16_training_decreases_its_losses_and_resumes_bit_exactly(workdir, caplog):
-    straight = _trainer(workdir, 6, cpu_precision="fp16")
+    straight = _trainer(workdir, 6, "fp16", sample_every=2)
     with caplog.at_level("INFO"):
         straight.run(resume="none")
     assert straight.precision.name == "fp16"
@@ -114,27 +102,27 @@ def test_fp16_training_decreases_its_losses_and_resumes_bit_exactly(workdir, cap
     assert a["extra"]["steps"]["scaler"]["scale"] > 0
     # 3 steps, then resumed to 6: the same weights, optimizer state and loss scale.
     (workdir / "models").rename(workdir / "straight")
-    _trainer(workdir, 3, cpu_precision="fp16").run(resume="none")
-    _trainer(workdir, 6, cpu_precision="fp16").run()
+    _trainer(workdir, 3, "fp16", sample_every=2).run(resume="none")
+    _trainer(workdir, 6, "fp16", sample_every=2).run()
     b = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
     assert _same(a["nets"], b["nets"]) and _same(a["optimizers"], b["optimizers"])
     assert _same(a["extra"]["steps"], b["extra"]["steps"]) and a["extra"]["scaler"] == b["extra"]["scaler"]
 
 
 def test_ema_is_kept_resumed_exactly_and_used_for_inference(workdir):
-    plain = _trainer(workdir, 4, cpu_precision="fp32")
+    plain = _trainer(workdir, 4, "fp32", sample_every=2)
     plain.run(resume="none")
     trained = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
     assert "ema" not in trained
     (workdir / "models").rename(workdir / "plain")
-    _trainer(workdir, 4, cpu_precision="fp32", ema=0.9).run(resume="none")
+    _trainer(workdir, 4, "fp32", sample_every=2, ema=0.9).run(resume="none")
     a = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
     # The average changes nothing that is trained; it is its own set of generator weights.
     assert _same(a["nets"], trained["nets"]) and set(a["ema"]) == {"G_A", "G_B"}
     assert not torch.equal(a["ema"]["G_A"]["model.1.weight"], a["nets"]["G_A"]["model.1.weight"])
     (workdir / "models").rename(workdir / "ema4")
-    _trainer(workdir, 2, cpu_precision="fp32", ema=0.9).run(resume="none")
-    _trainer(workdir, 4, cpu_precision="fp32", ema=0.9).run()
+    _trainer(workdir, 2, "fp32", sample_every=2, ema=0.9).run(resume="none")
+    _trainer(workdir, 4, "fp32", sample_every=2, ema=0.9).run()
     b = ckpt.load(ckpt.latest(workdir / "models/cyclegan/checkpoints"))
     assert _same(a["ema"], b["ema"]) and _same(a["nets"], b["nets"])
     loaded = read_run(resolve_run(workdir / "models/cyclegan", workdir / "models"))

@@ -81,11 +81,12 @@ def test_probe_times_both_precisions_and_leaves_the_rng_as_it_was():
     assert len(built) == 1 and built[0].ctx.amp_dtype == torch.bfloat16   # ran both, bf16 last
 
 
-def _trainer(root, steps: int, setting: str, out: str = "models") -> Trainer:
+def _trainer(root, steps: int, setting: str, out: str = "models", **train) -> Trainer:
+    """A tiny CycleGAN trainer on `root`'s A/B folders; `train`: more train.* settings."""
     params = validate_params({
         "train": {"source": "folders", "folders": {"A": str(root / "A"), "B": str(root / "B")},
                   "cpu_precision": setting, "log_every": 1, "ckpt_every": 2, "sample_every": 0,
-                  "loader_workers": 0, "out_dir": str(root / out)},
+                  "loader_workers": 0, "out_dir": str(root / out), **train},
         "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
                      "data": {"crop_px": 32, "load_px": 36, "batch_size": 2},
                      "optim": {"steps_constant": 10, "steps_decay": 10}}})

@@ -174,16 +174,16 @@ def test_a_finished_run_leaves_no_loader_worker_behind(workdir, monkeypatch):
     (multiprocessing terminates its children at exit, which they ignore, then joins them)."""
     import multiprocessing
 
-    from test_optimize import _trainer
+    from test_precision import _trainer
 
     from toonlab.train.data import BatchStream
 
     closed = []
     real = BatchStream.close
     monkeypatch.setattr(BatchStream, "close", lambda self: (closed.append(self._it is not None), real(self))[1])
-    _trainer(workdir, 2, cpu_precision="fp32", loader_workers=2).run(resume="none")
+    _trainer(workdir, 2, "fp32", loader_workers=2).run(resume="none")
     assert closed == [True] and multiprocessing.active_children() == []
-    broken = _trainer(workdir, 4, cpu_precision="fp32", loader_workers=2)
+    broken = _trainer(workdir, 4, "fp32", loader_workers=2)
     monkeypatch.setattr(broken.monitor, "log", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         broken.run()
