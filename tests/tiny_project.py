@@ -21,23 +21,13 @@ from pathlib import Path
 import yaml
 
 from conftest import run
+from toonlab import profiles
 from toonlab.util import keys
 
 TINY_DEMO = {"variants_per_photo": 2, "anime_count": 4, "anime_px": 256, "photo_max_px": 256}
-# Every face in the train split, and a CycleGAN of a few steps: the drivers are under test here.
+# Every face in the train split; each family at its tiny values (`toonlab.profiles.tiny()`:
+# a few steps at the smallest size, from the family folders): the drivers are under test here.
 TINY_REST = {"curate": {"split": {"train": 1.0, "val": 0.0, "test": 0.0}},
-             "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
-                          "data": {"crop_px": 32, "load_px": 36},
-                          "optim": {"steps_constant": 2, "steps_decay": 2}},
-             "dcgan": {"model": {"nz": 8, "ngf": 8, "ndf": 8}, "optim": {"steps": 3},
-                       "data": {"batch_size": 2}},
-             "ugatit": {"model": {"ch": 4, "n_res": 1, "n_dis_global": 3, "n_dis_local": 3},
-                        "data": {"crop_px": 32, "load_px": 36}, "optim": {"steps": 2}},
-             "landmarker": {"model": {"ch": 4, "n_blocks": 0}, "data": {"crop_px": 32, "batch_size": 2},
-                            "optim": {"steps": 2}},
-             "whitebox": {"model": {"ch": 4, "n_res": 1, "d_ch": 4}, "data": {"crop_px": 32, "batch_size": 2},
-                          "pretrain": {"steps": 2}, "optim": {"steps": 2},
-                          "structure": {"segments": 10, "workers": 0}},
              # Every face is in the train split: evaluate on it (the drivers are under test, not the model).
              "evaluate": {"split": "train", "max_images": 2, "generated": 4, "fixed_inputs": 2, "kid_subsets": 2},
              "ablations": {"run": ["cyclegan_base", "dcgan_d1_g1"]},
@@ -63,7 +53,7 @@ def shrink(project: Path, **demo) -> None:
     params = yaml.safe_load(p.read_text())
     params["demo"].update(TINY_DEMO, **demo)
     params["runtime"]["workers"] = 1  # tiny data: no worker processes to start
-    p.write_text(yaml.safe_dump(keys.merge(params, TINY_REST), sort_keys=False))
+    p.write_text(yaml.safe_dump(keys.merge(keys.merge(params, profiles.tiny()), TINY_REST), sort_keys=False))
 
 
 def snapshot(root: Path, tops: tuple[str, ...] = ("data",)) -> dict[str, tuple[int, str]]:

@@ -77,6 +77,16 @@ def smoke(fam: registry.Family) -> dict[str, Any]:
     return copy.deepcopy(getattr(module, "SMOKE", {}).get(fam.name, {})) if module is not None else {}
 
 
+def tiny() -> dict[str, dict[str, Any]]:
+    """The tiny end-to-end project's values of every family section (`TINY` of each profiles
+    module: a few steps at the smallest size), params.yaml section -> values. A family
+    without them keeps its section's values there."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, module in sections().items():
+        out.update(copy.deepcopy(getattr(module, "TINY", {})))
+    return out
+
+
 def sections() -> dict[str, ModuleType]:
     """params.yaml section -> its profiles module, for every family that has one (a section
     shared by two families, as White-box's two stages share `whitebox`, once)."""

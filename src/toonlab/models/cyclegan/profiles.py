@@ -46,3 +46,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 SMOKE: dict[str, dict[str, Any]] = {
     "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1}, "data": {"crop_px": 32, "batch_size": 2}},
 }
+
+# The tiny end-to-end project of the driver tests (tests/tiny_project.py): params.yaml
+# section -> values (a few steps at the smallest size; the drivers are under test there).
+TINY: dict[str, dict[str, Any]] = {
+    "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1, "n_layers_d": 2},
+                 "data": {"crop_px": 32, "load_px": 36}, "optim": {"steps_constant": 2, "steps_decay": 2}},
+}

@@ -40,3 +40,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 SMOKE: dict[str, dict[str, Any]] = {
     "dcgan": {"model": {"nz": 8, "ngf": 8, "ndf": 8}, "data": {"batch_size": 4}, "optim": {"g_every": 1}},
 }
+
+# The tiny end-to-end project of the driver tests (tests/tiny_project.py): params.yaml
+# section -> values (a few steps at the smallest size; the drivers are under test there).
+TINY: dict[str, dict[str, Any]] = {
+    "dcgan": {"model": {"nz": 8, "ngf": 8, "ndf": 8}, "optim": {"steps": 3}, "data": {"batch_size": 2}},
+}

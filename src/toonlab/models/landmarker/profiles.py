@@ -35,3 +35,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 SMOKE: dict[str, dict[str, Any]] = {
     "landmarker": {"model": {"ch": 8, "n_blocks": 1}, "data": {"crop_px": 32, "batch_size": 2}},
 }
+
+# The tiny end-to-end project of the driver tests (tests/tiny_project.py): params.yaml
+# section -> values (a few steps at the smallest size; the drivers are under test there).
+TINY: dict[str, dict[str, Any]] = {
+    "landmarker": {"model": {"ch": 4, "n_blocks": 0}, "data": {"crop_px": 32, "batch_size": 2},
+                   "optim": {"steps": 2}},
+}

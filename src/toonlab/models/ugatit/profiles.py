@@ -80,3 +80,10 @@ SMOKE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "ugatit": {"soft_adalin": {"model": {"variant": "soft_adalin", "ch": 8, "n_res": 1, "n_dis_global": 4,
                                          "n_dis_local": 3}, "data": {"crop_px": 32, "batch_size": 2}}},
 }
+
+# The tiny end-to-end project of the driver tests (tests/tiny_project.py): params.yaml
+# section -> values (a few steps at the smallest size; the drivers are under test there).
+TINY: dict[str, dict[str, Any]] = {
+    "ugatit": {"model": {"ch": 4, "n_res": 1, "n_dis_global": 3, "n_dis_local": 3},
+               "data": {"crop_px": 32, "load_px": 36}, "optim": {"steps": 2}},
+}

@@ -57,3 +57,11 @@ SMOKE: dict[str, dict[str, Any]] = {
                  "data": {"crop_px": 32, "batch_size": 2}, "pretrain": {"run_dir": ""},
                  "structure": {"workers": 0, "segments": 16}, "loss": {"landmark": 0.0}},
 }
+
+# The tiny end-to-end project of the driver tests (tests/tiny_project.py): params.yaml
+# section -> values (a few steps at the smallest size, both stages of the section; the
+# pretraining run and the landmark loss stay as the pipeline wires them).
+TINY: dict[str, dict[str, Any]] = {
+    "whitebox": {"model": {"ch": 4, "n_res": 1, "d_ch": 4}, "data": {"crop_px": 32, "batch_size": 2},
+                 "pretrain": {"steps": 2}, "optim": {"steps": 2}, "structure": {"segments": 10, "workers": 0}},
+}
