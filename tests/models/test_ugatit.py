@@ -225,11 +225,11 @@ def test_d_step_gives_no_gradient_to_generators():
     b = batch()
     gen = recipe.generate(b["A"], b["B"])
     assert gen["A2B"].requires_grad   # the translations carry their graph ...
-    d_losses = recipe.update_discriminators(b["A"], b["B"], gen)
+    d_losses = recipe.steps.drive([recipe.update_discriminators(b["A"], b["B"], gen)])   # the D phase
     assert all(p.grad is None for p in g_params(recipe))   # ... yet the D step leaves G untouched
     assert all(p.grad is not None for k in ugatit.D_NAMES for p in recipe.nets[k].parameters())
     assert set(d_losses) == {"D_A", "D_B", "D_total"}
-    g_losses = recipe.update_generators(b["A"], b["B"], gen)   # the same graph still serves the G step
+    g_losses = recipe.steps.drive([recipe.update_generators(b["A"], b["B"], gen)])   # the same graph serves the G phase
     assert set(g_losses) == G_LOSSES | {"G_total"}
     assert all(p.grad is not None for p in g_params(recipe))
 

@@ -4,7 +4,7 @@ section and the recipes' shared base."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Generator, Iterable
 
 import torch
 from torch import nn
@@ -55,6 +55,11 @@ def adam(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], 
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
+# A recipe's training step as phases (`RecipeBase.phases`): yields (optimizer name, loss or
+# tuple of losses) per phase, returns the step's detached losses.
+Phases = Generator[tuple[str, Any], None, dict[str, torch.Tensor]]
+
+
 class RecipeBase:
     """What every training recipe (toonlab.train.recipe.Recipe) does the same way: the
     context's device and memory format, the float16 loss scaler, autocast, moving batches
@@ -84,6 +89,17 @@ class RecipeBase:
     def schedulers(self) -> dict[str, Any]:
         return self.sched
 
+    def phases(self, batch: dict[str, torch.Tensor], step: int) -> Phases:
+        """One training step as phases: compute a phase's losses, `yield name, loss` (or a
+        tuple of losses) for optimizer `name`, and go on once it has stepped; return the
+        detached losses to log (`toonlab.train.optimize`)."""
+        raise NotImplementedError
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """One optimisation step on `batch` (the Recipe protocol): the recipe's phases,
+        each stepped by `self.steps` as it comes."""
+        return self.steps.drive([self.phases(batch, step)])
+
     # -- helpers
 
     def _autocast(self):
@@ -94,9 +110,9 @@ class RecipeBase:
 
     @property
     def steps(self) -> Any:
-        """The optimizer steps (`toonlab.train.optimize.Stepper` over `self.opt`): the recipe
-        hands each phase's losses to `self.steps.update(name, *losses)`; clearing, loss
-        scaling (float16 autocast only), clipping, stepping and skipping are done there."""
+        """The optimizer steps (`toonlab.train.optimize.Stepper` over `self.opt`), which
+        drives `phases`: clearing, loss scaling (float16 autocast only), clipping, stepping,
+        skipping and gradient accumulation are done there."""
         if self._steps is None:   # made at first use: after the trainer has set the precision
             from toonlab.train.optimize import Stepper
 

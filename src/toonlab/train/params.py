@@ -27,6 +27,10 @@ class TrainParams(Section):
     # fp32, bf16 or fp16 (with loss scaling); a resumed auto run keeps its first choice.
     cpu_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     clip_grad: Annotated[float, Field(ge=0)] = 0.0   # clip each optimizer's gradient norm to this (0: off)
+    # Gradient accumulation: each optimizer step takes the mean gradient of this many
+    # batches of data.batch_size (per process), so a step sees accumulate x batch_size x
+    # processes images while memory holds one batch (toonlab.train.optimize).
+    accumulate: Annotated[int, Field(ge=1, le=1024)] = 1
     # EMA of the generators' weights (toonlab.train.ema): decay per step, e.g. 0.999 (0: off);
     # samples and the run's inference (evaluate, cartoonize, serve, export) use the average.
     ema: Annotated[float, Field(ge=0, lt=1)] = 0.0

@@ -65,7 +65,11 @@ class Recipe(Protocol):
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """One optimisation step (all networks). Returns detached scalar losses; never
-        calls .item() (the trainer syncs only at log steps)."""
+        calls .item() (the trainer syncs only at log steps). A recipe built on
+        `toonlab.models.common.RecipeBase` writes `phases(batch, step)` instead (a generator
+        yielding each phase's losses for the loop to step: `toonlab.train.optimize`), which
+        also gives it `train.accumulate`; one that steps its optimizers here itself trains
+        without accumulation."""
 
     @torch.no_grad()
     def sample(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

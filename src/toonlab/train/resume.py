@@ -97,8 +97,10 @@ def identity(family: str, fparams: Any, tp: TrainParams, data: dict[str, str]) -
     """The run's config: what `compare` judges. `data`: the training images' fingerprint."""
     t = tp.model_dump(mode="json")
     keep = ("seed", "jitter", "source", "folders", "split")
-    return {"family": family, "params": fparams.model_dump(mode="json"),
-            "train": {k: t[k] for k in keep}, "data": data}
+    train = {k: t[k] for k in keep}
+    if tp.accumulate != 1:   # named only when on: runs from before the setting keep their identity
+        train["accumulate"] = tp.accumulate
+    return {"family": family, "params": fparams.model_dump(mode="json"), "train": train, "data": data}
 
 
 def fingerprint(domains: dict[str, str], tp: TrainParams, packed_dir: str) -> dict[str, str]:

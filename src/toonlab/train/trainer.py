@@ -44,7 +44,7 @@ import torch
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.log import get_logger
 from toonlab.train import checkpoint as ckpt
-from toonlab.train import compiling, decide, precision, runfolder
+from toonlab.train import compiling, decide, optimize, precision, runfolder
 from toonlab.train import resume as resuming
 from toonlab.train.data import BatchStream, ImageSource, SamplerState, UnpairedDataset
 from toonlab.train.device import unwrap
@@ -89,7 +89,8 @@ class Trainer:
         self.channels_last = tparams.channels_last and device.type == "cuda"
         self.ctx = Context(device=device, amp_dtype=amp_dtype, channels_last=self.channels_last,
                            total_steps=self.total, distributed=self.ranks.world > 1,
-                           extra={"clip_grad": tparams.clip_grad} if tparams.clip_grad else {})
+                           extra={**({"clip_grad": tparams.clip_grad} if tparams.clip_grad else {}),
+                                  **({"accumulate": tparams.accumulate} if tparams.accumulate > 1 else {})})
         self.ema: EMA | None = None     # train.ema: the generators' average (toonlab.train.ema)
         self.packed_dir = packed_dir
         self.monitor = Monitor(self.run_dir, family.name, self.total, self.ranks.world, device,
@@ -178,6 +179,7 @@ class Trainer:
         rank, world = self.ranks.rank, self.ranks.world
         self._seed()
         recipe = self.family.build(self.fparams, self.ctx)
+        optimize.check_accumulate(recipe, self.tp.accumulate, self.family.name)
         sources = self._sources(recipe)
         self._data_fingerprint = resuming.fingerprint(recipe.data.domains, self.tp, self.packed_dir)
         resume_path = self.ranks.on_rank0(lambda: self._prepare(resume, restart))
@@ -232,12 +234,9 @@ class Trainer:
         try:
             for step0 in self.monitor.steps():
                 step = step0 + 1
-                batch_in = self._to_device(next(stream))
+                batches = [self._to_device(next(stream)) for _ in range(self.tp.accumulate)]
                 t_step = time.perf_counter()
-                losses = recipe.train_step(batch_in, step0)
-                stepper = getattr(recipe, "steps", None)
-                if stepper is not None:
-                    stepper.finish()          # the loss scale, updated once per step (fp16)
+                losses = optimize.train_step(recipe, batches, step0)
                 if self.ema is not None:
                     self.ema.update(recipe.nets)
                 if step0 == start and self.compiled.on:
@@ -247,14 +246,14 @@ class Trainer:
                     s.step()
                 finite = torch.stack([torch.isfinite(v.detach().float()).all() for v in losses.values()])
                 bad = torch.where((bad < 0) & ~finite.all(), torch.tensor(step, device=self.device), bad)
-                self.monitor.images += self.global_batch
+                self.monitor.images += self.global_batch * self.tp.accumulate
                 log_step = step % self.tp.log_every == 0 or step == self.total
                 ckpt_step = step % self.tp.ckpt_every == 0
                 stop, first_bad = self.ranks.agree(self._stop is not None, bad, step, log_step or ckpt_step)
                 self._raise_non_finite(first_bad, losses, step)
                 last = step == self.total or stop
                 if log_step or ckpt_step or last:
-                    metrics = self.monitor.log(step, losses, recipe, self.global_batch)
+                    metrics = self.monitor.log(step, losses, recipe, self.global_batch * self.tp.accumulate)
                     self._log_scaling(recipe, step)
                     self.monitor.beat("running", step, metrics)
                 if ckpt_step or last:

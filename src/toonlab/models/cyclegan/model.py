@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from toonlab.log import get_logger
-from toonlab.models.common import RecipeBase, ReflectionPad2d, adam, count_params, init_weights, unpaired_spec
+from toonlab.models.common import Phases, RecipeBase, ReflectionPad2d, adam, count_params, init_weights, unpaired_spec
 from toonlab.models.cyclegan.params import CycleGANOptimParams, CycleGANParams
 from toonlab.models.losses import GANLoss, ImagePool, VGGPerceptual
 from toonlab.train.recipe import Context
@@ -190,7 +190,7 @@ class CycleGANRecipe(RecipeBase):
     def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         return self._to_device(batch["A"]), self._to_device(batch["B"])
 
-    def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+    def phases(self, batch: dict[str, Tensor], step: int) -> Phases:
         G_A, G_B, D_A, D_B = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
         real_A, real_B = self._inputs(batch)
         n_a, n_b = real_A.shape[0], real_B.shape[0]
@@ -230,7 +230,7 @@ class CycleGANRecipe(RecipeBase):
         if self.perceptual_weight > 0:
             losses["perceptual"] = perceptual.float()
         g_total = sum(losses.values())
-        self.steps.update("G", g_total)
+        yield "G", g_total
 
         # ---- discriminators (each judges its own domain; fakes detached, from the pools)
         self._set_requires_grad([D_A, D_B], True)
@@ -243,7 +243,7 @@ class CycleGANRecipe(RecipeBase):
             pred_B = D_B(torch.cat([real_B, pool_B]))
         loss_D_A = 0.5 * (self.gan_loss(pred_A[:n_a], True) + self.gan_loss(pred_A[n_a:], False))
         loss_D_B = 0.5 * (self.gan_loss(pred_B[:n_b], True) + self.gan_loss(pred_B[n_b:], False))
-        self.steps.update("D", loss_D_A + loss_D_B)
+        yield "D", loss_D_A + loss_D_B
 
         out = {k: v.detach() for k, v in losses.items()}
         out["G_total"] = g_total.detach()

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from toonlab.log import get_logger
-from toonlab.models.common import RecipeBase, adam, count_params, init_weights  # noqa: F401 (re-exported)
+from toonlab.models.common import Phases, RecipeBase, adam, count_params, init_weights  # noqa: F401 (re-exported)
 from toonlab.models.dcgan.params import DCGANOptimParams, DCGANParams
 from toonlab.models.losses import GANLoss
 from toonlab.train.device import unwrap
@@ -154,53 +154,57 @@ class DCGANRecipe(RecipeBase):
 
         # The grid's noise: fixed for the whole run, so the samples' evolution can be watched.
         self.fixed_noise = fixed_noise(FIXED_NOISE, m.nz, s.noise_mean, s.noise_std, seed=0).to(self.device)
-        self.d_steps = 0
-        self.g_steps = 0
         # Last computed value of every loss, returned on steps where its net is not updated.
         self.last = {k: torch.zeros((), device=self.device) for k in LOSS_NAMES}
+        self.d_steps = 0
+        self.g_steps = 0
+        self._counted = {"D": -1, "G": -1}   # the step each was last counted at (once per step, not per micro-batch)
 
     def _noise(self, n: int) -> Tensor:
         # torch's global RNG on the device: the trainer checkpoints and restores it.
         return torch.randn(n, self.nz, 1, 1, device=self.device)
 
-    def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+    def phases(self, batch: dict[str, Tensor], step: int) -> Phases:
         G, D = self.nets["G"], self.nets["D"]
         real = self._to_device(batch["real"])
         n = real.shape[0]
+        last = dict(self.last)   # a phase not run this step logs its last value
 
         if step % self.d_every == 0:
             self._set_requires_grad([D], True)
             with self._autocast():
                 out_real = D(real, logits=True)
             loss_real = self.gan_loss(out_real, True)
-            self.steps.backward("D", loss_real)
             # Fakes detached: generated without a graph (also keeps a DDP-wrapped G from
-            # expecting a backward it never gets).
+            # expecting a backward it never gets). Both losses go back in turn, real first.
             with torch.no_grad(), self._autocast():
                 fake = G(self._noise(n))
             fake = fake.contiguous(memory_format=self.memory_format)
             with self._autocast():
                 out_fake = D(fake, logits=True)
             loss_fake = self.gan_loss(out_fake, False)
-            self.steps.update("D", loss_fake)
-            self.d_steps += 1
-            self.last["D_real"] = loss_real.detach()
-            self.last["D_fake"] = loss_fake.detach()
-            self.last["D_total"] = (loss_real + loss_fake).detach()
-            self.last["D_x"] = torch.sigmoid(out_real.detach().float()).mean()
-            self.last["D_G_z"] = torch.sigmoid(out_fake.detach().float()).mean()
+            yield "D", (loss_real, loss_fake)
+            if self._counted["D"] != step:
+                self.d_steps, self._counted["D"] = self.d_steps + 1, step
+            last["D_real"] = loss_real.detach()
+            last["D_fake"] = loss_fake.detach()
+            last["D_total"] = (loss_real + loss_fake).detach()
+            last["D_x"] = torch.sigmoid(out_real.detach().float()).mean()
+            last["D_G_z"] = torch.sigmoid(out_fake.detach().float()).mean()
 
         if step % self.g_every == 0:
             self._set_requires_grad([D], False)
             with self._autocast():
                 out = D(G(self._noise(n)).contiguous(memory_format=self.memory_format), logits=True)
             loss_g = self.gan_loss(out, True)
-            self.steps.update("G", loss_g)
+            yield "G", loss_g
+            if self._counted["G"] != step:
+                self.g_steps, self._counted["G"] = self.g_steps + 1, step
             self._set_requires_grad([D], True)
-            self.g_steps += 1
-            self.last["G"] = loss_g.detach()
+            last["G"] = loss_g.detach()
 
-        return dict(self.last)
+        self.last = last
+        return dict(last)
 
     @torch.no_grad()
     def sample(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

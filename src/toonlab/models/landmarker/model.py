@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.faces.base import FIVE_POINT_NAMES
 from toonlab.log import get_logger
-from toonlab.models.common import RecipeBase, adam, count_params
+from toonlab.models.common import Phases, RecipeBase, adam, count_params
 from toonlab.models.landmarker.params import LandmarkerModelParams, LandmarkerParams
 from toonlab.train.device import unwrap
 from toonlab.train.recipe import Context, DataSpec
@@ -270,7 +270,7 @@ class LandmarkerRecipe(RecipeBase):
                              "crops (train.source: packed), not on image folders")
         return batch[f"{key}_five"].to(self.device, non_blocking=True).float()
 
-    def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+    def phases(self, batch: dict[str, Tensor], step: int) -> Phases:
         net = self.nets["net"]
         pts = torch.cat([self._points(batch, "photo"), self._points(batch, "anime")])
         x = torch.cat([self._images(batch, "photo"), self._images(batch, "anime")])
@@ -290,7 +290,7 @@ class LandmarkerRecipe(RecipeBase):
         coord = (((pred - pts).abs().sum(dim=-1) / self.stride) * vis).sum() / n_vis
         lp = self.params.loss
         loss = lp.heat_weight * heat + lp.coord_weight * coord
-        self.steps.update("net", loss)
+        yield "net", loss
         return {"loss": loss.detach(), "heat": heat.detach(), "coord": coord.detach(),
                 "nme": nme(pred.detach(), pts, visible)}
 

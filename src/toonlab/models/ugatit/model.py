@@ -57,6 +57,7 @@ discriminators' (`cam_d: false`) the adversarial terms are the outputs' alone.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -64,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toonlab.log import get_logger
-from toonlab.models.common import RecipeBase, adam, count_params, unpaired_spec
+from toonlab.models.common import Phases, RecipeBase, adam, count_params, unpaired_spec
 from toonlab.models.losses import GANLoss
 from toonlab.models.ugatit.nets import SoftAdaLINGenerator, UGATITDiscriminator, UGATITGenerator, clip_mixing_weights
 from toonlab.models.ugatit.params import UGATITModelParams, UGATITOptimParams, UGATITParams
@@ -216,8 +217,8 @@ class UGATITRecipe(RecipeBase):
             loss = loss + self.lsgan(cam[:n], True) + self.lsgan(cam[n:], False)
         return loss
 
-    def update_discriminators(self, real_A: Tensor, real_B: Tensor, gen: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One D step on the detached translations (no gradient reaches the generators)."""
+    def update_discriminators(self, real_A: Tensor, real_B: Tensor, gen: dict[str, Tensor]) -> Phases:
+        """The D phase, on the detached translations (no gradient reaches the generators)."""
         self._set_requires_grad([self.nets[k] for k in D_NAMES], True)
         mf = self.memory_format
         fake_A = gen["B2A"].detach().to(real_A.dtype).contiguous(memory_format=mf)
@@ -226,7 +227,7 @@ class UGATITRecipe(RecipeBase):
             d_a = self.w.adv_weight * (self._d_terms("D_GA", real_A, fake_A) + self._d_terms("D_LA", real_A, fake_A))
             d_b = self.w.adv_weight * (self._d_terms("D_GB", real_B, fake_B) + self._d_terms("D_LB", real_B, fake_B))
         d_total = d_a + d_b
-        self.steps.update("D", d_total)
+        yield "D", d_total
         return {"D_A": d_a.detach(), "D_B": d_b.detach(), "D_total": d_total.detach()}
 
     def _g_adv(self, fake: Tensor, d_global: str, d_local: str) -> Tensor:
@@ -238,8 +239,8 @@ class UGATITRecipe(RecipeBase):
                 total = total + self.lsgan(cam, True)
         return total
 
-    def update_generators(self, real_A: Tensor, real_B: Tensor, gen: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One G step against the (updated) discriminators, then the [0, 1] clipping."""
+    def update_generators(self, real_A: Tensor, real_B: Tensor, gen: dict[str, Tensor]) -> Phases:
+        """The G phase against the (updated) discriminators, then the [0, 1] clipping."""
         w = self.w
         l1 = F.l1_loss
         ds = [self.nets[k] for k in D_NAMES]
@@ -263,7 +264,7 @@ class UGATITRecipe(RecipeBase):
         if w.faceid_weight > 0:
             losses["faceid"] = w.faceid_weight * faceid.float()
         g_total = sum(losses.values())
-        self.steps.update("G", g_total)
+        yield "G", g_total
         for g in self.generators:
             clip_mixing_weights(g)
         self._set_requires_grad(ds, True)
@@ -271,11 +272,19 @@ class UGATITRecipe(RecipeBase):
         out["G_total"] = g_total.detach()
         return out
 
-    def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+    def phases(self, batch: dict[str, Tensor], step: int) -> Phases:
         real_A, real_B = self._inputs(batch)
-        gen = self.generate(real_A, real_B)
-        d_losses = self.update_discriminators(real_A, real_B, gen)
-        g_losses = self.update_generators(real_A, real_B, gen)
+        # The D phase's translations keep their graph for the G phase (the generators do
+        # not change in between). Accumulating, each micro-batch would hold its graph
+        # across the D step: they are made without one, and made again for the G phase
+        # (as the reference implementation does every step), the same values.
+        accumulating = self.ctx.extra.get("accumulate", 1) > 1
+        with torch.no_grad() if accumulating else contextlib.nullcontext():
+            gen = self.generate(real_A, real_B)
+        d_losses = yield from self.update_discriminators(real_A, real_B, gen)
+        if accumulating:
+            gen = self.generate(real_A, real_B)
+        g_losses = yield from self.update_generators(real_A, real_B, gen)
         return {**g_losses, **d_losses}
 
     @torch.no_grad()

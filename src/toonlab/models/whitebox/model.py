@@ -65,7 +65,7 @@ from torch import Tensor, nn
 
 from toonlab.errors import ToonlabError
 from toonlab.log import get_logger
-from toonlab.models.common import RecipeBase, adam, count_params
+from toonlab.models.common import Phases, RecipeBase, adam, count_params
 from toonlab.models.losses import FrozenVGG, GANLoss
 from toonlab.models.whitebox import ops
 from toonlab.models.whitebox.params import WhiteboxParams
@@ -278,12 +278,12 @@ class WhiteboxPretrainRecipe(_Base):
         self.nets: dict[str, nn.Module] = {"G": G}
         self.opt = {"G": adam(G.parameters(), params.pretrain.lr, (o.beta1, o.beta2), self.device)}
 
-    def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+    def phases(self, batch: dict[str, Tensor], step: int) -> Phases:
         photo = self._to_device(batch["photo"])
         with self._autocast():
             out = self.nets["G"](photo)
         recon = F.l1_loss(out.float(), photo.float())
-        self.steps.update("G", recon)
+        yield "G", recon
         return {"recon": recon.detach()}
 
     @torch.no_grad()
@@ -370,7 +370,7 @@ class WhiteboxRecipe(_Base):
             raw = self.nets["G"](photo)
         return ops.guided_filter(photo, raw, self.params.model.gf_r, eps)
 
-    def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+    def phases(self, batch: dict[str, Tensor], step: int) -> Phases:
         Ds, Dt = self.nets["D_surface"], self.nets["D_texture"]
         lp = self.params.loss
         photo, cartoon = self._to_device(batch["photo"]), self._to_device(batch["cartoon"])
@@ -415,7 +415,7 @@ class WhiteboxRecipe(_Base):
         else:
             losses["structure"] = zero
         g_total = sum(losses.values())
-        self.steps.update("G", g_total)
+        yield "G", g_total
 
         # ---- discriminators (one Adam for both, as the reference)
         self._set_requires_grad([Ds, Dt], True)
@@ -427,7 +427,7 @@ class WhiteboxRecipe(_Base):
         d_s = 0.5 * (self.gan(ps[:n_c], True) + self.gan(ps[n_c:], False))
         d_t = 0.5 * (self.gan(pt[:n_c], True) + self.gan(pt[n_c:], False))
         d_total = d_s + d_t
-        self.steps.update("D", d_total)
+        yield "D", d_total
 
         res = {k: v.detach() for k, v in losses.items()}
         res.update(G_total=g_total.detach(), D_surface=d_s.detach(), D_texture=d_t.detach(), D_total=d_total.detach())
