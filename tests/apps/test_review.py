@@ -258,7 +258,7 @@ def test_page_shows_markup_as_text(tmp_path):
     from toonlab.apps.review import Reviewer, create_app
     from toonlab.apps.web import bind, url_of
     from toonlab.data.ingest import COLUMNS, write_manifest
-    from toonlab.faces.review import Decision, write_review
+    from toonlab.faces.review_decisions import Decision, write_review
     from toonlab.params import validate_params
     from toonlab.util.tables import write_parquet
 

@@ -25,7 +25,7 @@ from test_review import _faces
 from servers import start, stop  # the real `toonlab review` in a subprocess
 from toonlab.cli import main
 from toonlab.data.ingest import COLUMNS, write_manifest
-from toonlab.faces.review import (
+from toonlab.faces.review_decisions import (
     Decision,
     ReviewError,
     load_review,

@@ -208,7 +208,7 @@ def test_curated_manifest_holds_ok_rows_with_split(inputs, curated):
         source = pq.read_table(inputs / "processed" / domain / "manifest.parquet")
         provenance_columns = ["source_url", "license", "fetched_at"]  # appended last (toonlab.faces.provenance)
         assert table.column_names[-3:] == provenance_columns
-        # + what the human review did (toonlab.faces.review; no review file here: all "auto")
+        # + what the human review did (toonlab.faces.review_decisions; no review file here: all "auto")
         assert table.column_names[:-3] == source.column_names + ["auto_reason", "decided_by", "split"]
         assert set(table["decided_by"].to_pylist()) == {"auto"}
         assert table["license"].null_count == len(table)  # files not from a crawl
@@ -305,7 +305,7 @@ def test_report_shows_markup_as_text(tmp_path):
     """Markup in every field the page prints (domain, file and folder names, reasons,
     details, group id, backends, license, salt, review reasons and file) is text."""
     from test_pages_escaping import evil, shown_as_text
-    from toonlab.faces.review import Decision, write_review
+    from toonlab.faces.review_decisions import Decision, write_review
 
     domain = "dom" + evil("domain")
     raw, ing, proc = tmp_path / "raw" / domain, tmp_path / "interim" / domain, tmp_path / "processed" / domain

@@ -1,4 +1,4 @@
-"""Human review decisions (toonlab.faces.review): the file format, its validation, and how
+"""Human review decisions (toonlab.faces.review_decisions): the file format, its validation, and how
 curate applies the decisions, on small hand-made manifests."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from toonlab.cli import main
-from toonlab.faces.review import (
+from toonlab.faces.review_decisions import (
     COLUMNS,
     HUMAN_REJECT,
     Decision,

@@ -88,7 +88,7 @@ class Cartoonizer:
 
     def matte(self, rgb: np.ndarray) -> np.ndarray:
         if self._matte is None:
-            from toonlab.faces.mattes import make_matte_backend
+            from toonlab.faces.matte_backends import make_matte_backend
 
             self._matte = make_matte_backend("photo", self.matte_params)
         return np.asarray(self._matte.matte(rgb), np.float32)

@@ -11,10 +11,10 @@ j / right / down next, k / left / up previous, n / PageDown and p / PageUp a pag
 reject, a keep, u undo, o raw image and near-duplicates on/off, m matte on/off.
 
 Every decision is written at once to `<curate.review_dir>/<domain>.csv`
-(`toonlab.faces.review`; temporary file + rename, re-read before each write so edits by
+(`toonlab.faces.review_decisions`; temporary file + rename, re-read before each write so edits by
 hand are kept), so closing the page loses nothing; `dvc repro curate` (or `snakemake -c2
 curate`) applies them. The page shows how many faces a re-run would move
-(`toonlab.faces.review.pending`).
+(`toonlab.faces.review_decisions.pending`).
 
     GET  /                    the page
     GET  /api/faces?domain=D  the faces, their decisions and the pending count
@@ -49,7 +49,7 @@ from typing import Any
 
 from toonlab.apps import web
 from toonlab.apps.web import LOOPBACK, asset
-from toonlab.faces.review import (
+from toonlab.faces.review_decisions import (
     DECISIONS,
     Decision,
     ReviewError,

@@ -1,2 +1,3 @@
 """The face pipeline, one module per stage: `detect` -> `matte` -> `align` -> `curate` ->
-`pack`. The backends they use live beside them (`detectors`, `mattes`, `anime_matte`)."""
+`pack` (+ `curate_report`, `review_decisions`: the human review file). The backends they
+use live beside them: `detectors` (detect), `matte_backends` and `matte_floodfill` (matte)."""

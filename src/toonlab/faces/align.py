@@ -168,7 +168,7 @@ def run_align(params: Any, domain: str) -> dict:
     by_image: dict[str, dict[int, dict]] = {}
     for r in detected:
         # Faces rejected by a quality threshold are aligned too: a reviewer may rescue them
-        # (toonlab.faces.review), and sees their crop on the review page.
+        # (toonlab.faces.review_decisions), and sees their crop on the review page.
         if _alignable(r):
             by_image.setdefault(r["sha256"], {})[r["face_index"]] = r
     settings = {"decode": decode_json, "detect": params.detect.model_dump(mode="json"),

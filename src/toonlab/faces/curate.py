@@ -8,7 +8,7 @@ Inputs, per domain:
 * the processed manifest `<processed_dir>/<domain>/manifest.parquet`: one row per
   detected face plus one row per image rejected at image level (`face_index` -1), with
   the aligned RGBA crops under `<processed_dir>/<domain>/`;
-* the human review decisions `<review_dir>/<domain>.csv` (`toonlab.faces.review`, written
+* the human review decisions `<review_dir>/<domain>.csv` (`toonlab.faces.review_decisions`, written
   by `toonlab review`), applied after the automatic checks: every row gains
   `auto_reason` and `decided_by`, and the report and summary.json count them (`review`).
 
@@ -41,7 +41,7 @@ from toonlab.errors import ToonlabError, UsageError
 from toonlab.faces import provenance
 from toonlab.faces.curate_report import FLOODFILL, SPLITS, DomainReport, Thumbs, plan_domain, render_html
 from toonlab.faces.params import CurateParams, SplitParams
-from toonlab.faces.review import apply_review_table, read_review, review_file
+from toonlab.faces.review_decisions import apply_review_table, read_review, review_file
 from toonlab.log import get_logger
 from toonlab.util import fileio, tables
 
@@ -178,7 +178,7 @@ def curate(domains: Sequence[str], raw_dir: str | Path, ingest_dir: str | Path, 
     out_dir, report_dir = Path(params.out_dir), Path(params.report_dir)
     thumbs = Thumbs(params.thumb_px)
     reports: dict[str, DomainReport] = {}
-    # Human decisions (toonlab.faces.review), all read and checked before anything is written,
+    # Human decisions (toonlab.faces.review_decisions), all read and checked before anything is written,
     # each under its shared lock (not while a review page is writing it).
     reviews = {d: read_review(review_file(params.review_dir, d)) for d in domains}
     for domain in domains:

@@ -344,7 +344,7 @@ def _backends(reports: dict[str, DomainReport]) -> list[dict[str, Any]]:
 
 
 def _review(review: dict | None) -> dict[str, Any] | None:
-    """Human review (toonlab.faces.review): counts per decision and reason, and the
+    """Human review (toonlab.faces.review_decisions): counts per decision and reason, and the
     decisions that could not be applied."""
     if not review:
         return None

@@ -1,7 +1,7 @@
 """`toonlab matte`: background removal of every image with a kept face ->
 `<preprocess.work_dir>/matte/<domain>/<sha256>.png` (alpha) and
-`<preprocess.work_dir>/matte/<domain>.parquet`. The backends are in `toonlab.faces.mattes`
-(photos) and `toonlab.faces.anime_matte` (the anime fallback); per-image results are
+`<preprocess.work_dir>/matte/<domain>.parquet`. The backends are in `toonlab.faces.matte_backends`
+(photos) and `toonlab.faces.matte_floodfill` (the anime fallback); per-image results are
 cached by content hash."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ log = get_logger(__name__)
 
 def matte_backend(domain: str, params_json: dict, device: str = "auto") -> Any:
     """The matte backend of a domain (the factory the worker processes call)."""
-    from toonlab.faces.mattes import make_matte_backend
+    from toonlab.faces.matte_backends import make_matte_backend
 
     return make_matte_backend(domain, MatteParams.model_validate(params_json), device)
 

@@ -142,7 +142,7 @@ class SplitParams(Section):
 class CurateParams(Section):
     out_dir: str = "data/curated"
     report_dir: str = "reports/curation"
-    # Human review decisions: <review_dir>/<domain>.csv (toonlab.faces.review; written by
+    # Human review decisions: <review_dir>/<domain>.csv (toonlab.faces.review_decisions; written by
     # `toonlab review`); a missing file means no decision.
     review_dir: str = "data/review"
     split: SplitParams = SplitParams()

@@ -11,7 +11,7 @@ Three backends, all implementing `toonlab.faces.base.MatteBackend`
   `toonlab.weights.require` (which fetches them, md5-checked, when `runtime.fetch_weights`
   is auto) is called before any rembg session exists, and the session is built from that
   local file with rembg's own pre- and post-processing, so rembg never reaches for the network.
-* `FloodfillMatte` (`toonlab.faces.anime_matte`) - anime, the offline fallback and the
+* `FloodfillMatte` (`toonlab.faces.matte_floodfill`) - anime, the offline fallback and the
   LOW-QUALITY one: it assumes a
   flat(-ish) background reaching the image border (flat colour, gradient, a few stripes,
   circles or sparkles), finds it by flood-filling border-connected flat regions, then lets
@@ -241,7 +241,7 @@ def make_matte_backend(domain: Literal["photo", "anime"], params: MatteParams | 
     if domain == "anime":
         if params.anime_backend == "rembg":
             return RembgMatte("isnet-anime", device).load()
-        from toonlab.faces.anime_matte import FloodfillMatte
+        from toonlab.faces.matte_floodfill import FloodfillMatte
 
         return FloodfillMatte(params)
     raise ValueError(f"unknown domain {domain!r}; expected 'photo' or 'anime'")

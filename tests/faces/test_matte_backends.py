@@ -14,8 +14,8 @@ from PIL import Image
 
 from toonlab.data import anime_draw
 from toonlab.errors import MissingWeightsError
-from toonlab.faces.anime_matte import FloodfillMatte
-from toonlab.faces.mattes import MediapipeMatte, RembgMatte, background_fraction, make_matte_backend
+from toonlab.faces.matte_backends import MediapipeMatte, RembgMatte, background_fraction, make_matte_backend
+from toonlab.faces.matte_floodfill import FloodfillMatte
 from toonlab.faces.params import MatteParams
 
 PORTRAITS = range(8)
@@ -283,7 +283,7 @@ def test_deterministic(floodfill, mediapipe_matte):
                                          ("isnet-anime", "isnet-anime.onnx")])
 def test_rembg_missing_model_names_file_and_folder(model, file, tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
-    import toonlab.faces.mattes as matte_mod
+    import toonlab.faces.matte_backends as matte_mod
 
     def no_session(*args, **kwargs):
         raise AssertionError("a rembg session was created without the model file")
@@ -371,7 +371,7 @@ def _naive_guided_filter(guide: np.ndarray, src: np.ndarray, r: int, eps: float)
 
 
 def test_guided_filter_exact_and_fast(astronaut):
-    from toonlab.faces.mattes import guided_filter
+    from toonlab.faces.matte_backends import guided_filter
 
     rng = np.random.default_rng(3)
     guide = rng.random((14, 11, 3)).astype(np.float32)
