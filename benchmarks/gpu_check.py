@@ -5,7 +5,7 @@ size, then the system checks, one PASS / FAIL table.
     make gpu-check [ARGS="--smoke"]
 
 Family rows (one per entry of `toonlab.registry.FAMILIES`): the recipe is built at
-the family's reference size (its `reference` profile, else its params defaults, with the
+the family's reference size (its `reference` preset, else its params defaults, with the
 changes in `REFERENCE`; `--smoke`: tiny sizes, `SMOKE`) and its
 `train_step` run on a fixed synthetic batch on the device (no data loading: the step
 only), as the trainer runs it: bf16 autocast and channels_last on CUDA (fp32 NCHW on
@@ -100,7 +100,7 @@ PEAK_FP16_TFLOPS: tuple[tuple[str, float], ...] = (
 # (about 70 ms of CPU per 256 px image, 16 images a step).
 WHITEBOX_WORKERS = max(2, min(14, (os.cpu_count() or 4) - 2))
 
-# The reference size of a family: its `reference` profile (`toonlab.models.<family>.profiles`,
+# The reference size of a family: its `reference` preset (`toonlab.models.<family>.presets`,
 # the paper's settings; see ../shared/reference-facts.md) where it has one, else its params
 # class's defaults (also the papers'), with these changes for a machine without
 # downloaded weights and for a step that does not wait on the CPU ...
@@ -199,17 +199,17 @@ def _env(smoke: bool) -> dict[str, str]:
     return env
 
 
-def reference_profile(fam: registry.Family) -> dict[str, Any] | None:
-    """The family's `reference` profile (its package's profiles.py), None without one."""
-    name = f"{fam.params_module.rpartition('.')[0]}.profiles"
+def reference_preset(fam: registry.Family) -> dict[str, Any] | None:
+    """The family's `reference` preset (its package's presets.py), None without one."""
+    name = f"{fam.params_module.rpartition('.')[0]}.presets"
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name != name:
             raise
         return None
-    profile = getattr(module, "PROFILES", {}).get("reference")
-    return copy.deepcopy(profile) if isinstance(profile, dict) else None
+    preset = getattr(module, "PRESETS", {}).get("reference")
+    return copy.deepcopy(preset) if isinstance(preset, dict) else None
 
 
 def family_params(fam: registry.Family, smoke: bool) -> tuple[Any, str]:
@@ -218,9 +218,9 @@ def family_params(fam: registry.Family, smoke: bool) -> tuple[Any, str]:
         if fam.name not in SMOKE:
             raise CheckFailed(f"no smoke size for family {fam.name}: add it to SMOKE in benchmarks/gpu_check.py")
         return fam.params_cls.model_validate(SMOKE[fam.name]), "smoke sizes"
-    profile = reference_profile(fam)
-    values = keys.merge(profile or {}, REFERENCE.get(fam.name, {}))
-    return fam.params_cls.model_validate(values), ("reference profile" if profile is not None
+    preset = reference_preset(fam)
+    values = keys.merge(preset or {}, REFERENCE.get(fam.name, {}))
+    return fam.params_cls.model_validate(values), ("reference preset" if preset is not None
                                                    else "params defaults")
 def _period(fam: registry.Family, params: Any) -> int:
     """Steps after which a family's step pattern repeats (DCGAN: D every d_every, G every g_every)."""

@@ -397,16 +397,16 @@ def bf16_twin(train: Callable[[str, Path], Path | list[Path]], root: Path) -> No
 
 def smoke_cases(*kinds: str) -> dict[str, tuple[str, dict]]:
     """Test cases of every registered family (of `kinds`, default all) at its smoke settings
-    (`toonlab.profiles.smoke`), plus the variants a family declares among them: case name ->
+    (`toonlab.presets.smoke`), plus the variants a family declares among them: case name ->
     (family name, raw values of its section). Iterates the registry: a new family is covered."""
-    from toonlab import profiles, registry
+    from toonlab import presets, registry
 
     cases = {}
     for fam in registry.FAMILIES:
         if kinds and fam.kind not in kinds:
             continue
-        cases[fam.name] = (fam.name, profiles.smoke(fam))
-        module = fam.part("profiles")
+        cases[fam.name] = (fam.name, presets.smoke(fam))
+        module = fam.part("presets")
         for variant, values in getattr(module, "SMOKE_VARIANTS", {}).get(fam.name, {}).items():
             cases[variant] = (fam.name, values)
     return cases

@@ -21,11 +21,11 @@ from pathlib import Path
 import yaml
 
 from conftest import run
-from toonlab import profiles
+from toonlab import presets
 from toonlab.util import keys
 
 TINY_DEMO = {"variants_per_photo": 2, "anime_count": 4, "anime_px": 256, "photo_max_px": 256}
-# Every face in the train split; each family at its tiny values (`toonlab.profiles.tiny()`:
+# Every face in the train split; each family at its tiny values (`toonlab.presets.tiny()`:
 # a few steps at the smallest size, from the family folders): the drivers are under test here.
 TINY_REST = {"curate": {"split": {"train": 1.0, "val": 0.0, "test": 0.0}},
              # Every face is in the train split: evaluate on it (the drivers are under test, not the model).
@@ -53,7 +53,7 @@ def shrink(project: Path, **demo) -> None:
     params = yaml.safe_load(p.read_text())
     params["demo"].update(TINY_DEMO, **demo)
     params["runtime"]["workers"] = 1  # tiny data: no worker processes to start
-    p.write_text(yaml.safe_dump(keys.merge(keys.merge(params, profiles.tiny()), TINY_REST), sort_keys=False))
+    p.write_text(yaml.safe_dump(keys.merge(keys.merge(params, presets.tiny()), TINY_REST), sort_keys=False))
 
 
 def snapshot(root: Path, tops: tuple[str, ...] = ("data",)) -> dict[str, tuple[int, str]]:

@@ -82,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("params", "validate the parameters file and print the effective values", _cmd_params)
     p.add_argument("--section", help="print only this section")
 
-    p = add("profile", "switch model families' params.yaml sections between profiles, in place with comments "
+    p = add("preset", "switch model families' params.yaml sections between presets, in place with comments "
             "kept: demo (small, fast) and reference (the paper's settings); without arguments, show which "
-            "profile each section matches", _cmd_profile)
-    p.add_argument("profile", nargs="?", metavar="PROFILE",
+            "preset each section matches", _cmd_preset)
+    p.add_argument("preset", nargs="?", metavar="PRESET",
                    help="demo or reference (ugatit also: reference_full, soft_adalin)")
     p.add_argument("families", nargs="*", metavar="FAMILY", help="model families to switch, or all")
     p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
@@ -570,26 +570,26 @@ def _cmd_params(args: argparse.Namespace, params: Any) -> int:
     return 0
 
 
-def _cmd_profile(args: argparse.Namespace, params: Any) -> int:
-    from toonlab import profiles
+def _cmd_preset(args: argparse.Namespace, params: Any) -> int:
+    from toonlab import presets
 
-    if not args.profile:
-        print("\n".join(profiles.status(params)))
+    if not args.preset:
+        print("\n".join(presets.status(params)))
         return 0
     path = getattr(args, "params", None) or DEFAULT_PARAMS
-    changes = profiles.apply_profile(path, args.families, args.profile, dry_run=args.dry_run or args.dvc_exp)
+    changes = presets.apply_preset(path, args.families, args.preset, dry_run=args.dry_run or args.dvc_exp)
     if args.dvc_exp:
-        print(profiles.dvc_exp_command(changes))
+        print(presets.dvc_exp_command(changes))
         return 0
     for change in changes:
         print(change)
     if not changes:
-        log.info("%s: already %s", path, args.profile)
+        log.info("%s: already %s", path, args.preset)
     elif args.dry_run:
         log.info("dry run: %d key(s) would change, %s not written", len(changes), path)
     else:
-        log.info("%s: %d key(s) set to the %s profile; commit it to version the switch (git commit %s)",
-                 path, len(changes), args.profile, path)
+        log.info("%s: %d key(s) set to the %s preset; commit it to version the switch (git commit %s)",
+                 path, len(changes), args.preset, path)
     return 0
 
 

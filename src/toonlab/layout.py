@@ -8,11 +8,11 @@ Bottom to top (a module may import its own layer and the ones below it, never on
     runs      runs/*                                        (a trained run: find, load, infer, generate)
     train     train/*                                       (the generic loop and its pieces)
     data      data/*, faces/*                               (crawl ... pack)
-    spec      registry, ablations, params, profiles,        (what there is and how it is set:
-              */params.py, models/<family>/{params,profiles,figures}.py   no torch, no work)
+    spec      registry, ablations, params, presets,         (what there is and how it is set:
+              */params.py, models/<family>/{params,presets,figures}.py   no torch, no work)
     base      errors, log, extras, schema, weights, util/*
 
-A model family's folder spans two layers: its description (params, profiles, measured
+A model family's folder spans two layers: its description (params, presets, measured
 figures: `spec`) and its implementation (`models`). The registry names the implementation as
 a string and imports it only when asked (`Family.module()`): the one arrow that points up,
 on purpose, at run time, as a plug-in (the trainer builds a family it never imports).
@@ -33,8 +33,8 @@ from toonlab import pipeline
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("toonlab", "toonlab.errors", "toonlab.log", "toonlab.extras", "toonlab.schema", "toonlab.weights",
               "toonlab.util", "toonlab.util.*")),
-    ("spec", ("toonlab.registry", "toonlab.ablations", "toonlab.params", "toonlab.profiles", "toonlab.*.params",
-              "toonlab.models", "toonlab.models.data_params", "toonlab.models.*.params", "toonlab.models.*.profiles",
+    ("spec", ("toonlab.registry", "toonlab.ablations", "toonlab.params", "toonlab.presets", "toonlab.*.params",
+              "toonlab.models", "toonlab.models.data_params", "toonlab.models.*.params", "toonlab.models.*.presets",
               "toonlab.models.*.figures")),
     ("data", ("toonlab.data", "toonlab.data.*", "toonlab.faces", "toonlab.faces.*")),
     ("train", ("toonlab.train", "toonlab.train.*")),

@@ -132,7 +132,7 @@ class Family:
 
     # -- lazily loaded pieces
     def part(self, name: str) -> ModuleType | None:
-        """The family's optional module `<package>.<name>` (`profiles`, `importer`,
+        """The family's optional module `<package>.<name>` (`presets`, `importer`,
         `figures`), or None when its folder has none."""
         import importlib.util
 

@@ -1,5 +1,5 @@
 """Issue 17, section 4: the reference details the audit found, each an option whose default
-keeps today's behaviour and which the family's reference profile switches on."""
+keeps today's behaviour and which the family's reference preset switches on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from conftest import REPO
-from toonlab import profiles
+from toonlab import presets
 from toonlab.errors import UsageError
 from toonlab.faces.pack import array_name
 from toonlab.models.common import unpaired_spec
@@ -25,13 +25,13 @@ CPU = Context(device=torch.device("cpu"), amp_dtype=None, channels_last=False, t
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """params.yaml with every family on its reference profile, and ugatit on soft_adalin."""
+    """params.yaml with every family on its reference preset, and ugatit on soft_adalin."""
     folder = tmp_path_factory.mktemp("fidelity")
     ref, soft = folder / "reference.yaml", folder / "soft.yaml"
     shutil.copy(REPO / "params.yaml", ref)
-    profiles.apply_profile(ref, ["all"], "reference")
+    presets.apply_preset(ref, ["all"], "reference")
     shutil.copy(ref, soft)
-    profiles.apply_profile(soft, ["ugatit"], "soft_adalin")
+    presets.apply_preset(soft, ["ugatit"], "soft_adalin")
     return load_params(ref), load_params(soft)
 
 
@@ -78,7 +78,7 @@ def test_bicubic_and_bilinear_resize_differ():
     assert np.array_equal(out["bilinear"], cv2.resize(rgb, (72, 72), interpolation=cv2.INTER_LINEAR))
 
 
-def test_load_size_rules_and_reference_profiles(reference):
+def test_load_size_rules_and_reference_presets(reference):
     assert UnpairedDataParams(crop_px=128).resolved_load_px == 143
     assert UnpairedDataParams(crop_px=128, load_auto="plus30").resolved_load_px == 158
     assert UnpairedDataParams(crop_px=128, load_px=150, load_auto="plus30").resolved_load_px == 150

@@ -99,15 +99,15 @@ def inference(params, nets):
     return Inference("tiny", params.data.domain_a, params.data.domain_b, params.data.crop_px, G.eval())
 '''
 
-TINY_PROFILES = '''\
-"""Profiles of the `tiny` section (optional: found by name in the family's folder)."""
+TINY_PRESETS = '''\
+"""Presets of the `tiny` section (optional: found by name in the family's folder)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 ABOUT = {"demo": "4 channels, 2 steps", "reference": "64 channels, 1000 steps"}
-PROFILES: dict[str, dict[str, Any]] = {"demo": {"ch": 4, "steps": 2}, "reference": {"ch": 64, "steps": 1000}}
+PRESETS: dict[str, dict[str, Any]] = {"demo": {"ch": 4, "steps": 2}, "reference": {"ch": 64, "steps": 1000}}
 '''
 
 TINY_IMPORTER = '''\
@@ -134,8 +134,8 @@ ENTRY = '''    Family("tiny", params="toonlab.models.tiny.params:TinyParams", mo
 '''
 
 
-def add_tiny_family(project: Path, *, profiles: bool = False, importer: bool = False) -> None:
-    """What a developer writes for a new family: its package (with, optionally, its profiles
+def add_tiny_family(project: Path, *, presets: bool = False, importer: bool = False) -> None:
+    """What a developer writes for a new family: its package (with, optionally, its presets
     and its weights importer), one registry entry, its section. Nothing else: no family list
     to extend anywhere (`evaluate.runs: []` means every family with inference)."""
     pkg = project / "src/toonlab/models/tiny"
@@ -143,8 +143,8 @@ def add_tiny_family(project: Path, *, profiles: bool = False, importer: bool = F
     (pkg / "__init__.py").write_text('"""The tiny family."""\n')
     (pkg / "params.py").write_text(TINY_PARAMS)
     (pkg / "model.py").write_text(TINY_MODEL)
-    if profiles:
-        (pkg / "profiles.py").write_text(TINY_PROFILES)
+    if presets:
+        (pkg / "presets.py").write_text(TINY_PRESETS)
     if importer:
         (pkg / "importer.py").write_text(TINY_IMPORTER)
     reg = project / "src/toonlab/registry.py"
@@ -221,19 +221,19 @@ def test_a_new_family_needs_its_package_one_entry_and_its_section(project):
     assert "train_tiny" in listed.stdout
 
 
-def test_a_family_with_profiles_and_an_importer_needs_no_other_edit(project):
-    """Its profiles.py gives `toonlab profile` switches, its importer.py a format of
+def test_a_family_with_presets_and_an_importer_needs_no_other_edit(project):
+    """Its presets.py gives `toonlab preset` switches, its importer.py a format of
     `toonlab import-weights`: found by name in its folder, with no list edited anywhere."""
     import json
 
     import torch
     from torch import nn
 
-    add_tiny_family(project, profiles=True, importer=True)
-    toonlab(project, "profile", "reference", "tiny")
+    add_tiny_family(project, presets=True, importer=True)
+    toonlab(project, "preset", "reference", "tiny")
     assert yaml.safe_load((project / "params.yaml").read_text())["tiny"]["ch"] == 64
-    assert "tiny: reference" in toonlab(project, "profile").stdout
-    toonlab(project, "profile", "demo", "tiny")
+    assert "tiny: reference" in toonlab(project, "preset").stdout
+    toonlab(project, "preset", "demo", "tiny")
     assert yaml.safe_load((project / "params.yaml").read_text())["tiny"]["ch"] == 4
 
     assert "tinyref" in toonlab(project, "import-weights", "--help").stdout

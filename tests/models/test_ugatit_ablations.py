@@ -20,7 +20,7 @@ from toonlab.models.common import count_params
 from toonlab.models.ugatit.model import build, sample_grid_rows
 from toonlab.models.ugatit.nets import LIN, AdaIN, AdaLIN, GroupNormF32, UGATITDiscriminator, UGATITGenerator
 from toonlab.models.ugatit.params import UGATITParams
-from toonlab.models.ugatit.profiles import PROFILES
+from toonlab.models.ugatit.presets import PRESETS
 from toonlab.params import load_params
 from toonlab.train import checkpoint as ckpt
 from toonlab.train.recipe import Context
@@ -75,9 +75,9 @@ def repo_params():
 
 @pytest.mark.parametrize("name", PAPER)
 def test_variant_parameter_counts_at_reference_sizes(repo_params, name):
-    """Each named variant over the reference profile, built as training builds it (on the
+    """Each named variant over the reference preset, built as training builds it (on the
     meta device): the counts drop by exactly the modules the switch removes."""
-    reference = UGATITParams.model_validate(PROFILES["reference"], strict=True)
+    reference = UGATITParams.model_validate(PRESETS["reference"], strict=True)
     spec = repo_params.ablations.variants[name]
     params = repo_params.model_copy(update={"ugatit": reference})
     _, section = variant_params(params, name)
@@ -162,7 +162,7 @@ def test_params_switches_and_validation():
     m = UGATITParams().model
     assert (m.norm, m.cam_g, m.cam_d) == ("adalin", True, True)
     assert all((p["model"]["norm"], p["model"]["cam_g"], p["model"]["cam_d"]) == ("adalin", True, True)
-               for p in PROFILES.values())
+               for p in PRESETS.values())
     for bad in ({"model": {"norm": "bn"}}, {"model": {"cam_g": "no"}},
                 {"model": {"variant": "soft_adalin", "norm": "in"}},
                 {"model": {"variant": "soft_adalin", "cam_g": False}}):

@@ -14,7 +14,7 @@ output, LeakyReLU 0.2 in D, no fully connected layers, no convolution biases):
 Initialisation (`model.init`): "normal", the DCGAN paper's convolution weights ~ N(0, 0.02),
 batch-norm weights ~ N(1, 0.02), biases 0; or "default", PyTorch's own init (Kaiming-uniform
 convolutions, batch-norm weight 1, bias 0), which the anime-avatar recipe leaves in place
-(its reference profile sets it, together with no flipping).
+(its reference preset sets it, together with no flipping).
 
 Training (the reference): binary cross-entropy, Adam 2e-4 for both nets, betas (0.5, 0.999),
 batch 256, 200 epochs, the discriminator updated on every batch and the generator on every

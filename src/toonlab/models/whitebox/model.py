@@ -17,7 +17,7 @@ Networks
   * `VGG19Features`: torchvision's VGG19 up to conv4_4 before its ReLU (10,585,152
     parameters), ImageNet weights `vgg19-dcbb9e9d.pth` from the torch hub folder. Its input
     convention (`model.vgg_input`): "torchvision" (default), RGB in [0, 1] with ImageNet
-    mean/std normalisation; "caffe" (the reference profile), the reference's: BGR in
+    mean/std normalisation; "caffe" (the reference preset), the reference's: BGR in
     0..255 minus the Caffe mean [103.939, 116.779, 123.68] (its vgg19.py). The content and
     structure weights (200) are tuned to the Caffe feature scale: caffe inputs are about
     255 * std ~ 57 times larger than torchvision's, and with random (bias-free) weights

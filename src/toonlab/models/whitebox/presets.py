@@ -1,5 +1,5 @@
-"""Profiles of the `whitebox` params section, shared by the `whitebox_pretrain` and
-`whitebox` stages (`toonlab profile <name> whitebox`, see `toonlab.profiles`). Data only:
+"""Presets of the `whitebox` params section, shared by the `whitebox_pretrain` and
+`whitebox` stages (`toonlab preset <name> whitebox`, see `toonlab.presets`). Data only:
 no training code imports this module.
 
 Reference: Wang and Yu 2020, the authors' TensorFlow training code (train_code/
@@ -24,7 +24,7 @@ ABOUT = {
                  "50,000 + 100,000 steps",
 }
 
-PROFILES: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "model": {"ch": 16, "n_res": 2, "d_ch": 16, "gf_r": 1, "gf_eps": 0.01, "gf_eps_test": 0.005,
                   "vgg_weights": "random", "vgg_input": "torchvision"},
@@ -48,7 +48,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 # The smallest settings that train a step in a second on a CPU (family name -> values of its
-# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+# section): what the tests and the smoke benchmarks run (`toonlab.presets.smoke`).
 SMOKE: dict[str, dict[str, Any]] = {
     "whitebox_pretrain": {"model": {"ch": 8, "n_res": 1, "vgg_weights": "random"},
                           "data": {"crop_px": 32, "batch_size": 2}, "pretrain": {"run_dir": ""},

@@ -1,15 +1,15 @@
-"""Profiles: named settings of a model family's params.yaml section, switched in one
-versioned step (`toonlab profile reference ugatit`).
+"""Presets: named settings of a model family's params.yaml section, switched in one
+versioned step (`toonlab preset reference ugatit`).
 
-A family package may hold a `profiles.py` next to its `params.py`
-(`toonlab.models.<family>/profiles.py`, found by that name): data only, imported by no
-training code, so editing a profile changes no stage's code. It defines `PROFILES`
-(profile name -> nested values of the family's section) and `ABOUT` (profile name ->
+A family package may hold a `presets.py` next to its `params.py`
+(`toonlab.models.<family>/presets.py`, found by that name): data only, imported by no
+training code, so editing a preset changes no stage's code. It defines `PRESETS`
+(preset name -> nested values of the family's section) and `ABOUT` (preset name ->
 one line). Every family has `demo` (the small, fast values committed in params.yaml) and
-`reference` (the paper's / reference implementation's settings); a section's profiles
+`reference` (the paper's / reference implementation's settings); a section's presets
 all set the same keys, so switching back and forth is exact.
 
-`apply_profile` rewrites only the keys whose value changes: a round trip through
+`apply_preset` rewrites only the keys whose value changes: a round trip through
 ruamel.yaml (load, set the values, dump) keeps the comments, key order, quoting and the
 file's indentation; an end-of-line comment keeps its column (or goes back to its
 neighbours' column when a longer value had pushed it right, so a switch back restores
@@ -19,7 +19,7 @@ missing from the file is added only when its effective value (the default) diffe
 result is validated like any params file (read with PyYAML, as everywhere else) and
 checked to hold exactly the intended values before it is written (atomically). params.yaml
 is versioned (git; DVC tracks the sections as stage params), so a switch is one commit:
-`toonlab profile reference ugatit && git commit params.yaml`.
+`toonlab preset reference ugatit && git commit params.yaml`.
 
 Light: PyYAML, ruamel.yaml and pydantic only (no torch), like the rest of the configuration layer.
 """
@@ -67,18 +67,18 @@ class Change:
         return f"{self.key}: {old} -> {format_value(self.new)}"
 
 
-# ----------------------------------------------------------------------------- the profiles
+# ----------------------------------------------------------------------------- the presets
 
 
 def smoke(fam: registry.Family) -> dict[str, Any]:
-    """The family's smoke settings (`SMOKE` of its profiles module: the smallest values of its
+    """The family's smoke settings (`SMOKE` of its presets module: the smallest values of its
     section that train; {}, its defaults, where it declares none)."""
-    module = fam.part("profiles")
+    module = fam.part("presets")
     return copy.deepcopy(getattr(module, "SMOKE", {}).get(fam.name, {})) if module is not None else {}
 
 
 def tiny() -> dict[str, dict[str, Any]]:
-    """The tiny end-to-end project's values of every family section (`TINY` of each profiles
+    """The tiny end-to-end project's values of every family section (`TINY` of each presets
     module: a few steps at the smallest size), params.yaml section -> values. A family
     without them keeps its section's values there."""
     out: dict[str, dict[str, Any]] = {}
@@ -88,25 +88,25 @@ def tiny() -> dict[str, dict[str, Any]]:
 
 
 def sections() -> dict[str, ModuleType]:
-    """params.yaml section -> its profiles module, for every family that has one (a section
+    """params.yaml section -> its presets module, for every family that has one (a section
     shared by two families, as White-box's two stages share `whitebox`, once)."""
     out: dict[str, ModuleType] = {}
     for fam in registry.FAMILIES:
         if fam.params_section not in out:
-            module = fam.part("profiles")
+            module = fam.part("presets")
             if module is not None:
                 out[fam.params_section] = module
     return out
 
 
-def profiles(section: str) -> dict[str, dict[str, Any]]:
-    """The profiles of a section: name -> nested values."""
-    return sections()[section].PROFILES
+def presets(section: str) -> dict[str, dict[str, Any]]:
+    """The presets of a section: name -> nested values."""
+    return sections()[section].PRESETS
 
 
 def about(section: str) -> dict[str, str]:
     module = sections()[section]
-    return {name: getattr(module, "ABOUT", {}).get(name, "") for name in module.PROFILES}
+    return {name: getattr(module, "ABOUT", {}).get(name, "") for name in module.PRESETS}
 
 
 def targets(names: list[str]) -> list[str]:
@@ -122,7 +122,7 @@ def targets(names: list[str]) -> list[str]:
             continue
         section = by_family.get(name, name)
         if section not in known:
-            raise UsageError(f"no profiles for {name!r}; families with profiles: "
+            raise UsageError(f"no presets for {name!r}; families with presets: "
                              f"{', '.join(_family_names(known))} (or {ALL})")
         wanted.add(section)
     return [s for s in known if s in wanted]
@@ -139,11 +139,11 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def matching(params: Any, section: str) -> tuple[str, dict[str, list[str]]]:
-    """Which profile the section's effective values match ("custom" when none), and for
-    each profile the keys that differ."""
+    """Which preset the section's effective values match ("custom" when none), and for
+    each preset the keys that differ."""
     current = getattr(params, section).model_dump(mode="python")
     differs: dict[str, list[str]] = {}
-    for name, values in profiles(section).items():
+    for name, values in presets(section).items():
         differs[name] = [".".join(path) for path, value in flatten(values).items()
                          if not _same(find(current, path)[1], value)]
     name = next((n for n, d in differs.items() if not d), "custom")
@@ -151,7 +151,7 @@ def matching(params: Any, section: str) -> tuple[str, dict[str, list[str]]]:
 
 
 def status(params: Any) -> list[str]:
-    """One line per section with profiles: the profile it matches, and the ones it has."""
+    """One line per section with presets: the preset it matches, and the ones it has."""
     lines = []
     for section in sections():
         name, differs = matching(params, section)
@@ -192,7 +192,7 @@ def format_value(value: Any, style: str | None = None) -> str:
         if style != '"' and _PLAIN.fullmatch(value) and yaml.safe_load(value) == value:
             return value
         return json.dumps(value, ensure_ascii=False)
-    raise TypeError(f"profiles hold scalars only, got {type(value).__name__}")
+    raise TypeError(f"presets hold scalars only, got {type(value).__name__}")
 
 
 # ----------------------------------------------------------------------------- rewriting the file
@@ -219,7 +219,7 @@ def _round_trip(text: str, source: str) -> tuple[YAML, Any]:
     try:
         root, indent, dash = load_yaml_guess_indent(text, yaml=rt)
     except DuplicateKeyError as exc:
-        raise UsageError(f"{source}: {exc.problem}; remove one (a profile switch would not know which to set)"
+        raise UsageError(f"{source}: {exc.problem}; remove one (a preset switch would not know which to set)"
                          ) from None
     except YAMLError as exc:
         raise UsageError(f"{source}: not valid YAML: {exc}") from None
@@ -309,7 +309,7 @@ def _nested(value: Any) -> Any:
 
 
 class _Edit:
-    """Sets a profile's values in the round-trip document, and collects the changes."""
+    """Sets a preset's values in the round-trip document, and collects the changes."""
 
     def __init__(self, loaded: Any, source: str):
         self.loaded = loaded                    # PyYAML's reading: the values as ToonLab sees them
@@ -389,14 +389,14 @@ def _parse(text: str, source: str) -> Any:
         raise UsageError(f"{source}: not valid YAML: {exc}") from None
 
 
-def plan_profile(text: str, section_names: list[str], profile: str, source: str = "params.yaml"
+def plan_preset(text: str, section_names: list[str], preset: str, source: str = "params.yaml"
                  ) -> tuple[str, list[Change]]:
-    """The new text of a params file with `profile` applied to the sections, and the changes."""
+    """The new text of a params file with `preset` applied to the sections, and the changes."""
     known = sections()
     for section in section_names:
-        if profile not in known[section].PROFILES:
-            raise UsageError(f"no profile {profile!r} for {section}; its profiles: "
-                             f"{', '.join(known[section].PROFILES)}")
+        if preset not in known[section].PRESETS:
+            raise UsageError(f"no preset {preset!r} for {section}; its presets: "
+                             f"{', '.join(known[section].PRESETS)}")
     loaded = _parse(text, source)
     params = validate_params(loaded if loaded is not None else {}, source=source)
     crlf = "\r\n" in text
@@ -404,7 +404,7 @@ def plan_profile(text: str, section_names: list[str], profile: str, source: str 
     rt, root = _round_trip(text_lf, source)
     edit = _Edit(loaded, source)
     for section in section_names:
-        values = {section: profiles(section)[profile]}
+        values = {section: presets(section)[preset]}
         effective = flatten({section: getattr(params, section).model_dump(mode="python")})
         edit.set(root, values, (), effective)
     if not edit.changes:
@@ -419,29 +419,29 @@ def plan_profile(text: str, section_names: list[str], profile: str, source: str 
         new_text += "\n"
     if crlf:
         new_text = new_text.replace("\n", "\r\n")
-    _check(new_text, loaded, params, section_names, profile, source)
+    _check(new_text, loaded, params, section_names, preset, source)
     return new_text, edit.changes
 
 
-def _check(new_text: str, loaded: Any, params: Any, section_names: list[str], profile: str, source: str) -> None:
-    """The new text is valid, its sections hold the profile and nothing else changed."""
+def _check(new_text: str, loaded: Any, params: Any, section_names: list[str], preset: str, source: str) -> None:
+    """The new text is valid, its sections hold the preset and nothing else changed."""
     new_loaded = _parse(new_text, source)
     try:
         new_params = validate_params(new_loaded if new_loaded is not None else {}, source=source)
     except ParamsError as exc:   # e.g. an ablation variant that does not fit the new sizes
         where = "" if exc.source == source else f"{exc.source}: "
         raise ParamsError([f"{where}{p}" for p in exc.problems],
-                          source=f"{source} with the {profile} profile (nothing written)") from None
+                          source=f"{source} with the {preset} preset (nothing written)") from None
     expected = copy.deepcopy(params.model_dump(mode="python"))
     for section in section_names:
-        for path, value in flatten({section: profiles(section)[profile]}).items():
+        for path, value in flatten({section: presets(section)[preset]}).items():
             put(expected, path, value)
     if new_params.model_dump(mode="python") != expected:
-        raise ToonlabError(f"{source}: rewriting for profile {profile!r} went wrong (a bug); nothing written")
+        raise ToonlabError(f"{source}: rewriting for preset {preset!r} went wrong (a bug); nothing written")
 
 
-def apply_profile(params_path: str | Path, names: list[str], profile: str, dry_run: bool = False) -> list[Change]:
-    """Set `profile` in the sections of the families `names` (or `all`) of the params file,
+def apply_preset(params_path: str | Path, names: list[str], preset: str, dry_run: bool = False) -> list[Change]:
+    """Set `preset` in the sections of the families `names` (or `all`) of the params file,
     in place; returns the changed keys (written unless dry_run)."""
     path = Path(params_path)
     if not path.is_file():
@@ -451,7 +451,7 @@ def apply_profile(params_path: str | Path, names: list[str], profile: str, dry_r
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a UTF-8 text file") from None
     section_names = targets(names)
-    new_text, changes = plan_profile(text, section_names, profile, source=str(path))
+    new_text, changes = plan_preset(text, section_names, preset, source=str(path))
     if changes and not dry_run:
         fileio.write_bytes(path, new_text.encode("utf-8"))
     return changes

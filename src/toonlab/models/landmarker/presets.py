@@ -1,7 +1,7 @@
-"""Profiles of the `landmarker` params section (`toonlab profile <name> landmarker`, see
-`toonlab.profiles`). Data only: no training code imports this module.
+"""Presets of the `landmarker` params section (`toonlab preset <name> landmarker`, see
+`toonlab.presets`). Data only: no training code imports this module.
 
-The landmark heatmap network is this project's own (no paper): its reference profile is
+The landmark heatmap network is this project's own (no paper): its reference preset is
 the full-size setting of its params class (ch 32, 128 px, batch 16 per domain, 2,000
 steps with cosine decay).
 """
@@ -15,7 +15,7 @@ ABOUT = {
     "reference": "the project's full-size setting (no paper): ch 32, 128 px, batch 16, 2,000 steps",
 }
 
-PROFILES: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "model": {"ch": 16, "n_blocks": 2, "stride": 4, "sigma": 1.5},
         "loss": {"heat_weight": 1.0, "coord_weight": 1.0},
@@ -31,7 +31,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 # The smallest settings that train a step in a second on a CPU (family name -> values of its
-# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+# section): what the tests and the smoke benchmarks run (`toonlab.presets.smoke`).
 SMOKE: dict[str, dict[str, Any]] = {
     "landmarker": {"model": {"ch": 8, "n_blocks": 1}, "data": {"crop_px": 32, "batch_size": 2}},
 }

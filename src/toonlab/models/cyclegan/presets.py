@@ -1,5 +1,5 @@
-"""Profiles of the `cyclegan` params section (`toonlab profile <name> cyclegan`, see
-`toonlab.profiles`). Data only: no training code imports this module.
+"""Presets of the `cyclegan` params section (`toonlab preset <name> cyclegan`, see
+`toonlab.presets`). Data only: no training code imports this module.
 
 Reference: Zhu et al. 2017 and the authors' PyTorch implementation at its defaults.
 Its schedule is 100 epochs at a constant learning rate plus 100 decaying to 0; an
@@ -19,7 +19,7 @@ ABOUT = {
     "reference": "the paper: 256 px (load 286, bicubic), ngf/ndf 64, 9 blocks, 100 + 100 epochs of 3,400 images",
 }
 
-PROFILES: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "model": {"ngf": 32, "ndf": 64, "n_blocks": 6, "n_layers_d": 3},
         "loss": {"gan_mode": "lsgan", "cycle_weight": 10.0, "identity_weight": 0.5, "perceptual_weight": 0.0},
@@ -42,7 +42,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 # The smallest settings that train a step in a second on a CPU (family name -> values of its
-# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+# section): what the tests and the smoke benchmarks run (`toonlab.presets.smoke`).
 SMOKE: dict[str, dict[str, Any]] = {
     "cyclegan": {"model": {"ngf": 8, "ndf": 8, "n_blocks": 1}, "data": {"crop_px": 32, "batch_size": 2}},
 }

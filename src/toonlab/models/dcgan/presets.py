@@ -1,5 +1,5 @@
-"""Profiles of the `dcgan` params section (`toonlab profile <name> dcgan`, see
-`toonlab.profiles`). Data only: no training code imports this module.
+"""Presets of the `dcgan` params section (`toonlab preset <name> dcgan`, see
+`toonlab.presets`). Data only: no training code imports this module.
 
 Reference: the 96 px anime-avatar recipe (DCGAN, Radford et al. 2016): nz 100, ngf/ndf
 64, PyTorch's default weight init (`model.init: default`), Adam 2e-4 for both (beta1 0.5),
@@ -19,7 +19,7 @@ ABOUT = {
     "reference": "the recipe: ngf/ndf 64, PyTorch default init, batch 256, no flip, 200 epochs of ~50,000 faces",
 }
 
-PROFILES: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "model": {"nz": 100, "ngf": 32, "ndf": 32, "init": "normal"},
         "optim": {"lr_g": 0.0002, "lr_d": 0.0002, "beta1": 0.5, "beta2": 0.999, "d_every": 1, "g_every": 5,
@@ -36,7 +36,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 # The smallest settings that train a step in a second on a CPU (family name -> values of its
-# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+# section): what the tests and the smoke benchmarks run (`toonlab.presets.smoke`).
 SMOKE: dict[str, dict[str, Any]] = {
     "dcgan": {"model": {"nz": 8, "ngf": 8, "ndf": 8}, "data": {"batch_size": 4}, "optim": {"g_every": 1}},
 }

@@ -1,5 +1,5 @@
-"""Profiles of the `ugatit` params section (`toonlab profile <name> ugatit`, see
-`toonlab.profiles`). Data only: no training code imports this module.
+"""Presets of the `ugatit` params section (`toonlab preset <name> ugatit`, see
+`toonlab.presets`). Data only: no training code imports this module.
 
 reference: Kim et al. 2020 and the authors' PyTorch implementation, light model (the
 variant whose counts the reference facts give: G 10,589,888 at ch 64): ch 64, 4
@@ -13,7 +13,7 @@ reference_full: the same with the full generator (MLP over the flattened feature
 soft_adalin: photo2cartoon's train.py for the Soft-AdaLIN variant: ch 32, light, cycle
 50, face-ID 1 (needs model_mobilefacenet.pth), faces composited onto white with their
 packed mattes (`data.composite: white`, as photo2cartoon's data), otherwise as the reference.
-Every profile sets the ablation switches to the paper's model (norm adalin, G and D
+Every preset sets the ablation switches to the paper's model (norm adalin, G and D
 CAM); the ablation variants are in params.yaml (`ablations.sets.ugatit_paper`).
 """
 
@@ -62,7 +62,7 @@ def _merged(base: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(keys.merge(base, sections))
 
 
-PROFILES: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "demo": _DEMO,
     "reference": _REFERENCE,
     "reference_full": _merged(_REFERENCE, model={"light": False}),
@@ -70,7 +70,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 # The smallest settings that train a step in a second on a CPU (family name -> values of its
-# section): what the tests and the smoke benchmarks run (`toonlab.profiles.smoke`).
+# section): what the tests and the smoke benchmarks run (`toonlab.presets.smoke`).
 SMOKE: dict[str, dict[str, Any]] = {
     "ugatit": {"model": {"ch": 8, "n_res": 1, "n_dis_global": 4, "n_dis_local": 3},
                "data": {"crop_px": 32, "batch_size": 2}},

@@ -1,4 +1,4 @@
-"""Profiles (`toonlab profile`): each family's reference profile gives the reference
+"""Presets (`toonlab preset`): each family's reference preset gives the reference
 implementation's parameter counts and key hyperparameters (/work/shared/reference-facts.md),
 the switch rewrites only its keys of params.yaml with every comment kept, and `demo`
 restores the committed file byte for byte."""
@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from toonlab import pipeline, profiles, registry
+from toonlab import pipeline, presets, registry
 from toonlab.cli import main
 from toonlab.errors import ParamsError, UsageError
 from toonlab.models.common import count_params
@@ -38,16 +38,16 @@ COUNTS = {
 }
 
 
-def switched(tmp_path: Path, profile: str, names: list[str]) -> tuple[Path, list[profiles.Change]]:
+def switched(tmp_path: Path, preset: str, names: list[str]) -> tuple[Path, list[presets.Change]]:
     path = tmp_path / "params.yaml"
     if not path.exists():
         shutil.copy(PARAMS, path)
-    return path, profiles.apply_profile(path, names, profile)
+    return path, presets.apply_preset(path, names, preset)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The repository's params.yaml with every family switched to its reference profile."""
+    """The repository's params.yaml with every family switched to its reference preset."""
     path, changes = switched(tmp_path_factory.mktemp("reference"), "reference", ["all"])
     assert changes
     return load_params(path)
@@ -75,21 +75,21 @@ def build_on_meta(name: str, section):
 # ----------------------------------------------------------------------------- the reference facts
 
 
-@pytest.mark.parametrize("name", [family for family, profile in COUNTS if profile == "reference"])
-def test_reference_profile_parameter_counts(reference, name):
+@pytest.mark.parametrize("name", [family for family, preset in COUNTS if preset == "reference"])
+def test_reference_preset_parameter_counts(reference, name):
     fam = registry.get(name)
     counts = build_on_meta(name, fam.section_of(reference))
     assert {k: counts[k] for k in COUNTS[(name, "reference")]} == COUNTS[(name, "reference")]
 
 
-@pytest.mark.parametrize("profile", ["reference_full", "soft_adalin"])
-def test_ugatit_variant_profiles_parameter_counts(tmp_path, profile):
-    path, _ = switched(tmp_path, profile, ["ugatit"])
+@pytest.mark.parametrize("preset", ["reference_full", "soft_adalin"])
+def test_ugatit_variant_presets_parameter_counts(tmp_path, preset):
+    path, _ = switched(tmp_path, preset, ["ugatit"])
     counts = build_on_meta("ugatit", load_params(path).ugatit)
-    assert {k: counts[k] for k in COUNTS[("ugatit", profile)]} == COUNTS[("ugatit", profile)]
+    assert {k: counts[k] for k in COUNTS[("ugatit", preset)]} == COUNTS[("ugatit", preset)]
 
 
-def test_reference_profile_hyperparameters(reference):
+def test_reference_preset_hyperparameters(reference):
     from toonlab.models.ugatit.model import resolve_decay_from
 
     c = reference.cyclegan
@@ -135,7 +135,7 @@ def test_reference_profile_hyperparameters(reference):
     assert lm == type(lm)()
 
 
-def test_soft_adalin_profile_hyperparameters(tmp_path):
+def test_soft_adalin_preset_hyperparameters(tmp_path):
     path, _ = switched(tmp_path, "soft_adalin", ["ugatit"])
     u = load_params(path).ugatit
     assert (u.model.variant, u.model.light, u.model.ch, u.model.n_res) == ("soft_adalin", True, 32, 4)
@@ -145,39 +145,39 @@ def test_soft_adalin_profile_hyperparameters(tmp_path):
         (1e-4, 1e-4, 1_000_000, 256, 1)
 
 
-# ----------------------------------------------------------------------------- the profiles themselves
+# ----------------------------------------------------------------------------- the presets themselves
 
 
-def test_every_family_with_profiles_has_demo_and_reference_over_the_same_keys():
-    """Profiles are optional (a family folder may have no profiles.py); where a family has
+def test_every_family_with_presets_has_demo_and_reference_over_the_same_keys():
+    """Presets are optional (a family folder may have no presets.py); where a family has
     them, demo and reference set the same keys, and params.yaml holds demo (written there by
-    `toonlab profile demo <family>`: the values are typed once, in profiles.py)."""
-    known = profiles.sections()
+    `toonlab preset demo <family>`: the values are typed once, in presets.py)."""
+    known = presets.sections()
     assert set(known) <= {f.params_section for f in registry.FAMILIES}
-    assert set(known) == {f.params_section for f in registry.FAMILIES if f.part("profiles") is not None}
+    assert set(known) == {f.params_section for f in registry.FAMILIES if f.part("presets") is not None}
     committed = yaml.safe_load(PARAMS.read_text())
     for section, module in known.items():
-        assert {"demo", "reference"} <= set(module.PROFILES), section
-        keys = {name: set(profiles.flatten(values)) for name, values in module.PROFILES.items()}
-        assert all(k == keys["demo"] for k in keys.values()), f"{section}: profiles set different keys"
-        assert set(module.ABOUT) == set(module.PROFILES)
-        # Every key exists in the params class, and the demo profile is what params.yaml holds.
+        assert {"demo", "reference"} <= set(module.PRESETS), section
+        keys = {name: set(presets.flatten(values)) for name, values in module.PRESETS.items()}
+        assert all(k == keys["demo"] for k in keys.values()), f"{section}: presets set different keys"
+        assert set(module.ABOUT) == set(module.PRESETS)
+        # Every key exists in the params class, and the demo preset is what params.yaml holds.
         cls = registry.sections()[section]
-        cls.model_validate({k: dict(v) for k, v in module.PROFILES["reference"].items()}, strict=True)
-        for path, value in profiles.flatten(module.PROFILES["demo"]).items():
+        cls.model_validate({k: dict(v) for k, v in module.PRESETS["reference"].items()}, strict=True)
+        for path, value in presets.flatten(module.PRESETS["demo"]).items():
             found, current = find(committed[section], path)
-            assert found and profiles._same(current, value), f"{section}.{'.'.join(path)}"
+            assert found and presets._same(current, value), f"{section}.{'.'.join(path)}"
 
 
-def test_committed_params_are_the_demo_profile():
+def test_committed_params_are_the_demo_preset():
     params = load_params(PARAMS)
-    assert {s: profiles.matching(params, s)[0] for s in profiles.sections()} == {s: "demo" for s in profiles.sections()}
+    assert {s: presets.matching(params, s)[0] for s in presets.sections()} == {s: "demo" for s in presets.sections()}
 
 
-def test_profile_data_is_no_stage_code():
-    """Editing a profile changes no training stage: only params.yaml values do."""
+def test_preset_data_is_no_stage_code():
+    """Editing a preset changes no training stage: only params.yaml values do."""
     for fam in registry.FAMILIES:
-        assert not [f for f in pipeline.code_deps(f"train_{fam.name}") if f.endswith("profiles.py")]
+        assert not [f for f in pipeline.code_deps(f"train_{fam.name}") if f.endswith("presets.py")]
 
 
 # ----------------------------------------------------------------------------- rewriting params.yaml
@@ -200,36 +200,36 @@ def test_switch_keeps_comments_and_demo_restores_the_file(tmp_path):
     assert "    ngf: 64               # demo; the paper: 64" in new_lines
     assert "    steps: 1000000        # demo; the paper: 1000000" in new_lines
     load_params(path)
-    # Round trips through the other profiles, then back: the committed bytes.
-    for profile in ("reference_full", "soft_adalin", "reference"):
-        profiles.apply_profile(path, ["ugatit"], profile)
-    assert profiles.apply_profile(path, ["all"], "demo")
+    # Round trips through the other presets, then back: the committed bytes.
+    for preset in ("reference_full", "soft_adalin", "reference"):
+        presets.apply_preset(path, ["ugatit"], preset)
+    assert presets.apply_preset(path, ["all"], "demo")
     assert path.read_bytes() == original
-    assert profiles.apply_profile(path, ["all"], "demo") == []
+    assert presets.apply_preset(path, ["all"], "demo") == []
 
 
 def test_missing_keys_are_added_only_where_the_default_differs(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("seed: 0\nugatit:\n  model:\n    ch: 16   # small\n    n_dis_global: 5\n"
                     "    n_dis_local: 4\n  data:\n    crop_px: 64\n# next section\nserve:\n  port: 8000\n")
-    changes = profiles.apply_profile(path, ["ugatit"], "demo")
+    changes = presets.apply_preset(path, ["ugatit"], "demo")
     assert [(c.key, c.added) for c in changes] == [("ugatit.model.n_res", True), ("ugatit.optim.steps", True)]
     text = path.read_text()
     assert "    ch: 16   # small\n" in text and "  optim:\n    steps: 150\n# next section\n" in text
-    assert profiles.matching(load_params(path), "ugatit")[0] == "demo"
-    profiles.apply_profile(path, ["ugatit"], "reference")
+    assert presets.matching(load_params(path), "ugatit")[0] == "demo"
+    presets.apply_preset(path, ["ugatit"], "reference")
     assert "    ch: 64   # small\n" in path.read_text()
-    assert profiles.matching(load_params(path), "ugatit")[0] == "reference"
+    assert presets.matching(load_params(path), "ugatit")[0] == "reference"
 
 
-SWITCHES = [(section, name) for section, module in profiles.sections().items() for name in module.PROFILES
+SWITCHES = [(section, name) for section, module in presets.sections().items() for name in module.PRESETS
             if name != "demo"]
 
 
-@pytest.mark.parametrize(("section", "profile"), SWITCHES)
-def test_a_switch_touches_only_its_keys_and_back_gives_the_committed_bytes(tmp_path, section, profile):
+@pytest.mark.parametrize(("section", "preset"), SWITCHES)
+def test_a_switch_touches_only_its_keys_and_back_gives_the_committed_bytes(tmp_path, section, preset):
     original = PARAMS.read_bytes()
-    path, changes = switched(tmp_path, profile, [section])
+    path, changes = switched(tmp_path, preset, [section])
     assert changes and all(c.key.startswith(f"{section}.") and not c.added for c in changes)
     old_lines, new_lines = original.decode().splitlines(True), path.read_bytes().decode().splitlines(True)
     assert len(new_lines) == len(old_lines)
@@ -241,8 +241,8 @@ def test_a_switch_touches_only_its_keys_and_back_gives_the_committed_bytes(tmp_p
     # A flow list wrapped over two lines (which ruamel would join) is kept as it was.
     assert ("    ugatit_paper: [ugatit_adalin, ugatit_in, ugatit_ln, ugatit_adain, ugatit_gn, ugatit_no_cam,\n"
             "                   ugatit_no_g_cam, ugatit_no_d_cam, cyclegan_base]\n") in "".join(new_lines)
-    assert profiles.matching(load_params(path), section)[0] == profile
-    assert {c.key for c in profiles.apply_profile(path, [section], "demo")} == {c.key for c in changes}
+    assert presets.matching(load_params(path), section)[0] == preset
+    assert {c.key for c in presets.apply_preset(path, [section], "demo")} == {c.key for c in changes}
     assert path.read_bytes() == original
 
 
@@ -277,7 +277,7 @@ def test_a_tricky_layout_round_trips_byte_for_byte(tmp_path):
     path = tmp_path / "params.yaml"
     original = TRICKY.replace("\n", "\r\n").encode()
     path.write_bytes(original)
-    changes = profiles.apply_profile(path, ["ugatit"], "reference")
+    changes = presets.apply_preset(path, ["ugatit"], "reference")
     assert {c.key for c in changes} == {"ugatit.model.ch", "ugatit.model.n_res", "ugatit.model.n_dis_global",
                                         "ugatit.model.n_dis_local", "ugatit.optim.steps", "ugatit.data.crop_px",
                                         "ugatit.data.load_auto"}
@@ -289,28 +289,28 @@ def test_a_tricky_layout_round_trips_byte_for_byte(tmp_path):
                  '        load_auto: "plus30"  # double-quoted', "        variant: 'ugatit'      # single-quoted",
                  TRICKY.splitlines()[16], "    runs: [cyclegan, ugatit, whitebox,"):
         assert line in lines
-    assert profiles.matching(load_params(path), "ugatit")[0] == "reference"
-    profiles.apply_profile(path, ["ugatit"], "demo")
+    assert presets.matching(load_params(path), "ugatit")[0] == "reference"
+    presets.apply_preset(path, ["ugatit"], "demo")
     assert path.read_bytes() == original
     # Soft-AdaLIN: a string into single quotes, and a missing mapping added in the file's indentation.
-    changes = profiles.apply_profile(path, ["ugatit"], "soft_adalin")
+    changes = presets.apply_preset(path, ["ugatit"], "soft_adalin")
     assert [c.key for c in changes if c.added] == ["ugatit.loss.cycle_weight", "ugatit.loss.faceid_weight"]
     new = path.read_bytes().decode()
     assert "        variant: 'soft_adalin' # single-quoted\r\n" in new
     assert "        composite: 'white'\r\n" in new
     assert "\r\n    loss:\r\n        cycle_weight: 50.0\r\n        faceid_weight: 1.0\r\nevaluate:\r\n" in new
-    assert profiles.matching(load_params(path), "ugatit")[0] == "soft_adalin"
+    assert presets.matching(load_params(path), "ugatit")[0] == "soft_adalin"
 
 
 def test_a_missing_section_goes_at_the_end_of_the_file(tmp_path):
     path = tmp_path / "params.yaml"
     text = "seed: 0\nserve:\n  port: 8000   # a comment\n\n# the last comment"
     path.write_text(text)
-    changes = profiles.apply_profile(path, ["landmarker"], "demo")
+    changes = presets.apply_preset(path, ["landmarker"], "demo")
     assert changes and all(c.added for c in changes)
     new = path.read_text()
     assert new.startswith(text + "\nlandmarker:\n  model:\n    ch: 16\n")
-    assert profiles.matching(load_params(path), "landmarker")[0] == "demo"
+    assert presets.matching(load_params(path), "landmarker")[0] == "demo"
 
 
 def test_a_duplicate_key_is_a_usage_error(tmp_path):
@@ -318,7 +318,7 @@ def test_a_duplicate_key_is_a_usage_error(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("ugatit:\n  model:\n    ch: 16\n    ch: 32\n")
     with pytest.raises(UsageError, match='params.yaml: found duplicate key "ch" .*; remove one'):
-        profiles.apply_profile(path, ["ugatit"], "reference")
+        presets.apply_preset(path, ["ugatit"], "reference")
     assert path.read_text() == "ugatit:\n  model:\n    ch: 16\n    ch: 32\n"
 
 
@@ -329,21 +329,21 @@ def test_an_invalid_result_is_not_written(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(data)
     load_params(path)
-    with pytest.raises(ParamsError, match=r"(?s)with the reference profile \(nothing written\):"
+    with pytest.raises(ParamsError, match=r"(?s)with the reference preset \(nothing written\):"
                        r".*ablations\.variants\.ugatit_full\.overrides: .*too deep for crop_px 64"):
-        profiles.apply_profile(path, ["ugatit"], "reference")
+        presets.apply_preset(path, ["ugatit"], "reference")
     assert path.read_text() == data
 
 
-def test_unknown_family_or_profile_is_a_usage_error(tmp_path):
+def test_unknown_family_or_preset_is_a_usage_error(tmp_path):
     path = tmp_path / "params.yaml"
     shutil.copy(PARAMS, path)
-    with pytest.raises(UsageError, match="no profiles for 'stylegan'; families with profiles: cyclegan"):
-        profiles.apply_profile(path, ["stylegan"], "reference")
-    with pytest.raises(UsageError, match="no profile 'paper' for ugatit; its profiles: demo, reference"):
-        profiles.apply_profile(path, ["ugatit"], "paper")
-    with pytest.raises(UsageError, match="no profile 'soft_adalin' for cyclegan"):
-        profiles.apply_profile(path, ["all"], "soft_adalin")
+    with pytest.raises(UsageError, match="no presets for 'stylegan'; families with presets: cyclegan"):
+        presets.apply_preset(path, ["stylegan"], "reference")
+    with pytest.raises(UsageError, match="no preset 'paper' for ugatit; its presets: demo, reference"):
+        presets.apply_preset(path, ["ugatit"], "paper")
+    with pytest.raises(UsageError, match="no preset 'soft_adalin' for cyclegan"):
+        presets.apply_preset(path, ["all"], "soft_adalin")
     assert path.read_bytes() == PARAMS.read_bytes()
 
 
@@ -357,16 +357,16 @@ def toonlab(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_cli_switch_status_and_errors(tmp_path):
     shutil.copy(PARAMS, tmp_path / "params.yaml")
-    proc = toonlab(tmp_path, "profile", "reference", "ugatit")
+    proc = toonlab(tmp_path, "preset", "reference", "ugatit")
     assert proc.returncode == 0, proc.stderr
     assert "ugatit.model.ch: 16 -> 64" in proc.stdout and "ugatit.optim.steps: 150 -> 1000000" in proc.stdout
     assert "git commit" in proc.stderr
-    proc = toonlab(tmp_path, "profile")
+    proc = toonlab(tmp_path, "preset")
     assert proc.returncode == 0, proc.stderr
     assert "ugatit: reference\n" in proc.stdout and "cyclegan: demo\n" in proc.stdout
-    for args, message in ((["profile", "reference", "stylegan"], "no profiles for 'stylegan'"),
-                          (["profile", "paper", "ugatit"], "no profile 'paper' for ugatit"),
-                          (["profile", "reference"], "name the families to switch")):
+    for args, message in ((["preset", "reference", "stylegan"], "no presets for 'stylegan'"),
+                          (["preset", "paper", "ugatit"], "no preset 'paper' for ugatit"),
+                          (["preset", "reference"], "name the families to switch")):
         proc = toonlab(tmp_path, *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.startswith(f"toonlab: error: {message}") and "Traceback" not in proc.stderr
@@ -375,9 +375,9 @@ def test_cli_switch_status_and_errors(tmp_path):
 def test_cli_dry_run_and_dvc_exp_write_nothing_and_load_no_torch(tmp_path):
     shutil.copy(PARAMS, tmp_path / "params.yaml")
     script = ("import sys\nfrom toonlab.cli import main\n"
-              "assert main(['profile', 'reference', 'whitebox', '--dry-run']) == 0\n"
-              "assert main(['profile', 'reference', 'dcgan', '--dvc-exp']) == 0\n"
-              "assert main(['profile']) == 0\n"
+              "assert main(['preset', 'reference', 'whitebox', '--dry-run']) == 0\n"
+              "assert main(['preset', 'reference', 'dcgan', '--dvc-exp']) == 0\n"
+              "assert main(['preset']) == 0\n"
               "print('HEAVY', sorted(m for m in ('torch', 'cv2') if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False,
                           timeout=120)
@@ -390,10 +390,10 @@ def test_cli_dry_run_and_dvc_exp_write_nothing_and_load_no_torch(tmp_path):
     assert (tmp_path / "params.yaml").read_bytes() == PARAMS.read_bytes()
 
 
-def test_profile_command_in_process(tmp_path, capsys):
+def test_preset_command_in_process(tmp_path, capsys):
     shutil.copy(PARAMS, tmp_path / "params.yaml")
     p = str(tmp_path / "params.yaml")
-    assert main(["profile", "reference", "cyclegan", "--params", p]) == 0
+    assert main(["preset", "reference", "cyclegan", "--params", p]) == 0
     assert "cyclegan.optim.steps_constant: 100 -> 340000" in capsys.readouterr().out
-    assert main(["--params", p, "profile", "demo", "cyclegan"]) == 0
+    assert main(["--params", p, "preset", "demo", "cyclegan"]) == 0
     assert (tmp_path / "params.yaml").read_bytes() == PARAMS.read_bytes()
