@@ -20,6 +20,14 @@ Paths (each measured in its own process, so that its peak memory is its own):
   (compilation, cold: each compiled process gets an empty inductor cache) and after how
   many steps it pays that back, or "never". With one --paths entry the compiled path
   takes part in the rounds (fastest step kept; compile time of that same process).
+* Loader: the samples per second the training data loader delivers at the row's size and
+  batch (`--loader-workers` worker processes, default 2 as `train.loader_workers`; uint8
+  crops resized, cropped and flipped in the workers, collated, copied to the device and
+  made float there; synthetic packed crops of 256 px, 128 px for rows of 128 px and less),
+  measured alone in its own process, beside what the step consumes: the measured auto
+  step here (`step/s`), and an H100 at an assumed `--gpu-tflops` (default 346: 35% of
+  its 989 TFLOP/s bf16 dense peak, a typical MFU for these convolutional GANs) doing the
+  row's counted FLOPs (`H100/s`); `x H100` is the loader's share of that (3x leaves room).
 * Distance to the limit: the FLOPs of one training step of each path are counted with
   torch's FlopCounterMode (convolutions and matrix products, forward and backward), and
   the table gives the achieved GFLOP/s of the plain and the auto path and their share of
@@ -160,7 +168,41 @@ def build(model: str, px: int, batch: int, path: str, device: torch.device, comp
 # ----------------------------------------------------------------------------- one path, in its own process
 
 
+def measure_loader(spec: dict) -> dict:
+    """Samples per second the trainer's loader delivers for the row (see the docstring)."""
+    import numpy as np
+
+    from toonlab.train.data import BatchStream, ImageSource, UnpairedDataset, to_device
+
+    device = torch.device(spec["device"])
+    recipe = build(spec["model"], spec["px"], spec["batch"], "fp32", torch.device("cpu"), False)
+    data = recipe.data
+    close = getattr(recipe, "close", None)
+    if close:
+        close()
+    del recipe
+    size = 256 if max(data.crop_px, data.load_px or 0) > 128 else 128
+    rgb = np.random.default_rng(0).integers(0, 256, (max(64, 2 * data.batch_size), size, size, 3), dtype=np.uint8)
+    sources = {key: ImageSource(rgb) for key in data.domains}
+    stream = BatchStream(UnpairedDataset(sources, data, 0), data.batch_size, spec["workers"],
+                         pin_memory=device.type == "cuda", prefetch=2)
+    try:
+        for _ in range(2):                 # the workers start, the first batches come
+            to_device(next(stream), device)
+        n, t0 = 0, time.perf_counter()
+        while n < 3 or time.perf_counter() - t0 < spec["seconds"]:
+            to_device(next(stream), device)
+            n += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return {"samples_per_s": n * data.batch_size / (time.perf_counter() - t0), "source_px": size}
+    finally:
+        stream.close()
+
+
 def measure_one(spec: dict) -> dict:
+    if spec["path"] == "loader":
+        return measure_loader(spec)
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     recipe = build(spec["model"], spec["px"], spec["batch"], spec["path"], device, spec["compile"])
@@ -232,6 +274,10 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile on the auto path")
     ap.add_argument("--paths", nargs="+", default=["plain", "fp32", "bf16"], choices=["plain", "fp32", "bf16"],
                     help="eager paths to measure (auto needs fp32 and bf16; with one of them only, auto is that one)")
+    ap.add_argument("--loader-workers", type=int, default=2, help="loader worker processes (0: no loader column)")
+    ap.add_argument("--loader-seconds", type=float, default=5.0, help="how long to time the loader per row")
+    ap.add_argument("--gpu-tflops", type=float, default=346.0,
+                    help="achieved TFLOP/s assumed for an H100 step (default: 35%% of its 989 bf16 dense peak)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -251,6 +297,8 @@ def main() -> int:
     head = (f"{'model':<13}{'px':>4}{'batch':>6}  {'plain ms':>9}{'fp32 ms':>9}{'bf16 ms':>9}  {'auto':<5}"
             f"{'auto ms':>8}{'speed-up':>9}{'bf16/fp32':>10}  {'peak MiB plain/auto':>20}"
             f"  {'GFLOP/step':>10}{'GFLOP/s plain/auto':>19}{'% of peak':>13}")
+    if args.loader_workers:
+        head += f"  {'loader/s':>9}{'step/s':>8}{'H100/s':>9}{'x H100':>8}"
     if args.compile:
         head += f"  {'compiled ms':>11}{'compile s':>10}  pays back"
     print(head, flush=True)
@@ -287,6 +335,14 @@ def main() -> int:
             share = {"plain": rate["plain"] / peaks["fp32"], "auto": rate["auto"] / peaks.get(auto, peaks["fp32"])}
             line += (f"  {a['gflop']:>10.1f}{rate['plain']:>10.1f} /{rate['auto']:>7.1f}"
                      f"{100 * share['plain']:>6.1f}% /{100 * share['auto']:>4.1f}%")
+        if args.loader_workers:
+            ld = run_path({**base, "path": "loader", "workers": args.loader_workers, "seconds": args.loader_seconds})
+            if "error" in ld:
+                line += f"  loader failed: {ld['error'][:80]}"
+            else:
+                h100 = batch / (a["gflop"] / (args.gpu_tflops * 1000)) if "gflop" in a else float("nan")
+                line += (f"  {ld['samples_per_s']:>9.0f}{batch / (a['ms'] / 1000):>8.1f}{h100:>9.0f}"
+                         f"{ld['samples_per_s'] / h100:>7.2f}x")
         if args.compile:
             c = compiled or run_path({**base, "path": auto, "compile": True})
             if "error" in c:

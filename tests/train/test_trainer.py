@@ -202,3 +202,53 @@ def test_batch_stream_close_ends_its_workers(workdir):
     stream.close()
     assert not any(w.is_alive() for w in workers) and stream._it is None
     stream.close()    # twice: nothing left to end
+
+
+def test_batches_are_uint8_made_float_on_the_device_the_same_whatever_workers_epochs_and_resumes(workdir):
+    """The workers deliver uint8 crops; `to_device` makes them float in [-1, 1] with the
+    arithmetic of codec.from_uint8 (the values the trainer trained on before). One loader
+    serves the whole run (its workers start once, across epochs); the batches are the same
+    with 0 or 2 workers, and a stream started from any checkpointed (epoch, position)
+    continues exactly, also from a position that is not a whole number of batches (a
+    resume on another number of processes)."""
+    from toonlab.train.data import BatchStream, ImageSource, SamplerState, UnpairedDataset, to_device
+    from toonlab.train.recipe import DataSpec
+    from toonlab.util import codec
+
+    spec = DataSpec(domains={"A": "A", "B": "B"}, crop_px=32, batch_size=5, load_px=36)
+
+    def stream(workers, state=None):
+        sources = {k: ImageSource.folder(str(workdir / k)) for k in "AB"}
+        return BatchStream(UnpairedDataset(sources, spec, 0), 5, workers, False, state=state, prefetch=3)
+
+    plain = stream(0)
+    batches, states = [], []
+    for _ in range(12):                     # 24 images, 4 whole batches an epoch: 3 epochs
+        batches.append(next(plain))
+        states.append(plain.state)
+    assert [(s.epoch, s.position) for s in states[:6]] == [(0, 5), (0, 10), (0, 15), (0, 20), (1, 5), (1, 10)]
+    first = batches[0]["A"]
+    assert first.dtype == torch.uint8 and first.shape == (5, 3, 32, 32) and first.is_contiguous()
+    on_device = to_device(batches[0], torch.device("cpu"))["A"]
+    assert torch.equal(on_device, codec.from_uint8(first.permute(0, 2, 3, 1).numpy()))
+    assert on_device.dtype == torch.float32 and on_device.is_contiguous()
+    assert to_device(batches[0], torch.device("cpu"), channels_last=True)["A"].is_contiguous(
+        memory_format=torch.channels_last)
+    assert not torch.equal(batches[0]["A"], batches[4]["A"])      # epoch 1 is another order
+
+    workers = stream(2)
+    try:
+        got = [next(workers) for _ in range(12)]
+        started = list(workers._it._workers)
+        assert workers.state == states[-1] and all(w.is_alive() for w in started)   # the same workers, 3 epochs on
+    finally:
+        workers.close()
+    for a, b in zip(batches, got):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    for i in (2, 3, 6):                    # resumed after batch i (epoch ends included)
+        resumed = next(stream(0, state=states[i]))
+        assert all(torch.equal(resumed[k], batches[i + 1][k]) for k in "AB"), i
+    # A position that is not a whole number of batches: the epoch's last partial batch is left out.
+    odd = stream(0, state=SamplerState(0, 7))
+    assert [next(odd) is not None and odd.state for _ in range(3)] == [SamplerState(0, 12), SamplerState(0, 17),
+                                                                        SamplerState(1, 5)]

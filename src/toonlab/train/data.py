@@ -1,6 +1,14 @@
 """Training data: packed face crops (or any folder of images), unpaired sampling,
 augmentation in worker processes, and a sampler whose position is checkpointed.
 
+The workers deliver uint8 crops (N x 3 x H x W): a quarter of float32's bytes to collate,
+pin (on CUDA) and copy, asynchronously (`non_blocking`); `to_device` converts them to
+float in [-1, 1] on the device (x / 127.5 - 1, the same arithmetic as
+`toonlab.util.codec.from_uint8`). Resizing, cropping, flipping and colour jitter stay in
+the workers, on uint8 (albumentations / OpenCV). One loader serves the whole run: its
+sampler runs on from epoch to epoch, so the workers are started once and keep
+`prefetch` batches each ready ahead of the step.
+
 Determinism: the order of samples comes from a generator seeded with (seed, epoch),
 and the augmentation of a sample from (seed, epoch, position, key), never from worker
 state, so a run gives the same batches whatever the number of workers, and a resumed
@@ -18,7 +26,6 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from toonlab.errors import UsageError
 from toonlab.train.recipe import DataSpec
-from toonlab.util import codec
 from toonlab.util.signals import stops_blocked
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -143,6 +150,7 @@ class UnpairedDataset(Dataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        """The epoch an integer index refers to (a sampler's (epoch, position) names its own)."""
         self.epoch = epoch
         self.perms = {k: np.random.default_rng([self.seed, epoch, n]).permutation(len(s))
                       for n, (k, s) in enumerate(sorted(self.sources.items()))}
@@ -151,9 +159,14 @@ class UnpairedDataset(Dataset):
         # An epoch is as long as the largest domain, split evenly across ranks.
         return max(len(s) for s in self.sources.values()) // self.world
 
-    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Sample `index`: a position in the current epoch, or (epoch, position). Images
+        come as uint8 3 x H x W (`to_device` makes them float on the device)."""
         if self.augment is None:  # built lazily, in the worker process
             self.augment = Augment(self.spec, self.jitter)
+        epoch, position = index if isinstance(index, tuple) else (self.epoch, index)
+        if epoch != self.epoch:
+            self.set_epoch(epoch)
         global_pos = position * self.world + self.rank
         item = {}
         for n, (key, source) in enumerate(sorted(self.sources.items())):
@@ -164,46 +177,76 @@ class UnpairedDataset(Dataset):
                 rgb = composite(rgb, source.matte(idx), self.spec.composite)
             seed = int(np.random.default_rng([self.seed, self.epoch, global_pos, n]).integers(2**31))
             img, pts = self.augment(rgb, five if self.spec.with_landmarks else None, seed)
-            item[key] = codec.from_uint8(img[None])[0]
+            img = np.ascontiguousarray(img)
+            item[key] = torch.from_numpy(img if img.flags.writeable else img.copy()).permute(2, 0, 1)
             if pts is not None:
                 item[f"{key}_five"] = torch.from_numpy(pts)
         return item
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
+              ) -> dict[str, torch.Tensor]:
+    """A batch on `device`: copied asynchronously (from pinned memory on CUDA), uint8 images
+    converted there to float32 in [-1, 1] (x / 127.5 - 1), images channels_last if asked."""
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        if v.dtype == torch.uint8:
+            v = v.float().div_(127.5).sub_(1.0)
+        if v.dim() == 4 and channels_last:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+class _Positions:
+    """The sampler: (epoch, position) from `state` on, epoch after epoch, each epoch's
+    positions from its start to the last whole batch (a batch never spans two epochs)."""
+
+    def __init__(self, state: SamplerState, per_epoch: int, batch_size: int):
+        self.state, self.per_epoch, self.batch = state, per_epoch, batch_size
+
+    def __iter__(self):
+        epoch, start = self.state.epoch, self.state.position
+        while True:
+            whole = (self.per_epoch - start) // self.batch * self.batch
+            for position in range(start, start + whole):
+                yield epoch, position
+            epoch, start = epoch + 1, 0
 
 
 class BatchStream:
     """Endless batches with a checkpointable (epoch, position)."""
 
     def __init__(self, dataset: UnpairedDataset, batch_size: int, workers: int, pin_memory: bool,
-                 state: SamplerState | None = None):
+                 state: SamplerState | None = None, prefetch: int = 2):
         if len(dataset) < batch_size:
             raise UsageError(f"batch size {batch_size} is larger than the data ({len(dataset)} samples per rank)")
         self.ds, self.batch_size, self.workers, self.pin = dataset, batch_size, workers, pin_memory
+        self.prefetch = prefetch
         self.state = state or SamplerState()
+        self.per_epoch = (len(self.ds) // self.batch_size) * self.batch_size
         self._it = None
 
     def _loader(self):
-        per_epoch = (len(self.ds) // self.batch_size) * self.batch_size
-        start = self.state.position
-        self.ds.set_epoch(self.state.epoch)
-        sampler = list(range(start, per_epoch))
         with stops_blocked():   # workers start with the stops blocked: a stop now cannot kill one mid-start
-            return iter(DataLoader(self.ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
-                                   pin_memory=self.pin, drop_last=True, persistent_workers=False,
+            return iter(DataLoader(self.ds, batch_size=self.batch_size,
+                                   sampler=_Positions(self.state, self.per_epoch, self.batch_size),
+                                   num_workers=self.workers, pin_memory=self.pin,
                                    # its own generator: creating a loader must not consume the global
                                    # torch RNG, or a resumed run would diverge from an uninterrupted one
                                    generator=torch.Generator().manual_seed(self.ds.seed),
-                                   worker_init_fn=_worker_init, prefetch_factor=2 if self.workers else None))
+                                   worker_init_fn=_worker_init,
+                                   prefetch_factor=self.prefetch if self.workers else None))
 
     def __next__(self) -> dict[str, torch.Tensor]:
         if self._it is None:
             self._it = self._loader()
-        try:
-            batch = next(self._it)
-        except StopIteration:
-            self.state = SamplerState(self.state.epoch + 1, 0)
-            self._it = self._loader()
-            batch = next(self._it)
-        self.state = SamplerState(self.state.epoch, self.state.position + self.batch_size)
+        batch = next(self._it)
+        epoch, position = self.state.epoch, self.state.position
+        if self.per_epoch - position < self.batch_size:   # the sampler went on to the next epoch
+            epoch, position = epoch + 1, 0
+        self.state = SamplerState(epoch, position + self.batch_size)
         return batch
 
     def __iter__(self):

@@ -46,7 +46,7 @@ from toonlab.log import get_logger
 from toonlab.train import checkpoint as ckpt
 from toonlab.train import compiling, decide, optimize, precision, runfolder
 from toonlab.train import resume as resuming
-from toonlab.train.data import BatchStream, ImageSource, SamplerState, UnpairedDataset
+from toonlab.train.data import BatchStream, ImageSource, SamplerState, UnpairedDataset, to_device
 from toonlab.train.device import unwrap
 from toonlab.train.ema import EMA
 from toonlab.train.monitor import Monitor
@@ -141,13 +141,7 @@ class Trainer:
         return self._to_device({k: torch.stack([it[k] for it in items]) for k in items[0]})
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for k, v in batch.items():
-            v = v.to(self.device, non_blocking=True)
-            if v.dim() == 4 and self.channels_last:
-                v = v.contiguous(memory_format=torch.channels_last)
-            out[k] = v
-        return out
+        return to_device(batch, self.device, self.channels_last)
 
     # -- resume (rank 0 picks, every rank follows)
     def config(self) -> dict[str, Any]:
@@ -223,8 +217,8 @@ class Trainer:
             decide.compile_nets(recipe)
 
         dataset = UnpairedDataset(sources, spec, self.tp.seed, self.tp.jitter, rank, world)
-        stream = BatchStream(dataset, batch, self.tp.loader_workers,
-                             pin_memory=self.device.type == "cuda", state=sampler_state)
+        stream = BatchStream(dataset, batch, self.tp.loader_workers, pin_memory=self.device.type == "cuda",
+                             state=sampler_state, prefetch=self.tp.loader_prefetch)
         fixed = self._fixed_batch(sources, spec)
         self.monitor.start(start, resuming=resume_path is not None)
         bad = torch.full((), -1, dtype=torch.long, device=self.device)
