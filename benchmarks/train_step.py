@@ -326,15 +326,20 @@ def main() -> int:
             auto = "bf16" if "bf16" in res else "fp32"
             ratio_s = f"{'-':>10}"
         a = res[auto] if auto in res else res[next(iter(res))]
-        base_ms = res.get("plain", a)["ms"]
+        speedup = f"{res['plain']['ms'] / a['ms']:>8.2f}x" if "plain" in res else f"{'-':>9}"
+        plain_mib = f"{res['plain']['peak_mib']:>9.0f}" if "plain" in res else f"{'-':>9}"
         line = (f"{model:<13}{px:>4}{batch:>6}  {ms['plain']}{ms['fp32']}{ms['bf16']}  {auto:<5}{a['ms']:>8.0f}"
-                f"{base_ms / a['ms']:>8.2f}x{ratio_s}  {res.get('plain', a)['peak_mib']:>9.0f} /{a['peak_mib']:>8.0f}")
-        pl = res.get("plain", a)
-        if "gflop" in a and "gflop" in pl:
-            rate = {"plain": pl["gflop"] / (pl["ms"] / 1000), "auto": a["gflop"] / (a["ms"] / 1000)}
-            share = {"plain": rate["plain"] / peaks["fp32"], "auto": rate["auto"] / peaks.get(auto, peaks["fp32"])}
-            line += (f"  {a['gflop']:>10.1f}{rate['plain']:>10.1f} /{rate['auto']:>7.1f}"
-                     f"{100 * share['plain']:>6.1f}% /{100 * share['auto']:>4.1f}%")
+                f"{speedup}{ratio_s}  {plain_mib} /{a['peak_mib']:>8.0f}")
+        pl = res.get("plain")
+        if "gflop" in a:
+            auto_rate = a["gflop"] / (a["ms"] / 1000)
+            auto_share = f"{100 * auto_rate / peaks.get(auto, peaks['fp32']):>4.1f}%"
+            if pl is not None and "gflop" in pl:      # plain is fp32: its share of the fp32 peak
+                plain_rate = pl["gflop"] / (pl["ms"] / 1000)
+                plain_s, plain_share = f"{plain_rate:>10.1f}", f"{100 * plain_rate / peaks['fp32']:>6.1f}%"
+            else:
+                plain_s, plain_share = f"{'-':>10}", f"{'-':>7}"
+            line += f"  {a['gflop']:>10.1f}{plain_s} /{auto_rate:>7.1f}{plain_share} /{auto_share}"
         if args.loader_workers:
             ld = run_path({**base, "path": "loader", "workers": args.loader_workers, "seconds": args.loader_seconds})
             if "error" in ld:

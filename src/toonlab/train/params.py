@@ -39,7 +39,8 @@ class TrainParams(Section):
     # where it is measured to pay back within a few hundred steps: toonlab.train.compiling).
     compile: bool | Literal["auto"] = "auto"
     loader_workers: Annotated[int, Field(ge=0, le=64)] = 2
-    # Batches each loader worker keeps ready ahead of the step (the workers live for the whole run).
+    # Tasks (chunks of >= 16 samples in whole batches) each loader worker keeps ready ahead of
+    # the step; the workers live for the whole run.
     loader_prefetch: Annotated[int, Field(ge=1, le=64)] = 2
     seed: Annotated[int, Field(ge=0)] = 0
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.0   # colour jitter strength (albumentations)
