@@ -89,16 +89,15 @@ class RecipeBase:
     def schedulers(self) -> dict[str, Any]:
         return self.sched
 
-    def phases(self, batch: dict[str, torch.Tensor], step: int) -> Phases:
-        """One training step as phases: compute a phase's losses, `yield name, loss` (or a
-        tuple of losses) for optimizer `name`, and go on once it has stepped; return the
-        detached losses to log (`toonlab.train.optimize`)."""
-        raise NotImplementedError
+    # A subclass defines `phases(batch, step) -> Phases`: one training step as phases
+    # (compute a phase's losses, `yield name, loss` or a tuple of losses for optimizer
+    # `name`, go on once it has stepped; return the detached losses to log;
+    # `toonlab.train.optimize`).
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """One optimisation step on `batch` (the Recipe protocol): the recipe's phases,
         each stepped by `self.steps` as it comes."""
-        return self.steps.drive([self.phases(batch, step)])
+        return self.steps.drive([self.phases(batch, step)])  # type: ignore[attr-defined]
 
     # -- helpers
 

@@ -139,9 +139,7 @@ class Stepper:
 def has_phases(recipe: Any) -> bool:
     """Whether the recipe gives its step as phases (`phases(batch, step)`), not only as a
     `train_step` that steps its optimizers itself."""
-    phases = getattr(type(recipe), "phases", None)
-    base = getattr(phases, "__qualname__", "")
-    return callable(phases) and base != "RecipeBase.phases"
+    return callable(getattr(recipe, "phases", None))
 
 
 def check_accumulate(recipe: Any, accumulate: int, family: str) -> None:
