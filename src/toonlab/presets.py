@@ -82,7 +82,7 @@ def tiny() -> dict[str, dict[str, Any]]:
     module: a few steps at the smallest size), params.yaml section -> values. A family
     without them keeps its section's values there."""
     out: dict[str, dict[str, Any]] = {}
-    for section, module in sections().items():
+    for module in sections().values():
         out.update(copy.deepcopy(getattr(module, "TINY", {})))
     return out
 

@@ -269,15 +269,15 @@ class BatchStream:
         if self._it is None:
             self._it = self._loader()
             self._ready = []
+            self._order = iter(_Positions(self.state, self.per_epoch, self.batch_size))   # the loader's order
         if not self._ready:
             chunk = next(self._it)
             parts = {k: v.split(self.batch_size) for k, v in chunk.items()}
             self._ready = [{k: v[i] for k, v in parts.items()} for i in range(self.chunk)][::-1]
         batch = self._ready.pop()
-        epoch, position = self.state.epoch, self.state.position
-        if self.per_epoch - position < self.batch_size:   # the sampler went on to the next epoch
-            epoch, position = epoch + 1, 0
-        self.state = SamplerState(epoch, position + self.batch_size)
+        for _ in range(self.batch_size):     # the samples the batch holds, in the sampler's order
+            epoch, position = next(self._order)
+        self.state = SamplerState(epoch, position + 1)
         return batch
 
     def __iter__(self):
